@@ -1,0 +1,111 @@
+"""Typed values for what the Hub says about repos, commits and files.
+
+Upstream JSON becomes these at the edge (`proxy/upstream.py`); the database stores them and the hub
+routes render them back to JSON (`to_json`). Xet fields are dropped on the way in and never rendered.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from scanners.report import JsonValue
+
+# Keys that must never reach a client: they make hf_xet bypass the mirror (hub-protocol.md §5).
+T = TypeVar("T")
+
+XET_KEYS = frozenset({"xetHash", "xet_hash", "xetEnabled"})
+
+
+def strip_xet(value: JsonValue) -> JsonValue:
+    """A copy of a JSON value with every Xet key removed, at any depth (bounded by the input)."""
+    if isinstance(value, dict):
+        return {k: strip_xet(v) for k, v in value.items() if k not in XET_KEYS}
+    if isinstance(value, list):
+        return [strip_xet(v) for v in value]
+    return value
+
+
+class EntryType(enum.StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+
+
+@dataclass(frozen=True, slots=True)
+class LfsInfo:
+    sha256: str
+    size: int
+    pointer_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TreeEntry:
+    """One file or folder of a commit's tree. `oid` is the git blob (or tree) sha1."""
+
+    entry_type: EntryType
+    path: str
+    oid: str
+    size: int
+    lfs: LfsInfo | None = None
+
+    @property
+    def etag(self) -> str:
+        """The ETag the Hub sends for this file: sha256 for LFS files, git blob sha1 otherwise."""
+        return self.lfs.sha256 if self.lfs else self.oid
+
+    def to_json(self) -> dict[str, JsonValue]:
+        data: dict[str, JsonValue] = {
+            "type": self.entry_type.value,
+            "oid": self.oid,
+            "size": self.size,
+            "path": self.path,
+        }
+        if self.lfs is not None:
+            data["lfs"] = {
+                "oid": self.lfs.sha256,
+                "size": self.lfs.size,
+                "pointerSize": self.lfs.pointer_size,
+            }
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class RepoInfo:
+    """Repo info at one commit. `raw` is the upstream JSON with Xet keys removed."""
+
+    repo_id: str
+    sha: str
+    private: bool
+    gated: str | bool
+    disabled: bool
+    raw: Mapping[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FileMetadata:
+    """What the metadata HEAD of a file says (hub-protocol.md §4.1), read from the Hub's first
+    answer, never from the CDN's. `is_lfs` is true when the etag is a 64-hex sha256."""
+
+    commit: str
+    etag: str
+    size: int
+    is_lfs: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CommitInfo:
+    """One item of a commit listing. `raw` is the upstream JSON (for re-rendering)."""
+
+    commit_id: str
+    raw: Mapping[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a paginated listing; `cursor` fetches the next page (None: last page)."""
+
+    items: tuple[T, ...]
+    cursor: str | None
+    total: int | None = None
