@@ -132,6 +132,7 @@ def _http_url(value: object) -> object:
         or " " in text
     ):
         raise ValueError(text)
+    _ = parts.port  # raises ValueError on a port that is not a number in range
     return text.rstrip("/")
 
 
@@ -160,8 +161,9 @@ def _token(value: object) -> object:
     if not isinstance(value, Secret):
         raise TypeError(value)
     text = value.reveal()
+    # It goes into an Authorization header: printable ASCII without spaces.
     if not (0 < len(text) <= MAX_TEXT_CHARS and text.isascii() and text.isprintable()):
-        raise ValueError("token")
+        raise ValueError("token")  # never the value: messages must not show a secret
     if " " in text:
         raise ValueError("token")
     return value

@@ -1,0 +1,226 @@
+"""Engines, sessions and the schema's version: the one place that knows SQLite from PostgreSQL.
+
+SQLite (the default, one process): WAL so readers never wait for the writer, foreign keys on, a
+busy timeout, and every transaction opened with BEGIN IMMEDIATE. The last one matters: with
+SQLite's default deferred BEGIN, two transactions that read and then write fail with "database
+is locked" (SQLITE_BUSY_SNAPSHOT) whatever the busy timeout; taking the write lock at BEGIN makes
+the loser wait instead. Keep transactions short. PostgreSQL (several replicas): pre-ping, and
+migrations under a transaction-scoped advisory lock so replicas starting together do not race.
+
+The schema is only ever built by the Alembic migrations in the `migrations` package.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from pathlib import Path
+from typing import Any
+
+import alembic.command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import ConnectionPoolEntry
+
+import migrations
+from proxy.config import Settings
+from proxy.errors import HubwardenError
+
+logger = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# One fixed key for "the schema is being migrated", shared by every replica.
+MIGRATION_LOCK_KEY = zlib.crc32(b"hubwarden:migrations")
+MIGRATION_LOCK_TIMEOUT = "600s"
+POSTGRES_CONNECT_TIMEOUT_S = 10
+
+
+class SchemaOutdated(HubwardenError):
+    """The database schema is not at the revision this Hubwarden needs, and upgrading on start is
+    off (`upgrade_on_start = false`)."""
+
+    def __init__(self, current: str | None, head: str) -> None:
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the database schema is at revision {current or '(empty)'}, this Hubwarden needs "
+            f"{head}; run `hubwarden db upgrade` (with the same configuration), then start again"
+        )
+
+
+def database_url(settings: Settings) -> str:
+    """The SQLAlchemy URL of the configured database (the SQLite file under data_dir by default)."""
+    return settings.effective_database_url
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for a SQLite or PostgreSQL URL, with the settings described above.
+
+    For a SQLite file, its parent directory is created.
+    """
+    if is_sqlite(url):
+        return _sqlite_engine(url)
+    return create_async_engine(
+        url, pool_pre_ping=True, connect_args={"timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _on_sqlite_connect)
+    event.listen(engine.sync_engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    # The driver must not open transactions itself: `_on_sqlite_begin` does, as IMMEDIATE.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode except on power loss
+    cursor.close()
+
+
+def _on_sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded values after commit (no implicit I/O on attribute access)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's configuration, built in code: the scripts are the installed `migrations`
+    package, and `connection` (when given) is the one the migrations run on."""
+    config = Config()
+    script_location = Path(migrations.__file__).parent
+    config.set_main_option("script_location", str(script_location).replace("%", "%%"))
+    config.attributes["connection"] = connection
+    return config
+
+
+def head_revision() -> str:
+    """The revision the code's models correspond to."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError("the migrations package has no revision")
+    return head
+
+
+def _current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at; None for an empty database."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current_revision)
+
+
+async def schema_is_current(engine: AsyncEngine) -> bool:
+    return await current_revision(engine) == head_revision()
+
+
+async def upgrade_schema(engine: AsyncEngine) -> None:
+    """Run the migrations up to head, in one transaction (under an advisory lock on PostgreSQL,
+    so that replicas starting together migrate once and the others wait)."""
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            await _set_sqlite_foreign_keys(connection, on=False)
+        try:
+            async with connection.begin():
+                if not sqlite:
+                    await _take_migration_lock(connection)
+                await connection.run_sync(_upgrade_to_head)
+                if sqlite:
+                    await _check_sqlite_foreign_keys(connection)
+        finally:
+            if sqlite:
+                await _set_sqlite_foreign_keys(connection, on=True)
+
+
+async def downgrade_schema(engine: AsyncEngine, revision: str) -> None:
+    """Run the migrations down to `revision` ("base" empties the database); for tests and
+    emergencies only."""
+    async with engine.connect() as connection, connection.begin():
+        await connection.run_sync(
+            lambda sync: alembic.command.downgrade(alembic_config(sync), revision)
+        )
+
+
+def _upgrade_to_head(connection: Connection) -> None:
+    before = _current_revision(connection)
+    alembic.command.upgrade(alembic_config(connection), "head")
+    after = _current_revision(connection)
+    if before != after:
+        logger.info("database schema upgraded from %s to %s", before or "(empty)", after)
+
+
+async def _take_migration_lock(connection: AsyncConnection) -> None:
+    await connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
+    await connection.execute(
+        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+    )
+
+
+async def _set_sqlite_foreign_keys(connection: AsyncConnection, *, on: bool) -> None:
+    # Batch migrations recreate tables (copy, drop, rename); with foreign keys on, dropping a
+    # parent table would cascade-delete its children. The pragma is ignored inside a
+    # transaction, so it is sent on the raw connection, outside one.
+    pragma = f"PRAGMA foreign_keys={'ON' if on else 'OFF'}"
+    await connection.run_sync(lambda sync: _raw_execute(sync, pragma))
+
+
+def _raw_execute(connection: Connection, statement: str) -> Any:
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(statement)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+async def _check_sqlite_foreign_keys(connection: AsyncConnection) -> None:
+    result = await connection.exec_driver_sql("PRAGMA foreign_key_check")
+    broken = result.fetchall()
+    if broken:
+        raise RuntimeError(f"a migration left rows with broken foreign keys: {broken[:5]}")
+
+
+async def prepare_schema(engine: AsyncEngine, *, upgrade: bool) -> None:
+    """At start-up: upgrade the schema, or (with `upgrade` false) check that it is current.
+
+    Raises SchemaOutdated when the schema is behind and may not be upgraded here.
+    """
+    if upgrade:
+        await upgrade_schema(engine)
+        return
+    current = await current_revision(engine)
+    head = head_revision()
+    if current != head:
+        raise SchemaOutdated(current, head)

@@ -1,0 +1,298 @@
+"""The database schema: SQLAlchemy 2 declarative models, changed only through Alembic migrations.
+
+States and reasons are `StrEnum`s stored as plain strings (not database enums), so adding a state
+needs no ALTER TYPE; `EnumString` refuses an unknown value on the way in and returns the enum on
+the way out. Timestamps are timezone-aware UTC on both databases (`UTCDateTime`: SQLite keeps
+no zone, so one is attached on read). Rows that describe history (audit events) outlive the repo
+and blob rows they mention: those keys are set to NULL, not cascaded.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from proxy.repos import RepoType
+from scanners.report import JsonValue
+
+# Constraint names must be stable (and short enough for PostgreSQL's 63 characters) so that later
+# migrations can drop them by name, on SQLite too (batch mode recreates tables by name).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class BlobState(enum.StrEnum):
+    """Where a blob is on its way (DESIGN.md): only `released` is ever served complete."""
+
+    FETCHING = "fetching"
+    SCANNING = "scanning"
+    RELEASED = "released"
+    QUARANTINED = "quarantined"
+    REJECTED = "rejected"
+
+
+class BlockReason(enum.StrEnum):
+    """Why a repo is stopped as a whole."""
+
+    TAMPERED = "tampered"
+    HISTORY_REWRITTEN = "history_rewritten"
+    PINNED_CHANGED = "pinned_changed"
+    ADMIN = "admin"
+
+
+class EntryKind(enum.StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """A timezone-aware UTC timestamp on every database; naive datetimes are refused."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware one")
+        return value.astimezone(dt.UTC)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:  # SQLite stores the UTC wall clock without a zone
+            return value.replace(tzinfo=dt.UTC)
+        return value.astimezone(dt.UTC)
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class EnumString(TypeDecorator[E]):
+    """A StrEnum kept in a VARCHAR column: unknown values refused on write, enums on read."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum_type: type[E], length: int) -> None:
+        super().__init__(length)
+        self.enum_type = enum_type
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return self.enum_type(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        return None if value is None else self.enum_type(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime()}  # noqa: RUF012 (read by SQLAlchemy)
+
+
+def _created() -> Any:
+    return mapped_column(default=utcnow)
+
+
+def _updated() -> Any:
+    return mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Repo(Base):
+    """A repo Hubwarden has seen: `(repo_type, repo_id)` with what upstream said about access."""
+
+    __tablename__ = "repos"
+    __table_args__ = (UniqueConstraint("repo_type", "repo_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_type: Mapped[RepoType] = mapped_column(EnumString(RepoType, 16))
+    repo_id: Mapped[str] = mapped_column(String(200))
+    private: Mapped[bool] = mapped_column(Boolean, default=False)
+    gated: Mapped[str] = mapped_column(String(16), default="false")  # "false", "auto", "manual"
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class Ref(Base):
+    """Where a branch or tag of a repo pointed when upstream last told us."""
+
+    __tablename__ = "refs"
+    __table_args__ = (UniqueConstraint("repo_pk", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    commit: Mapped[str] = mapped_column(String(40))
+    updated_at: Mapped[dt.datetime] = _updated()
+
+
+class Commit(Base):
+    """A commit of a repo; `info` is the repo info at that commit (Xet fields stripped)."""
+
+    __tablename__ = "commits"
+    __table_args__ = (UniqueConstraint("repo_pk", "sha"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(40))
+    info: Mapped[dict[str, JsonValue] | None] = mapped_column(JSON, nullable=True)
+    tree_complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class Entry(Base):
+    """One file or folder of a commit's tree; the blob is found by `lfs_sha256` or `oid`."""
+
+    __tablename__ = "entries"
+    __table_args__ = (
+        UniqueConstraint("commit_pk", "path"),
+        Index("ix_entries_oid", "oid"),
+        Index("ix_entries_lfs_sha256", "lfs_sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    commit_pk: Mapped[int] = mapped_column(ForeignKey("commits.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    kind: Mapped[EntryKind] = mapped_column(EnumString(EntryKind, 16))
+    oid: Mapped[str] = mapped_column(String(40))
+    size: Mapped[int] = mapped_column(BigInteger)
+    lfs_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lfs_pointer_size: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class Blob(Base):
+    """File content by the hash upstream advertised (`etag`), with its state and lease.
+
+    The lease (owner, fencing token, expiry) elects the one task or replica that fetches; the
+    token only grows, so a stale holder's writes can be refused by comparing it.
+    """
+
+    __tablename__ = "blobs"
+    __table_args__ = (Index("ix_blobs_state", "state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    etag: Mapped[str] = mapped_column(String(64), unique=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    git_sha1: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[BlobState] = mapped_column(EnumString(BlobState, 16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    file_format: Mapped[str] = mapped_column(String(32), default="")
+    outcome: Mapped[str] = mapped_column(String(16), default="")
+    first_repo_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("repos.id", ondelete="SET NULL"), nullable=True
+    )
+    first_path: Mapped[str] = mapped_column(String(1024), default="")
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_token: Mapped[int] = mapped_column(BigInteger, default=0)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    created_at: Mapped[dt.datetime] = _created()
+    updated_at: Mapped[dt.datetime] = _updated()
+
+    findings: Mapped[list[FindingRow]] = relationship(
+        back_populates="blob", lazy="raise", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class FindingRow(Base):
+    """One scanner result for a blob (`scanners.report.Finding` as stored)."""
+
+    __tablename__ = "findings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_pk: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), index=True)
+    scanner: Mapped[str] = mapped_column(String(64))
+    code: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = _created()
+
+    blob: Mapped[Blob] = relationship(back_populates="findings", lazy="raise")
+
+
+class Pin(Base):
+    """`(repo, path)` → the etag first verified and released, with the commit it came from."""
+
+    __tablename__ = "pins"
+    __table_args__ = (UniqueConstraint("repo_pk", "path"), Index("ix_pins_etag", "etag"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    etag: Mapped[str] = mapped_column(String(64))
+    commit: Mapped[str] = mapped_column(String(40))
+    pinned_at: Mapped[dt.datetime] = _created()
+    pinned_by: Mapped[str] = mapped_column(String(128))
+
+
+class Block(Base):
+    """A repo-wide stop; active while `lifted_at` is NULL."""
+
+    __tablename__ = "blocks"
+    __table_args__ = (Index("ix_blocks_repo_pk_lifted_at", "repo_pk", "lifted_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    reason: Mapped[BlockReason] = mapped_column(EnumString(BlockReason, 32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+    created_by: Mapped[str] = mapped_column(String(128))
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    lifted_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class AuditEvent(Base):
+    """Who did what, when: state changes, admin actions, blocks. Never deleted with its subject."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_repo_pk", "repo_pk"),
+        Index("ix_audit_events_blob_pk", "blob_pk"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = _created()
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    repo_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("repos.id", ondelete="SET NULL"), nullable=True
+    )
+    blob_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("blobs.id", ondelete="SET NULL"), nullable=True
+    )
+    details: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
