@@ -48,14 +48,18 @@ POSTGRES_CONNECT_TIMEOUT_S = 10
 
 class SchemaOutdated(HubwardenError):
     """The database schema is not at the revision this Hubwarden needs, and upgrading on start is
-    off (`upgrade_on_start = false`)."""
+    off (`upgrade_on_start = false`). `current` and `head` are the revisions, when known."""
 
-    def __init__(self, current: str | None, head: str) -> None:
+    def __init__(self, current: str | None = None, head: str | None = None) -> None:
         self.current = current
         self.head = head
+        if head is None:
+            found = "is not at the revision this Hubwarden needs"
+        else:
+            found = f"is at revision {current or '(empty)'}, this Hubwarden needs {head}"
         super().__init__(
-            f"the database schema is at revision {current or '(empty)'}, this Hubwarden needs "
-            f"{head}; run `hubwarden db upgrade` (with the same configuration), then start again"
+            f"the database schema {found}; run `hubwarden db upgrade` (with the same "
+            "configuration), then start again"
         )
 
 
