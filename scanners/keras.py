@@ -1,0 +1,374 @@
+"""Keras models: `.keras` zips (Keras 3) and `.h5` files (Keras 2), read as configs, never loaded.
+
+A Keras model's config says which classes and functions to rebuild it from, and loading it
+imports them:
+- `Lambda` layers carry marshalled Python bytecode (base64): Keras 2 `.h5` runs it on load, Keras 3
+  only with `safe_mode=False` (CVE-2024-3660 was the bypass before 2.13).
+- `module` + `class_name` pairs are imported by name: outside Keras' own namespaces that is any
+  Python callable (CVE-2025-1550 used `keras.config.enable_unsafe_deserialization` to switch safe
+  mode off from inside the config; CVE-2025-8747 reached `keras.utils.get_file`).
+- `registered_name` points at custom objects registered by user code.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from scanners.report import Finding, JsonValue, Outcome, Severity
+
+SCANNER = "keras"
+ZIP_MAGIC = b"PK\x03\x04"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+CONFIG_MEMBER = "config.json"
+
+
+@dataclass(frozen=True, slots=True)
+class KerasLimits:
+    """Bounds on reading one Keras model's config."""
+
+    max_config_bytes: int = 64 * 1024 * 1024
+    max_members: int = 10_000
+    max_nodes: int = 2_000_000  # JSON values walked
+    max_depth: int = 200
+    max_findings: int = 40
+
+    def __post_init__(self) -> None:
+        if self.max_config_bytes <= 0 or self.max_nodes <= 0 or self.max_depth <= 0:
+            raise ValueError("keras limits must be positive")
+
+
+DEFAULT_LIMITS = KerasLimits()
+
+# Namespaces Keras itself serialises objects from (module "keras", "keras.layers",
+# "keras.src.models.functional"…), and "builtins" for functions, which Keras resolves only
+# among its own built-in modules.
+_KERAS_MODULE = re.compile(
+    r"(keras|keras_hub|keras_nlp|keras_cv|keras_rs|tf_keras)(\.[A-Za-z0-9_]+)*"
+)
+# Inside Keras, what switches safe mode off, downloads, or loads further files.
+_UNSAFE_KERAS_NAMES = frozenset(
+    {
+        "enable_unsafe_deserialization",
+        "get_file",
+        "load_model",
+        "load_weights",
+        "func_load",
+        "exec",
+        "eval",
+    }
+)
+_UNSAFE_KERAS_SEGMENTS = frozenset({"config", "python_utils", "file_utils", "io_utils"})
+# Python modules whose names in a config mean an attack, not a custom layer.
+_DANGEROUS_MODULES = frozenset(
+    {
+        "os",
+        "posix",
+        "nt",
+        "subprocess",
+        "sys",
+        "builtins",
+        "importlib",
+        "runpy",
+        "shutil",
+        "socket",
+        "pickle",
+        "marshal",
+        "ctypes",
+        "code",
+        "pty",
+        "webbrowser",
+        "urllib",
+        "requests",
+        "tensorflow.io",
+    }
+)
+# Identifiers in marshalled lambda bytecode that mean it reaches for the system.
+_DANGEROUS_STRINGS = frozenset(
+    {
+        "os",
+        "system",
+        "popen",
+        "subprocess",
+        "exec",
+        "eval",
+        "__import__",
+        "builtins",
+        "socket",
+        "open",
+        "compile",
+        "getattr",
+        "Popen",
+        "check_output",
+        "urlopen",
+        "remove",
+        "rmtree",
+    }
+)
+
+
+def _finding(
+    code: str, outcome: Outcome, severity: Severity, message: str, **details: JsonValue
+) -> Finding:
+    return Finding(SCANNER, code, severity, outcome, message, dict(details))
+
+
+def _cut(text: str, limit: int = 160) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class _Refused(Exception):
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+def scan(fh: BinaryIO, size: int, name: str, limits: KerasLimits = DEFAULT_LIMITS) -> list[Finding]:
+    """Inspect a `.keras` zip or a Keras `.h5` file's model config. Never raises on bad input."""
+    fh.seek(0)
+    magic = fh.read(8)
+    try:
+        if magic.startswith(ZIP_MAGIC):
+            config = _zip_config(fh, name, limits)
+        elif magic == HDF5_MAGIC:
+            config = _h5_config(fh, name, limits)
+        else:
+            return [
+                _finding(
+                    "KERAS_FORMAT_UNKNOWN",
+                    Outcome.ERROR,
+                    Severity.HIGH,
+                    f"{name}: neither a .keras zip nor an HDF5 file",
+                    file=name,
+                )
+            ]
+    except _Refused as refused:
+        return [refused.finding]
+    if config is None:
+        return []
+    return list(_ConfigCheck(name, limits).run(config))[: limits.max_findings]
+
+
+def _zip_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
+    try:
+        with zipfile.ZipFile(fh) as archive:
+            infos = archive.infolist()
+            if len(infos) > limits.max_members:
+                raise _Refused(_invalid(name, f"{len(infos)} members, over {limits.max_members}"))
+            configs = [i for i in infos if i.filename == CONFIG_MEMBER]
+            if len(configs) > 1:
+                raise _Refused(
+                    _finding(
+                        "KERAS_DUPLICATE_CONFIG",
+                        Outcome.MALICIOUS,
+                        Severity.CRITICAL,
+                        f"{name}: the zip holds config.json {len(configs)} times; readers "
+                        "disagree on which one counts",
+                        file=name,
+                    )
+                )
+            if not configs:
+                raise _Refused(_invalid(name, "no config.json member"))
+            if configs[0].file_size > limits.max_config_bytes:
+                raise _Refused(_invalid(name, f"config.json is {configs[0].file_size} bytes"))
+            with archive.open(configs[0]) as member:
+                raw = member.read(limits.max_config_bytes + 1)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, zlib.error) as exc:
+        raise _Refused(_invalid(name, f"unreadable zip ({_cut(str(exc), 80)})")) from exc
+    except (NotImplementedError, RuntimeError, ValueError) as exc:  # compression, encryption
+        raise _Refused(_invalid(name, f"unreadable zip ({_cut(str(exc), 80)})")) from exc
+    if len(raw) > limits.max_config_bytes:
+        raise _Refused(_invalid(name, "config.json is larger than its directory entry says"))
+    return _parse_json(raw, name)
+
+
+def _h5_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
+    try:
+        import h5py  # optional: HDF5 is parsed by the C library h5py wraps
+    except ImportError:
+        raise _Refused(
+            _finding(
+                "KERAS_H5_UNINSPECTED",
+                Outcome.REVIEW,
+                Severity.MEDIUM,
+                f"{name}: HDF5 model file, and h5py is not installed to read its model_config",
+                file=name,
+            )
+        ) from None
+    try:
+        fh.seek(0)
+        with h5py.File(fh, "r") as h5:
+            if "model_config" not in h5.attrs:
+                return None  # weights only (save_weights, transformers' tf_model.h5)
+            stored = h5.attrs.get_id("model_config").get_storage_size()
+            if stored > limits.max_config_bytes:
+                raise _Refused(_invalid(name, f"model_config is {stored} bytes"))
+            raw = h5.attrs["model_config"]
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
+        raise _Refused(_invalid(name, f"unreadable HDF5 ({_cut(str(exc), 80)})")) from exc
+    if isinstance(raw, bytes):
+        return _parse_json(raw, name)
+    if isinstance(raw, str):
+        return _parse_json(raw.encode("utf-8", "surrogatepass"), name)
+    raise _Refused(_invalid(name, f"model_config is a {type(raw).__name__}, not JSON text"))
+
+
+def _invalid(name: str, why: str) -> Finding:
+    return _finding(
+        "KERAS_MODEL_INVALID", Outcome.ERROR, Severity.HIGH, f"{name}: {why}", file=name
+    )
+
+
+def _parse_json(raw: bytes, name: str) -> object:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise _Refused(_invalid(name, f"config is not JSON ({_cut(str(exc), 80)})")) from exc
+
+
+@dataclass
+class _ConfigCheck:
+    name: str
+    limits: KerasLimits
+
+    def run(self, config: object) -> Iterator[Finding]:
+        walked = 0
+        stack: list[tuple[object, int]] = [(config, 0)]
+        while stack:
+            node, depth = stack.pop()
+            walked += 1
+            if walked > self.limits.max_nodes or depth > self.limits.max_depth:
+                yield _invalid(self.name, "config is too large or too deeply nested to inspect")
+                return
+            if isinstance(node, dict):
+                yield from self._object(node)
+                stack.extend((v, depth + 1) for v in node.values())
+            elif isinstance(node, list):
+                stack.extend((v, depth + 1) for v in node)
+
+    def _object(self, node: dict[str, object]) -> Iterator[Finding]:
+        class_name = node.get("class_name")
+        if not isinstance(class_name, str):
+            return
+        if class_name in {"Lambda", "__lambda__"}:
+            yield self._lambda(node)
+        module = node.get("module")
+        if isinstance(module, str):
+            finding = self._module(module, class_name, node)
+            if finding is not None:
+                yield finding
+        registered = node.get("registered_name")
+        if isinstance(registered, str) and ">" in registered:
+            yield _finding(
+                "KERAS_CUSTOM_OBJECT",
+                Outcome.REVIEW,
+                Severity.MEDIUM,
+                f"{self.name}: uses the custom object {_cut(registered)!r}, registered by code "
+                "that must be imported to load the model",
+                file=self.name,
+                registered_name=_cut(registered),
+            )
+
+    def _module(self, module: str, class_name: str, node: dict[str, object]) -> Finding | None:
+        qualified = f"{module}.{class_name}"
+        function_name = node.get("config") if class_name == "function" else None
+        names = {class_name, function_name if isinstance(function_name, str) else ""}
+        if _KERAS_MODULE.fullmatch(module):
+            if names & _UNSAFE_KERAS_NAMES or _UNSAFE_KERAS_SEGMENTS & set(module.split(".")):
+                return self._unsafe(qualified)
+            return None
+        if module == "builtins" and class_name == "function":
+            return None  # Keras looks such names up only in its own built-in modules
+        if module.split(".")[0] in _DANGEROUS_MODULES or module in _DANGEROUS_MODULES:
+            return self._unsafe(qualified)
+        return _finding(
+            "KERAS_UNKNOWN_MODULE",
+            Outcome.REVIEW,
+            Severity.HIGH,
+            f"{self.name}: rebuilds {_cut(qualified)} from a module outside Keras, which loading "
+            "imports",
+            file=self.name,
+            module=_cut(module),
+            class_name=_cut(class_name),
+        )
+
+    def _unsafe(self, qualified: str) -> Finding:
+        return _finding(
+            "KERAS_UNSAFE_OBJECT",
+            Outcome.MALICIOUS,
+            Severity.CRITICAL,
+            f"{self.name}: the config names {_cut(qualified)}, which runs code, downloads or "
+            "turns safe mode off when the model loads",
+            file=self.name,
+            object=_cut(qualified),
+        )
+
+    def _lambda(self, node: dict[str, object]) -> Finding:
+        code = _lambda_code(node)
+        if code is None:
+            return _finding(
+                "KERAS_LAMBDA_LAYER",
+                Outcome.REVIEW,
+                Severity.HIGH,
+                f"{self.name}: has a Lambda layer calling a named Python function",
+                file=self.name,
+            )
+        decoded = _b64(code)
+        strings = _identifiers(decoded) if decoded is not None else []
+        dangerous = sorted(set(strings) & _DANGEROUS_STRINGS)
+        return _finding(
+            "KERAS_LAMBDA_CODE",
+            Outcome.MALICIOUS if dangerous or decoded is None else Outcome.REVIEW,
+            Severity.CRITICAL if dangerous else Severity.HIGH,
+            f"{self.name}: has a Lambda layer with marshalled Python bytecode that runs on load"
+            + (f"; it names {', '.join(dangerous)}" if dangerous else ""),
+            file=self.name,
+            code_base64=_cut(code, 200),
+            code_bytes=len(decoded) if decoded is not None else None,
+            names=list[JsonValue](strings[:40]),
+        )
+
+
+def _lambda_code(node: dict[str, object]) -> str | None:
+    """The base64 bytecode of a Lambda (Keras 3 `__lambda__` value/code, Keras 2 function)."""
+    config = node.get("config")
+    if not isinstance(config, dict):
+        return None
+    if node.get("class_name") == "__lambda__":
+        candidate = config.get("value", config.get("code"))
+        return candidate if isinstance(candidate, str) else None
+    function = config.get("function")
+    if isinstance(function, dict):
+        inner = function.get("config")
+        if function.get("class_name") == "__lambda__" and isinstance(inner, dict):
+            candidate = inner.get("value", inner.get("code"))
+            return candidate if isinstance(candidate, str) else None
+        return None
+    if config.get("function_type") == "lambda":
+        if isinstance(function, list | tuple) and function and isinstance(function[0], str):
+            return function[0]
+        if isinstance(function, str):
+            return function
+    return None
+
+
+def _b64(code: str) -> bytes | None:
+    try:
+        return base64.b64decode(code.encode("ascii", "replace"), validate=False)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _identifiers(blob: bytes) -> list[str]:
+    """Identifier-like ASCII runs in marshalled code (its names and constants), in order."""
+    seen: dict[str, None] = {}
+    for match in re.finditer(rb"[A-Za-z_][A-Za-z0-9_]{1,63}", blob[: 1024 * 1024]):
+        seen.setdefault(match.group(0).decode("ascii"), None)
+    return list(seen)
