@@ -67,6 +67,8 @@ class Fault:
     origin: Origin | None = None
     hang: bool = False
     hits: int = 0
+    reached: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """Set when a request got this fault (``await fault.reached.wait()`` before releasing)."""
     released: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def release(self) -> None:
@@ -151,6 +153,7 @@ class Traffic:
         return None
 
     async def answer_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:
+        fault.reached.set()
         if fault.hang and not await self._wait_unless_closing(fault.released):
             return _cut(request)
         body = b"" if request.method == "HEAD" else fault.body
