@@ -17,6 +17,7 @@ from multidict import MultiMapping
 from tests.fakehub import wire
 from tests.fakehub.bodies import content_disposition, content_type, send_content
 from tests.fakehub.errors import BadRequest, EntryNotFound, FakeHubError, InvalidToken
+from tests.fakehub.gitobjects import FileBlob
 from tests.fakehub.model import Repo, entry_at, list_tree
 from tests.fakehub.routing import Action, Route, parse_route
 from tests.fakehub.state import HubState
@@ -26,6 +27,7 @@ STATE_KEY = web.AppKey("fakehub_state", HubState)
 MAX_PATHS_INFO = 10_000
 MAX_COMMITS_PAGE = 1_000
 XET_TOKEN_TTL_S = 3600
+CDN_URL_TTL_S = 3600
 CAS_LINK = "https://cas.example/v1/reconstructions/{}"
 
 Handler = Callable[[web.Request, HubState, Route, str | None], Awaitable[web.StreamResponse]]
@@ -91,32 +93,35 @@ async def resolve(
     blob = commit.files.get(route.path)
     if blob is None:
         raise EntryNotFound("Entry not found", commit.sha)
-    plural, path = repo.repo_type.plural, quote(route.path)
-    if not blob.is_lfs:
-        location = f"/api/resolve-cache/{plural}/{repo.repo_id}/{commit.sha}/{path}"
-        location += f"?etag=%22{blob.sha1}%22"
-        headers = {
-            "Location": location,
-            "X-Linked-Etag": f'"{blob.sha1}"',
-            "X-Repo-Commit": commit.sha,
-        }
-        return web.Response(status=307, headers=headers, text=f"Temporary Redirect to {location}")
-    cdn_path = f"/{plural}/{repo.repo_id}/{blob.sha256}/{route.path}"
-    expires = int(time.time()) + 3600
+    if blob.is_lfs:
+        return _lfs_redirect(state, repo, commit.sha, route.path, blob)
+    location = f"/api/resolve-cache/{repo.repo_type.plural}/{repo.repo_id}/{commit.sha}/"
+    location += f"{quote(route.path)}?etag=%22{blob.sha1}%22"
+    headers = {"Location": location, "X-Linked-Etag": f'"{blob.sha1}"', "X-Repo-Commit": commit.sha}
+    return web.Response(status=307, headers=headers, text=f"Temporary Redirect to {location}")
+
+
+def _lfs_redirect(
+    state: HubState, repo: Repo, commit_sha: str, path: str, blob: FileBlob
+) -> web.Response:
+    """The Hub's 302 to a signed CDN URL on another origin, with the Xet signals it also sends."""
+    plural = repo.repo_type.plural
+    cdn_path = f"/{plural}/{repo.repo_id}/{blob.sha256}/{path}"
+    expires = int(time.time()) + CDN_URL_TTL_S
     query = f"Expires={expires}&Signature={state.sign(cdn_path, expires)}&Key-Pair-Id=FAKE"
-    query += f"&response-content-disposition={quote(content_disposition(route.path), safe='')}"
+    query += f"&response-content-disposition={quote(content_disposition(path), safe='')}"
     location = f"{state.cdn_url}{quote(cdn_path)}?{query}"
-    token_url = f"{state.hub_url}/api/{plural}/{repo.repo_id}/xet-read-token/{commit.sha}"
+    token_url = f"{state.hub_url}/api/{plural}/{repo.repo_id}/xet-read-token/{commit_sha}"
+    xet_links = f'<{token_url}>; rel="xet-auth", '
+    xet_links += f'<{CAS_LINK.format(blob.xet_hash)}>; rel="xet-reconstruction-info"'
     headers = {
         "Location": location,
-        "X-Repo-Commit": commit.sha,
+        "X-Repo-Commit": commit_sha,
         "X-Linked-Etag": f'"{blob.sha256}"',
         "X-Linked-Size": str(blob.size),
         "Cache-Control": "no-store",
-        # Xet signals, as the real Hub sends them, so that a proxy passing them on is caught.
         "X-Xet-Hash": blob.xet_hash,
-        "Link": f'<{token_url}>; rel="xet-auth", <{CAS_LINK.format(blob.xet_hash)}>; '
-        'rel="xet-reconstruction-info"',
+        "Link": xet_links,
     }
     return web.Response(status=302, headers=headers, text=f"Found. Redirecting to {location}")
 
