@@ -1,0 +1,528 @@
+"""Containers: zip (and the torch/npz/keras zips), tar, gzip/bzip2/xz streams, 7z.
+
+Zip members are read through their *local* headers with our own reader, so the tricks that make
+Python's `zipfile` give up while PyTorch's reader carries on (flag bits, broken CRCs, a local name
+that differs from the central directory) do not hide a member: they become findings and the member
+is scanned anyway. Every container is bounded: members, depth, total bytes, compression ratio.
+"""
+
+from __future__ import annotations
+
+import bz2
+import lzma
+import struct
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+from scanners.limits import ArchiveLimits
+from scanners.report import Finding, JsonValue, Outcome, Severity
+
+SCANNER = "archive"
+SCANNER_VERSION = "1.0"
+
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
+_EOCD_SIGNATURE = b"PK\x05\x06"
+_READ_CHUNK = 1024 * 1024
+_UNUSUAL_FLAGS = 0x1 | 0x20 | 0x40  # encrypted, patched data, strong encryption
+
+
+@dataclass(slots=True)
+class ArchiveBudget:
+    """What one scan may still read out of containers, shared across nesting levels."""
+
+    limits: ArchiveLimits
+    bytes_left: int = 0
+    members_left: int = 0
+
+    def __post_init__(self) -> None:
+        self.bytes_left = self.limits.max_total_bytes
+        self.members_left = self.limits.max_members
+
+
+@dataclass(slots=True)
+class ZipMember:
+    """One central-directory entry, with what its local header says."""
+
+    name: str
+    info: zipfile.ZipInfo
+    data_offset: int = 0
+    local_name: str = ""
+    problems: list[str] = field(default_factory=list)
+
+
+class ArchiveError(Exception):
+    """A container cannot be read: carries the finding that says why."""
+
+    def __init__(self, finding: Finding) -> None:
+        super().__init__(finding.message)
+        self.finding = finding
+
+
+def finding(
+    code: str, outcome: Outcome, message: str, severity: Severity = Severity.HIGH, **details: JsonValue
+) -> Finding:
+    return Finding(SCANNER, code, severity, outcome, message, details)
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why a member name could escape the extraction folder (None when it cannot)."""
+    if "\x00" in name:
+        return "contains a NUL byte"
+    if "\\" in name:
+        return "contains a backslash"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "is absolute"
+    if any(part == ".." for part in name.split("/")):
+        return "climbs out with '..'"
+    return None
+
+
+def spool(limits: ArchiveLimits) -> IO[bytes]:
+    """A temp buffer: memory up to `spool_memory_bytes`, then a file removed on close."""
+    return tempfile.SpooledTemporaryFile(max_size=limits.spool_memory_bytes)  # noqa: SIM115
+
+
+# ---- zip ---------------------------------------------------------------------------------------
+def read_zip_members(fh: BinaryIO, size: int, budget: ArchiveBudget) -> tuple[list[ZipMember], list[Finding]]:
+    """The members of a zip and the structural findings (names, duplicates, flags, layout).
+
+    Raises ArchiveError when no central directory can be read at all."""
+    try:
+        fh.seek(0)
+        archive = zipfile.ZipFile(fh)  # parses the central directory (ZIP64 too), reads nothing
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveError(
+            finding("ZIP_MALFORMED", Outcome.ERROR, f"the zip central directory cannot be read ({exc})")
+        ) from exc
+    infos = archive.infolist()
+    findings = _layout_findings(fh, size, archive)
+    if len(infos) > budget.members_left:
+        raise ArchiveError(
+            finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, f"the zip lists {len(infos)} members, over the limit")
+        )
+    budget.members_left -= len(infos)
+    seen: set[str] = set()
+    members: list[ZipMember] = []
+    for info in infos:
+        member = ZipMember(info.filename, info)
+        _check_name(member, seen, findings)
+        _read_local_header(fh, size, member, findings)
+        members.append(member)
+    return members, findings
+
+
+def _layout_findings(fh: BinaryIO, size: int, archive: zipfile.ZipFile) -> list[Finding]:
+    out: list[Finding] = []
+    tail_len = min(size, 65536 + 22)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    eocd = tail.rfind(_EOCD_SIGNATURE)
+    if eocd >= 0 and eocd + 22 <= len(tail):
+        comment_len = struct.unpack_from("<H", tail, eocd + 20)[0]
+        extra = len(tail) - (eocd + 22 + comment_len)
+        if extra > 0:
+            out.append(
+                finding(
+                    "ZIP_DATA_AFTER_END",
+                    Outcome.REVIEW,
+                    f"{extra} bytes follow the end of the zip: a second format may hide there",
+                    Severity.MEDIUM,
+                    bytes=extra,
+                )
+            )
+    start = getattr(archive, "start_dir", 0) - sum(i.compress_size for i in archive.infolist())
+    first_offset = min((i.header_offset for i in archive.infolist()), default=0)
+    if first_offset > 0 and start > 0:
+        out.append(
+            finding(
+                "ZIP_DATA_BEFORE_START",
+                Outcome.REVIEW,
+                f"{first_offset} bytes precede the first zip member: the file may be another "
+                "format as well (a polyglot)",
+                Severity.MEDIUM,
+                bytes=first_offset,
+            )
+        )
+    return out
+
+
+def _check_name(member: ZipMember, seen: set[str], findings: list[Finding]) -> None:
+    name = member.name
+    why = unsafe_member_name(name)
+    if why is not None:
+        findings.append(
+            finding(
+                "ARCHIVE_TRAVERSAL_NAME",
+                Outcome.MALICIOUS,
+                f"the member name {name[:200]!r} {why}: extracting it writes outside the folder",
+                Severity.HIGH,
+                member=name[:200],
+            )
+        )
+    if name in seen:
+        findings.append(
+            finding(
+                "ZIP_DUPLICATE_NAME",
+                Outcome.MALICIOUS,
+                f"the member {name[:200]!r} appears twice: readers disagree on which one counts, "
+                "a known way to show a scanner one file and a loader another (both were scanned)",
+                member=name[:200],
+            )
+        )
+    seen.add(name)
+    if member.info.flag_bits & _UNUSUAL_FLAGS:
+        findings.append(
+            finding(
+                "ZIP_UNUSUAL_FLAGS",
+                Outcome.REVIEW,
+                f"the member {name[:200]!r} sets zip flag bits 0x{member.info.flag_bits:x} "
+                "(encryption/patch data) that make some scanners skip it; PyTorch ignores them "
+                "(it was scanned)",
+                Severity.MEDIUM,
+                member=name[:200],
+                flags=member.info.flag_bits,
+            )
+        )
+
+
+def _read_local_header(fh: BinaryIO, size: int, member: ZipMember, findings: list[Finding]) -> None:
+    info = member.info
+    fh.seek(info.header_offset)
+    raw = fh.read(_LOCAL_HEADER.size)
+    if len(raw) < _LOCAL_HEADER.size or raw[:4] != _LOCAL_SIGNATURE:
+        raise ArchiveError(
+            finding(
+                "ZIP_MALFORMED",
+                Outcome.ERROR,
+                f"the local header of {member.name[:200]!r} is missing or damaged",
+                member=member.name[:200],
+            )
+        )
+    fields = _LOCAL_HEADER.unpack(raw)
+    name_len, extra_len = fields[9], fields[10]
+    local_name = fh.read(name_len).decode("utf-8" if fields[2] & 0x800 else "cp437", "replace")
+    member.local_name = local_name
+    member.data_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    if local_name != member.name:
+        findings.append(
+            finding(
+                "ZIP_NAME_MISMATCH",
+                Outcome.MALICIOUS,
+                f"the central directory calls a member {member.name[:200]!r} but its local header "
+                f"says {local_name[:200]!r}: readers that trust different records see different files",
+                member=member.name[:200],
+                local_name=local_name[:200],
+            )
+        )
+    if member.data_offset + info.compress_size > size:
+        raise ArchiveError(
+            finding(
+                "ZIP_MALFORMED",
+                Outcome.ERROR,
+                f"the member {member.name[:200]!r} runs past the end of the file",
+                member=member.name[:200],
+            )
+        )
+
+
+def open_zip_member(
+    fh: BinaryIO, member: ZipMember, budget: ArchiveBudget
+) -> tuple[IO[bytes], list[Finding]]:
+    """The member's uncompressed bytes in a spooled buffer (rewound) plus findings (CRC, bomb).
+
+    Raises ArchiveError when it cannot or may not be read."""
+    info = member.info
+    limits = budget.limits
+    _check_bomb(member.name, info.file_size, info.compress_size, budget)
+    out = spool(limits)
+    crc = 0
+    written = 0
+    try:
+        for chunk in _decompressed_chunks(fh, member):
+            written += len(chunk)
+            if written > info.file_size or written > budget.bytes_left:
+                raise ArchiveError(
+                    finding(
+                        "ARCHIVE_BOMB",
+                        Outcome.ERROR,
+                        f"the member {member.name[:200]!r} inflates past its declared size or the "
+                        "scan budget",
+                        member=member.name[:200],
+                    )
+                )
+            crc = zlib.crc32(chunk, crc)
+            out.write(chunk)
+    except ArchiveError:
+        out.close()
+        raise
+    budget.bytes_left -= written
+    out.seek(0)
+    findings: list[Finding] = []
+    if written != info.file_size or crc != info.CRC:
+        findings.append(
+            finding(
+                "ZIP_CRC_MISMATCH",
+                Outcome.REVIEW,
+                f"the member {member.name[:200]!r} does not match its recorded size or CRC: a "
+                "tampered member that strict readers refuse and others load (it was scanned)",
+                Severity.MEDIUM,
+                member=member.name[:200],
+            )
+        )
+    return out, findings
+
+
+def _check_bomb(name: str, file_size: int, compress_size: int, budget: ArchiveBudget) -> None:
+    limits = budget.limits
+    too_big = file_size > limits.max_member_bytes or file_size > budget.bytes_left
+    ratio = file_size / max(compress_size, 1)
+    if too_big or (file_size > limits.ratio_grace_bytes and ratio > limits.max_ratio):
+        raise ArchiveError(
+            finding(
+                "ARCHIVE_BOMB",
+                Outcome.ERROR,
+                f"the member {name[:200]!r} declares {file_size} bytes from {compress_size} "
+                "(size or ratio over the limits): not extracted",
+                member=name[:200],
+                size=file_size,
+                compressed=compress_size,
+            )
+        )
+
+
+def _decompressed_chunks(fh: BinaryIO, member: ZipMember) -> Iterator[bytes]:
+    info = member.info
+    fh.seek(member.data_offset)
+    remaining = info.compress_size
+    decompress = _zip_decompressor(info.compress_type, member.name)
+    while remaining > 0:
+        raw = fh.read(min(_READ_CHUNK, remaining))
+        if not raw:
+            break
+        remaining -= len(raw)
+        if decompress is None:
+            yield raw
+            continue
+        try:
+            # max_length bounds what one compressed chunk may inflate to (bomb guard)
+            yield from _bounded_inflate(decompress, raw)
+        except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+            raise ArchiveError(
+                finding(
+                    "ZIP_MALFORMED",
+                    Outcome.ERROR,
+                    f"the member {member.name[:200]!r} does not decompress ({exc})",
+                    member=member.name[:200],
+                )
+            ) from exc
+
+
+_ZLIB_TYPE = type(zlib.decompressobj())
+
+
+def _bounded_inflate(inflater: Any, raw: bytes) -> Iterator[bytes]:
+    """Inflate `raw` at most one chunk at a time (the caller stops past the declared size)."""
+    data = raw
+    while True:
+        chunk: bytes = inflater.decompress(data, _READ_CHUNK)
+        if chunk:
+            yield chunk
+        if isinstance(inflater, _ZLIB_TYPE):
+            data = inflater.unconsumed_tail
+            if not data:
+                return
+        elif inflater.needs_input or inflater.eof:
+            return
+        else:
+            data = b""
+
+
+def _zip_decompressor(method: int, name: str) -> Any:
+    if method == zipfile.ZIP_STORED:
+        return None
+    if method == zipfile.ZIP_DEFLATED:
+        return zlib.decompressobj(-15)
+    if method == zipfile.ZIP_BZIP2:
+        return bz2.BZ2Decompressor()
+    if method == zipfile.ZIP_LZMA:
+        return _ZipLzma()
+    raise ArchiveError(
+        finding(
+            "ZIP_UNSUPPORTED_METHOD",
+            Outcome.ERROR,
+            f"the member {name[:200]!r} uses compression method {method}, which is not scanned",
+            member=name[:200],
+        )
+    )
+
+
+class _ZipLzma:
+    """Zip's LZMA members carry a 4-byte version + 2-byte properties size before the props."""
+
+    def __init__(self) -> None:
+        self._inner: lzma.LZMADecompressor | None = None
+        self._head = b""
+
+    @property
+    def needs_input(self) -> bool:
+        return self._inner is None or self._inner.needs_input
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and self._inner.eof
+
+    def decompress(self, data: bytes, max_length: int = -1) -> bytes:
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < 4:
+                return b""
+            psize = struct.unpack_from("<H", self._head, 2)[0]
+            if len(self._head) < 4 + psize:
+                return b""
+            props = lzma._decode_filter_properties(lzma.FILTER_LZMA1, self._head[4 : 4 + psize])  # type: ignore[attr-defined]
+            self._inner = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[props])
+            data = self._head[4 + psize :]
+        return self._inner.decompress(data, max_length)
+
+
+# ---- tar ---------------------------------------------------------------------------------------
+def iter_tar_members(
+    fh: BinaryIO, budget: ArchiveBudget
+) -> Iterator[tuple[str, IO[bytes] | None, list[Finding]]]:
+    """(name, content or None for non-files, findings) for each tar member, bounded.
+
+    Raises ArchiveError when the tar cannot be read."""
+    fh.seek(0)
+    try:
+        with tarfile.open(fileobj=fh, mode="r:") as archive:
+            for info in archive:
+                yield _tar_member(archive, info, budget)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArchiveError(
+            finding("TAR_MALFORMED", Outcome.ERROR, f"the tar cannot be read ({exc})")
+        ) from exc
+
+
+def _tar_member(
+    archive: tarfile.TarFile, info: tarfile.TarInfo, budget: ArchiveBudget
+) -> tuple[str, IO[bytes] | None, list[Finding]]:
+    if budget.members_left <= 0:
+        raise ArchiveError(finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, "the tar has too many members"))
+    budget.members_left -= 1
+    findings: list[Finding] = []
+    why = unsafe_member_name(info.name)
+    if why is not None:
+        findings.append(
+            finding(
+                "ARCHIVE_TRAVERSAL_NAME",
+                Outcome.MALICIOUS,
+                f"the member name {info.name[:200]!r} {why}: extracting it writes outside the folder",
+                member=info.name[:200],
+            )
+        )
+    if info.issym() or info.islnk() or info.isdev():
+        findings.append(
+            finding(
+                "TAR_LINK_MEMBER",
+                Outcome.REVIEW,
+                f"the member {info.name[:200]!r} is a link or device (to {info.linkname[:200]!r})",
+                Severity.MEDIUM,
+                member=info.name[:200],
+            )
+        )
+        return info.name, None, findings
+    if not info.isfile():
+        return info.name, None, findings
+    _check_bomb(info.name, info.size, info.size, budget)
+    source = archive.extractfile(info)
+    if source is None:
+        return info.name, None, findings
+    out = spool(budget.limits)
+    copy_bounded(source.read, out, info.size, budget)
+    out.seek(0)
+    return info.name, out, findings
+
+
+def copy_bounded(read: Callable[[int], bytes], out: IO[bytes], cap: int, budget: ArchiveBudget) -> int:
+    """Copy up to `cap` bytes; raises ArchiveError past the scan budget."""
+    total = 0
+    while total <= cap:
+        chunk = read(min(_READ_CHUNK, cap + 1 - total))
+        if not chunk:
+            break
+        total += len(chunk)
+        if total > budget.bytes_left:
+            raise ArchiveError(finding("ARCHIVE_BOMB", Outcome.ERROR, "the archive inflates past the scan budget"))
+        out.write(chunk)
+    budget.bytes_left -= total
+    return total
+
+
+# ---- compressed streams ---------------------------------------------------------------------------
+_STREAM_KINDS: dict[str, Callable[[], Any]] = {
+    "gzip": lambda: zlib.decompressobj(31),
+    "zlib": zlib.decompressobj,
+    "bzip2": bz2.BZ2Decompressor,
+    "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
+    "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+}
+STREAM_KINDS = frozenset(_STREAM_KINDS)
+
+
+def decompress_stream(
+    fh: BinaryIO, kind: str, compressed_size: int, budget: ArchiveBudget
+) -> IO[bytes]:
+    """Inflate a gzip/zlib/bzip2/xz/lzma file into a spooled buffer (rewound), bounded by size
+    and ratio; concatenated gzip/bzip2 members are all inflated.
+
+    Raises ArchiveError when it is damaged or a bomb."""
+    fh.seek(0)
+    limits = budget.limits
+    cap = min(limits.max_member_bytes, budget.bytes_left)
+    cap = min(cap, max(limits.ratio_grace_bytes, compressed_size * limits.max_ratio))
+    out = spool(limits)
+    try:
+        total = _inflate_into(fh, _STREAM_KINDS[kind], out, cap)
+    except (OSError, EOFError, lzma.LZMAError, zlib.error, ArchiveError) as exc:
+        out.close()
+        if isinstance(exc, ArchiveError):
+            raise
+        raise ArchiveError(
+            finding("COMPRESSED_MALFORMED", Outcome.ERROR, f"the {kind} stream does not decompress ({exc})")
+        ) from exc
+    budget.bytes_left -= total
+    out.seek(0)
+    return out
+
+
+def _inflate_into(fh: BinaryIO, make: Callable[[], Any], out: IO[bytes], cap: int) -> int:
+    inflater = make()
+    total = 0
+    while True:
+        raw = fh.read(_READ_CHUNK)
+        if not raw:
+            if not inflater.eof:
+                raise EOFError("the compressed stream is truncated")
+            return total
+        while raw:
+            for chunk in _bounded_inflate(inflater, raw):
+                total += len(chunk)
+                if total > cap:
+                    raise ArchiveError(
+                        finding(
+                            "ARCHIVE_BOMB",
+                            Outcome.ERROR,
+                            f"the compressed stream inflates past {cap} bytes (size or ratio "
+                            "limit): not scanned",
+                        )
+                    )
+                out.write(chunk)
+            raw = inflater.unused_data if inflater.eof else b""
+            if inflater.eof and raw:
+                inflater = make()  # the next concatenated member

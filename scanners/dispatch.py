@@ -1,0 +1,471 @@
+"""`scan_file`: detect a file's format by content and run the scanners that format needs.
+
+Containers recurse through `scan_content` with a shared budget, so a zip inside a tar inside a
+gzip is scanned member by member within the same bounds. `scan_file` and `StreamScan.finish`
+both end in `scan_stream`, which is why they give the same report for the same bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import logging
+import mmap
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import IO, BinaryIO
+
+from scanners import archives, numpy, pickles, torch
+from scanners.archives import ArchiveBudget, ArchiveError
+from scanners.detect import FileFormat, detect_format
+from scanners.limits import DEFAULT_LIMITS, ScanLimits
+from scanners.pickles import Global, PickleWalker
+from scanners.report import Finding, Outcome, ScanReport, Severity
+
+logger = logging.getLogger(__name__)
+
+SCANNER = "dispatch"
+SCANNER_VERSION = "1.0"
+_IN_MEMORY_BYTES = 256 * 1024 * 1024  # a pickle-bearing stream up to this is read, beyond mmapped
+_REMOTE_CONFIG_NAMES = ("config.json", "tokenizer_config.json")
+
+
+@dataclass(slots=True)
+class _Context:
+    limits: ScanLimits
+    budget: ArchiveBudget
+    scanners: dict[str, str] = field(default_factory=dict)
+    depth: int = 0
+
+    def ran(self, name: str, version: str) -> None:
+        self.scanners[name] = version
+
+
+Handler = Callable[[BinaryIO, int, str, _Context], tuple[FileFormat | None, list[Finding]]]
+
+
+def scan_file(
+    path: str | os.PathLike[str], *, name: str | None = None, limits: ScanLimits = DEFAULT_LIMITS
+) -> ScanReport:
+    """Scan one file; `name` is its path inside its repo (a hint, never a reason to trust it).
+
+    Never raises for the file's content; raises OSError when the file cannot be opened."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        return scan_stream(fh, size, name if name is not None else os.fspath(path), path=os.fspath(path), limits=limits)
+
+
+def scan_stream(
+    fh: BinaryIO, size: int, name: str, *, path: str | None = None, limits: ScanLimits = DEFAULT_LIMITS
+) -> ScanReport:
+    """Scan the `size` bytes of `fh` (seekable) as the file `name`. Never raises for content."""
+    started = time.perf_counter()
+    ctx = _Context(limits, ArchiveBudget(limits.archive))
+    ctx.ran(SCANNER, SCANNER_VERSION)
+    file_format, findings = scan_content(fh, size, name, ctx)
+    return ScanReport(
+        path=path if path is not None else name,
+        file_format=file_format.value,
+        size=size,
+        findings=tuple(_dedupe(findings)),
+        scanners=dict(sorted(ctx.scanners.items())),
+        elapsed_s=time.perf_counter() - started,
+    )
+
+
+def scan_content(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat, list[Finding]]:
+    """Detect and scan; the one place a scanner bug becomes a fail-closed finding."""
+    fh.seek(0)
+    prefix = fh.read(min(size, ctx.limits.detect_prefix_bytes))
+    file_format = detect_format(prefix, size, name)
+    try:
+        refined, findings = _HANDLERS[file_format](fh, size, name, ctx)
+        if file_format in _POLYGLOT_CANDIDATES:
+            findings.extend(_zip_polyglot(fh, size, name, ctx))
+    except Exception as exc:  # noqa: BLE001 - the scanner boundary: a bug must hold the file
+        logger.exception("scanner crashed on %s", name[:200])
+        findings = [
+            Finding(
+                SCANNER,
+                "SCANNER_CRASHED",
+                Severity.HIGH,
+                Outcome.ERROR,
+                f"the {file_format.value} scanner failed on this file ({type(exc).__name__}); it is "
+                "held until an admin looks at it",
+                {"error": str(exc)[:200]},
+            )
+        ]
+        refined = None
+    return refined or file_format, findings
+
+
+# ---- pickle family --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _buffer(fh: BinaryIO, size: int, ctx: _Context) -> Iterator[bytes | mmap.mmap | None]:
+    """The stream as one buffer the walker indexes: bytes when small, else a read-only mmap."""
+    if size <= _IN_MEMORY_BYTES:
+        fh.seek(0)
+        yield fh.read(size)
+        return
+    if size > ctx.limits.max_pickle_bytes:
+        yield None
+        return
+    try:
+        fileno = fh.fileno()
+    except (OSError, AttributeError, ValueError):
+        fh.seek(0)
+        yield fh.read(size)
+        return
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+        yield mapped
+
+
+def _too_large(size: int) -> Finding:
+    return Finding(
+        SCANNER,
+        "PICKLE_TOO_LARGE",
+        Severity.HIGH,
+        Outcome.ERROR,
+        f"a pickle-bearing stream of {size} bytes is over the scanning limit",
+        {"size": size},
+    )
+
+
+def _scan_pickle(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    ctx.ran(pickles.SCANNER, pickles.SCANNER_VERSION)
+    with _buffer(fh, size, ctx) as data:
+        if data is None:
+            return None, [_too_large(size)]
+        walker = PickleWalker(data, len(data), ctx.limits.pickle, joblib=True)
+        first_end = walker.walk_one(0)
+        refined: FileFormat | None = None
+        if first_end is not None and walker.last_value == torch.LEGACY_MAGIC_NUMBER:
+            ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
+            refined = FileFormat.TORCH_LEGACY
+            torch.walk_legacy_rest(walker, first_end)
+        elif first_end is not None:
+            walker.walk_all(first_end)
+        result = walker.result
+    if any(g.module == "joblib.numpy_pickle" for g in result.globals):
+        refined = refined or FileFormat.JOBLIB
+    return refined, pickles.findings_with_calls(result)
+
+
+def _scan_npy(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    ctx.ran(numpy.SCANNER, numpy.SCANNER_VERSION)
+    fh.seek(0)
+    header = numpy.parse_npy_header(fh.read(min(size, numpy.MAX_HEADER_BYTES + 12)))
+    if isinstance(header, Finding):
+        return None, [header]
+    if not header.has_object:
+        return None, []
+    ctx.ran(pickles.SCANNER, pickles.SCANNER_VERSION)
+    with _buffer(fh, size, ctx) as data:
+        if data is None:
+            return None, [_too_large(size)]
+        walker = PickleWalker(data, len(data), ctx.limits.pickle)
+        if header.data_offset >= len(data):
+            walker.flag("PICKLE_EMPTY", Severity.HIGH, Outcome.ERROR, "the object array has no pickle payload")
+        else:
+            walker.walk_one(header.data_offset)
+        return None, pickles.findings_with_calls(walker.result)
+
+
+# ---- containers -----------------------------------------------------------------------------------
+def _scan_zip(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
+    try:
+        members, findings = archives.read_zip_members(fh, size, ctx.budget)
+    except ArchiveError as exc:
+        return None, [exc.finding]
+    names = [m.name for m in members]
+    is_torch = torch.is_torch_zip(names)
+    refined = _zip_kind(names, name, is_torch)
+    if refined == FileFormat.KERAS:
+        findings.extend(_run_optional("keras", fh, size, name, ctx))
+    code_members = [n for n in names if torch.is_torchscript_member(n)] if is_torch else []
+    if code_members:
+        ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
+        findings.append(torch.torchscript_finding(code_members))
+    for member in members:
+        if member.name.endswith("/") or (is_torch and torch.is_storage_member(member.name)):
+            continue
+        findings.extend(_scan_zip_member(fh, member, name, ctx))
+    return refined, findings
+
+
+def _zip_kind(names: list[str], name: str, is_torch: bool) -> FileFormat | None:
+    if is_torch:
+        return FileFormat.TORCH_ZIP
+    if names and all(n.endswith(".npy") for n in names):
+        return FileFormat.NPZ
+    top = {n for n in names if "/" not in n}
+    if name.lower().endswith(".keras") or ("config.json" in top and "metadata.json" in top):
+        return FileFormat.KERAS
+    return None
+
+
+def _scan_zip_member(fh: BinaryIO, member: archives.ZipMember, outer: str, ctx: _Context) -> list[Finding]:
+    try:
+        content, findings = archives.open_zip_member(fh, member, ctx.budget)
+    except ArchiveError as exc:
+        return [exc.finding]
+    with content:
+        findings.extend(_scan_member(content, member.info.file_size, member.name, outer, ctx))
+    return findings
+
+
+def _scan_member(content: IO[bytes], size: int, member: str, outer: str, ctx: _Context) -> list[Finding]:
+    if ctx.depth + 1 > ctx.limits.archive.max_depth:
+        return [
+            archives.finding(
+                "ARCHIVE_TOO_DEEP", Outcome.ERROR, f"{member[:200]!r} is nested deeper than the limit"
+            )
+        ]
+    inner = replace(ctx, depth=ctx.depth + 1)
+    _, findings = scan_content(content, size, member, inner)  # type: ignore[arg-type]
+    ctx.scanners.update(inner.scanners)
+    return [_in_member(f, member) for f in findings]
+
+
+def _in_member(finding: Finding, member: str) -> Finding:
+    shown = member[:200]
+    details = dict(finding.details)
+    inner = details.get("member")
+    details["member"] = f"{shown}/{inner}" if isinstance(inner, str) else shown
+    return replace(finding, message=f"{shown}: {finding.message}", details=details)
+
+
+def _scan_tar(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
+    findings: list[Finding] = []
+    names: list[str] = []
+    try:
+        for member, content, member_findings in archives.iter_tar_members(fh, ctx.budget):
+            names.append(member)
+            findings.extend(member_findings)
+            if content is None:
+                continue
+            with content:
+                findings.extend(_scan_tar_member(content, member, name, ctx))
+    except ArchiveError as exc:
+        findings.append(exc.finding)
+    legacy = {"sys_info", "pickle", "storages", "tensors"} <= set(names)
+    return (FileFormat.TORCH_TAR if legacy else None), findings
+
+
+def _scan_tar_member(content: IO[bytes], member: str, outer: str, ctx: _Context) -> list[Finding]:
+    content.seek(0, os.SEEK_END)
+    size = content.tell()
+    if member not in ("storages", "tensors"):
+        return _scan_member(content, size, member, outer, ctx)
+    ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
+    content.seek(0)
+    data = content.read(size)
+    walker = PickleWalker(data, len(data), ctx.limits.pickle)
+    (torch.walk_tar_storages if member == "storages" else torch.walk_tar_tensors)(walker)
+    return [_in_member(f, member) for f in pickles.findings_with_calls(walker.result)]
+
+
+def _compressed(kind: str) -> Handler:
+    def handler(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+        ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
+        try:
+            content = archives.decompress_stream(fh, kind, size, ctx.budget)
+        except ArchiveError as exc:
+            return None, [exc.finding]
+        with content:
+            content.seek(0, os.SEEK_END)
+            inner_size = content.tell()
+            inner_name = name.rsplit(".", 1)[0] if "." in name.rsplit("/", 1)[-1] else name
+            return None, _scan_member(content, inner_size, inner_name, name, ctx)
+
+    return handler
+
+
+def _not_opened(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    return None, [
+        archives.finding(
+            "ARCHIVE_NOT_OPENED",
+            Outcome.REVIEW,
+            "this archive format (7z, zstd, lz4) is not opened by the scanner; its members were not checked",
+            Severity.MEDIUM,
+        )
+    ]
+
+
+def _zip_polyglot(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Finding]:
+    """A file that is something else at its start but ends with a zip directory (a polyglot)."""
+    tail_len = min(size, 65536 + 22)
+    fh.seek(size - tail_len)
+    if b"PK\x05\x06" not in fh.read(tail_len):
+        return []
+    try:
+        archives.read_zip_members(fh, size, ArchiveBudget(ctx.limits.archive))
+    except ArchiveError:
+        return []
+    _, findings = _scan_zip(fh, size, name, ctx)
+    return [
+        archives.finding(
+            "POLYGLOT_ZIP",
+            Outcome.REVIEW,
+            "the file also reads as a zip archive from its end: readers may see different content",
+        ),
+        *findings,
+    ]
+
+
+# ---- formats scanned by S2's modules --------------------------------------------------------------
+def _run_optional(module_name: str, fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Finding]:
+    module = _optional_module(module_name)
+    if module is None:
+        return [_unavailable(module_name)]
+    ctx.ran(getattr(module, "SCANNER", module_name), str(getattr(module, "SCANNER_VERSION", "1")))
+    fh.seek(0)
+    found: list[Finding] = module.scan(fh, size, name)
+    return found
+
+
+def _optional_module(module_name: str) -> object | None:
+    try:
+        return importlib.import_module(f"scanners.{module_name}")
+    except ImportError:
+        return None
+
+
+def _unavailable(module_name: str) -> Finding:
+    return Finding(
+        SCANNER,
+        "SCANNER_UNAVAILABLE",
+        Severity.MEDIUM,
+        Outcome.REVIEW,
+        f"the {module_name} scanner is not available in this installation: the file was not checked",
+        {"scanner": module_name},
+    )
+
+
+def _header_format(module_name: str) -> Handler:
+    def handler(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+        return None, _run_optional(module_name, fh, size, name, ctx)
+
+    return handler
+
+
+def _scan_json(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    base = name.rsplit("/", 1)[-1]
+    if size > ctx.limits.max_text_bytes:
+        return None, _unchecked_config(base, "too large to parse")
+    fh.seek(0)
+    try:
+        data = json.loads(fh.read(size).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, _unchecked_config(base, "not valid JSON")
+    module = _optional_module("remote_code")
+    if module is None:
+        return None, [_unavailable("remote_code")] if base in _REMOTE_CONFIG_NAMES else []
+    ctx.ran(getattr(module, "SCANNER", "remote_code"), "1")
+    found: list[Finding] = module.scan_config(data, name)  # type: ignore[attr-defined]
+    return None, found
+
+
+def _unchecked_config(base: str, why: str) -> list[Finding]:
+    if base not in _REMOTE_CONFIG_NAMES:
+        return []
+    return [
+        Finding(
+            SCANNER,
+            "CONFIG_UNREADABLE",
+            Severity.MEDIUM,
+            Outcome.REVIEW,
+            f"{base} is {why}: its auto_map and chat template could not be checked",
+        )
+    ]
+
+
+def _scan_text(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    lowered = name.lower()
+    if lowered.endswith(".py"):
+        module = _optional_module("remote_code")
+        if module is None:
+            return FileFormat.PYTHON, [_unavailable("remote_code")]
+        ctx.ran(getattr(module, "SCANNER", "remote_code"), "1")
+        fh.seek(0)
+        return FileFormat.PYTHON, list(module.scan_python(fh, size, name))  # type: ignore[attr-defined]
+    if lowered.endswith(".jinja") or lowered.endswith(".j2"):
+        return FileFormat.JINJA, _scan_jinja(fh, size, name, ctx)
+    if lowered.rsplit("/", 1)[-1] in _REMOTE_CONFIG_NAMES:
+        return None, _unchecked_config(lowered.rsplit("/", 1)[-1], "not valid JSON")
+    return None, []
+
+
+def _scan_jinja(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Finding]:
+    module = _optional_module("templates")
+    if module is None:
+        return [_unavailable("templates")]
+    ctx.ran(getattr(module, "SCANNER", "templates"), "1")
+    fh.seek(0)
+    source = fh.read(min(size, ctx.limits.max_text_bytes)).decode("utf-8", "replace")
+    found: list[Finding] = module.scan_template(source, name)  # type: ignore[attr-defined]
+    return found
+
+
+def _scan_unknown(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    return None, [
+        Finding(
+            SCANNER,
+            "FORMAT_UNKNOWN",
+            Severity.LOW,
+            Outcome.REVIEW,
+            "the format of this binary file could not be told from its content; it is held "
+            "because an unknown format could carry a pickle",
+        )
+    ]
+
+
+def _scan_data(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    return None, []
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    seen: set[str] = set()
+    out: list[Finding] = []
+    for finding in findings:
+        key = json.dumps(finding.to_dict(), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            out.append(finding)
+    return out
+
+
+_HANDLERS: dict[FileFormat, Handler] = {
+    FileFormat.EMPTY: _scan_data,
+    FileFormat.SAFETENSORS: _header_format("safetensors"),
+    FileFormat.GGUF: _header_format("gguf"),
+    FileFormat.ZIP: _scan_zip,
+    FileFormat.TAR: _scan_tar,
+    FileFormat.GZIP: _compressed("gzip"),
+    FileFormat.BZIP2: _compressed("bzip2"),
+    FileFormat.XZ: _compressed("xz"),
+    FileFormat.ZLIB: _compressed("zlib"),
+    FileFormat.LZMA: _compressed("lzma"),
+    FileFormat.LZ4: _not_opened,
+    FileFormat.SEVEN_Z: _not_opened,
+    FileFormat.ZSTD: _not_opened,
+    FileFormat.PICKLE: _scan_pickle,
+    FileFormat.TORCH_LEGACY: _scan_pickle,
+    FileFormat.NUMPY: _scan_npy,
+    FileFormat.HDF5: _header_format("keras"),
+    FileFormat.ONNX: _header_format("onnx"),
+    FileFormat.PROTOBUF: _scan_data,
+    FileFormat.MSGPACK: _scan_data,
+    FileFormat.JSON: _scan_json,
+    FileFormat.TEXT: _scan_text,
+    FileFormat.DATA: _scan_data,
+    FileFormat.UNKNOWN: _scan_unknown,
+}
+_POLYGLOT_CANDIDATES = frozenset(
+    {FileFormat.PICKLE, FileFormat.TORCH_LEGACY, FileFormat.UNKNOWN, FileFormat.NUMPY}
+)

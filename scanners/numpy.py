@@ -1,0 +1,74 @@
+"""NumPy `.npy` files: the header is a Python literal; an object dtype means a pickle payload.
+
+`numpy.load(allow_pickle=True)` unpickles the data area of an object array, so that area is walked
+like any pickle. Plain arrays are data. The header is parsed with `ast.literal_eval` (literals
+only, never evaluated code) and bounded.
+"""
+
+from __future__ import annotations
+
+import ast
+import struct
+
+from scanners.report import Finding, Outcome, Severity
+
+SCANNER = "numpy"
+SCANNER_VERSION = "1.0"
+NPY_MAGIC = b"\x93NUMPY"
+MAX_HEADER_BYTES = 1024 * 1024
+
+
+class NpyHeader:
+    """What the header says: dtype descriptor, order, shape, and where the data starts."""
+
+    __slots__ = ("data_offset", "descr", "shape")
+
+    def __init__(self, descr: object, shape: tuple[int, ...], data_offset: int) -> None:
+        self.descr = descr
+        self.shape = shape
+        self.data_offset = data_offset
+
+    @property
+    def has_object(self) -> bool:
+        """True when any field of the dtype is an object: the data is then a pickle."""
+        return "O" in _descr_kinds(self.descr)
+
+
+def _descr_kinds(descr: object) -> str:
+    if isinstance(descr, str):
+        return descr.lstrip("<>|=")[:1]
+    if isinstance(descr, list | tuple):
+        return "".join(_descr_kinds(part) for part in descr[:4096])
+    return "?"
+
+
+def _problem(code: str, message: str, **details: str | int) -> Finding:
+    return Finding(SCANNER, code, Severity.HIGH, Outcome.ERROR, message, dict(details))
+
+
+def parse_npy_header(head: bytes) -> NpyHeader | Finding:
+    """Parse the start of a `.npy` file; a finding when it is not a valid header."""
+    if not head.startswith(NPY_MAGIC) or len(head) < 10:
+        return _problem("NUMPY_MALFORMED", "the .npy magic or version is missing")
+    major = head[6]
+    if major == 1:
+        (length,) = struct.unpack_from("<H", head, 8)
+        start = 10
+    elif major in (2, 3) and len(head) >= 12:
+        (length,) = struct.unpack_from("<I", head, 8)
+        start = 12
+    else:
+        return _problem("NUMPY_MALFORMED", f"unknown .npy version {major}")
+    if length > MAX_HEADER_BYTES or start + length > len(head):
+        return _problem("NUMPY_MALFORMED", f"the .npy header claims {length} bytes, past the file")
+    try:
+        text = head[start : start + length].decode("utf-8" if major == 3 else "latin-1")
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError):
+        return _problem("NUMPY_MALFORMED", "the .npy header is not a Python literal")
+    if not isinstance(value, dict) or not {"descr", "shape"} <= value.keys():
+        return _problem("NUMPY_MALFORMED", "the .npy header lacks descr or shape")
+    shape = value["shape"]
+    if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        return _problem("NUMPY_MALFORMED", "the .npy shape is not a tuple of sizes")
+    return NpyHeader(value["descr"], shape, start + length)

@@ -1,0 +1,898 @@
+"""Our own pickle opcode walker: every opcode of protocols 0–5, never executing anything.
+
+The walker runs the unpickler's stack machine over *symbolic* values: strings, numbers and small
+tuples are real; a global is a `Global`; anything a call would build is a `Made` naming what built
+it. So STACK_GLOBAL sees exactly the strings the real unpickler would see, however they got there
+(memo PUT/GET/MEMOIZE games, STRING vs UNICODE, protocol 0 opcodes in a protocol 4 stream), and a
+global assembled at run time is caught as such. Where the real unpickler raises, we stop and report
+the file as malformed, keeping every global seen before the break (a payload placed before a
+deliberate breakage still runs).
+
+Named `pickles.py` so no import of the standard `pickle` module can ever resolve to this file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import copyreg
+import struct
+from dataclasses import dataclass, field
+
+from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.limits import PickleLimits
+from scanners.report import Finding, JsonValue, Outcome, Severity
+
+SCANNER = "pickle"
+SCANNER_VERSION = "1.0"
+
+Buffer = bytes | bytearray  # or an mmap: anything with __getitem__, find and len
+
+
+class Global:
+    """A global the pickle imports: `module.name`, at `offset` of the stream."""
+
+    __slots__ = ("module", "name", "offset", "plain", "verdict")
+
+    def __init__(self, module: str, name: str, offset: int, verdict: GlobalVerdict) -> None:
+        self.module = module
+        self.name = name
+        self.offset = offset
+        self.verdict = verdict
+        # calls need no check: allowed, and not one of those allowed only with some arguments
+        self.plain = verdict == GlobalVerdict.ALLOWED and (module, name) not in _CHECKED_CALLS
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+class Made:
+    """Whatever a call (REDUCE, NEWOBJ, OBJ, INST) or a persistent id would build at load time."""
+
+    __slots__ = ("args", "origin")
+
+    def __init__(self, origin: object, args: object) -> None:
+        self.origin = origin
+        self.args = args
+
+
+class LongText:
+    """A string or bytes too long to keep: only its length is tracked."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+
+class ListV:
+    __slots__ = ()
+
+
+class SetV:
+    __slots__ = ()
+
+
+class DictV:
+    """A dict, keeping its first few items (enough for joblib's array wrapper state)."""
+
+    __slots__ = ("items",)
+
+    def __init__(self) -> None:
+        self.items: dict[object, object] = {}
+
+
+class _Malformed(Exception):  # noqa: N818 - internal control flow, never escapes this module
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.offset = offset
+
+
+class _LimitHit(_Malformed):
+    pass
+
+
+@dataclass(slots=True)
+class WalkResult:
+    """What walking one stream found. `end` is where the last complete pickle stopped."""
+
+    globals: list[Global] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    calls: dict[str, str] = field(default_factory=dict)  # global -> first call, decompiled
+    end: int = 0
+    pickles: int = 0
+    opcodes: int = 0
+    complete: bool = False
+
+
+_JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
+_CHECKED_CALLS = frozenset({("_codecs", "encode"), ("copyreg", "_reconstructor")})
+_NUMPY_ITEMSIZE = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 0, "a": 0, "V": 0}
+_HIGHEST_PROTOCOL = 5
+_BATCH = 4096
+_BATCH_RANGE = range(_BATCH)
+_U32 = struct.Struct("<I").unpack_from
+
+
+def _u64(data: Buffer, pos: int) -> int:
+    value: int = struct.unpack_from("<Q", data, pos)[0]
+    return value
+
+
+class PickleWalker:
+    """Walks pickle streams in `data` between offsets; one instance per stream (file or member).
+
+    Usage: `walker.walk_one(pos)` walks one pickle from `pos` and returns where it stopped
+    (raising nothing: problems become findings in `walker.result`).
+    """
+
+    def __init__(
+        self, data: Buffer, end: int, limits: PickleLimits, *, joblib: bool = False
+    ) -> None:
+        self.data = data
+        self.end = end
+        self.limits = limits
+        self.joblib = joblib
+        self.result = WalkResult()
+        self._judged: dict[tuple[str, str], GlobalVerdict] = {}
+        self._reported: dict[tuple[str, str], Finding] = {}
+        self._opcodes_left = limits.max_opcodes
+        self._flagged_codes: set[str] = set()
+        self.last_value: object = None  # what the last complete pickle loads to, symbolically
+
+    # ---- public --------------------------------------------------------------------------
+    def walk_one(self, pos: int) -> int | None:
+        """Walk one pickle from `pos`; its end offset, or None when it is malformed."""
+        if self.result.pickles >= self.limits.max_pickles:
+            self._malformed("more pickles in one stream than the limit", pos, limit=True)
+            return None
+        try:
+            end = self._run(pos)
+        except _LimitHit as exc:
+            self._malformed(exc.reason, exc.offset, limit=True)
+            return None
+        except _Malformed as exc:
+            self._malformed(exc.reason, exc.offset)
+            return None
+        self.result.pickles += 1
+        self.result.end = end
+        return end
+
+    def walk_all(self, pos: int) -> None:
+        """Walk pickle after pickle until the data ends; trailing non-pickle bytes are a finding."""
+        first = True
+        while pos < self.end:
+            if not first and not self._starts_like_pickle(pos):
+                self.flag(
+                    "PICKLE_TRAILING_DATA",
+                    Severity.LOW,
+                    Outcome.REVIEW,
+                    f"{self.end - pos} bytes follow the last pickle and are not a pickle; a loader "
+                    "reading them in a loop could act on them",
+                    offset=pos,
+                )
+                return
+            next_pos = self.walk_one(pos)
+            if next_pos is None:
+                return
+            pos = next_pos
+            first = False
+        self.result.complete = True
+
+    def flag(
+        self, code: str, severity: Severity, outcome: Outcome, message: str, **details: JsonValue
+    ) -> None:
+        """Add one structural finding (once per code: the first offset is the useful one)."""
+        if code in self._flagged_codes:
+            return
+        self._flagged_codes.add(code)
+        self.result.findings.append(Finding(SCANNER, code, severity, outcome, message, details))
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _starts_like_pickle(self, pos: int) -> bool:
+        return self.data[pos] in _OPCODE_BYTES
+
+    def _malformed(self, reason: str, offset: int, *, limit: bool = False) -> None:
+        code = "PICKLE_LIMIT_EXCEEDED" if limit else "PICKLE_MALFORMED"
+        what = "exceeds a scanning limit" if limit else "does not parse"
+        self.flag(
+            code,
+            Severity.HIGH,
+            Outcome.ERROR,
+            f"the pickle stream {what} ({reason}) at offset {offset}; the file is held because a "
+            "loader may act on what comes before the break",
+            offset=offset,
+            reason=reason,
+        )
+
+    def _new_global(self, module: str, name: str, offset: int) -> Global:
+        key = (module, name)
+        verdict = self._judged.get(key)
+        if verdict is None:
+            judgement = judge_global(module, name)
+            verdict = judgement.verdict
+            self._judged[key] = verdict
+            if verdict != GlobalVerdict.ALLOWED:
+                self._report_global(module, name, offset, verdict, judgement.reason)
+        glob = Global(module, name, offset, verdict)
+        if len(self.result.globals) < self.limits.max_reported_globals:
+            self.result.globals.append(glob)
+        return glob
+
+    def _report_global(
+        self, module: str, name: str, offset: int, verdict: GlobalVerdict, reason: str
+    ) -> None:
+        if len(self._reported) >= self.limits.max_reported_globals:
+            return
+        shown = f"{module}.{name}"[:200]
+        if verdict == GlobalVerdict.DENIED:
+            finding = Finding(
+                SCANNER,
+                "PICKLE_GLOBAL_DENIED",
+                Severity.CRITICAL,
+                Outcome.MALICIOUS,
+                f"the pickle imports {shown}: {reason}; loading it can run code",
+                {"global": shown, "offset": offset, "reason": reason},
+            )
+        else:
+            finding = Finding(
+                SCANNER,
+                "PICKLE_GLOBAL_UNKNOWN",
+                Severity.MEDIUM,
+                Outcome.REVIEW,
+                f"the pickle imports {shown}, which is not on the allow-list of ML globals; "
+                "loading it calls that code",
+                {"global": shown, "offset": offset},
+            )
+        self._reported[(module, name)] = finding
+        self.result.findings.append(finding)
+
+    def _note_call(self, callee: object, args: object, offset: int) -> None:
+        """Check a call/instantiation; remember a readable form of calls to non-allowed globals."""
+        if isinstance(callee, Global):
+            if callee.verdict != GlobalVerdict.ALLOWED:
+                key = callee.dotted[:200]
+                if key not in self.result.calls and len(self.result.calls) < 50:
+                    self.result.calls[key] = describe_call(callee, args)
+                return
+            self._check_allowed_call(callee, args, offset)
+            return
+        self.flag(
+            "PICKLE_INDIRECT_CALL",
+            Severity.HIGH,
+            Outcome.REVIEW,
+            f"the pickle calls the result of another call ({describe(callee)}) at offset "
+            f"{offset}: a chain no ML file needs",
+            offset=offset,
+            call=describe_call(callee, args),
+        )
+
+    def _check_allowed_call(self, callee: Global, args: object, offset: int) -> None:
+        pair = (callee.module, callee.name)
+        if pair == ("_codecs", "encode"):
+            ok = (
+                isinstance(args, tuple)
+                and len(args) == 2
+                and isinstance(args[0], str | LongText)
+                and args[1] in ("latin1", "latin-1")
+            )
+            if not ok:
+                self.flag(
+                    "PICKLE_CODECS_MISUSE",
+                    Severity.HIGH,
+                    Outcome.REVIEW,
+                    f"_codecs.encode is called as numpy never does: {describe_call(callee, args)}",
+                    offset=offset,
+                )
+        elif pair == ("copyreg", "_reconstructor"):
+            ok = (
+                isinstance(args, tuple)
+                and len(args) >= 2
+                and isinstance(args[0], Global)
+                and args[0].verdict == GlobalVerdict.ALLOWED
+                and isinstance(args[1], Global)
+                and args[1].verdict == GlobalVerdict.ALLOWED
+            )
+            if not ok:
+                self.flag(
+                    "PICKLE_RECONSTRUCTOR_MISUSE",
+                    Severity.HIGH,
+                    Outcome.MALICIOUS,
+                    "copyreg._reconstructor is called with a class or base that is not on the "
+                    f"allow-list: {describe_call(callee, args)}",
+                    offset=offset,
+                )
+
+    def _ext(self, code: int, offset: int) -> Global:
+        pair = copyreg._inverted_registry.get(code) if code > 0 else None
+        if pair is None:
+            self.flag(
+                "PICKLE_EXT_UNKNOWN",
+                Severity.HIGH,
+                Outcome.ERROR,
+                f"the pickle uses extension code {code}, which is not registered: a loader "
+                "that registered it could import anything",
+                offset=offset,
+                code=code,
+            )
+            raise _Malformed(f"unregistered extension code {code}", offset)
+        return self._new_global(str(pair[0]), str(pair[1]), offset)
+
+    def _joblib_skip(self, state: object, pos: int) -> int:
+        """Skip the raw array bytes joblib writes right after a NumpyArrayWrapper's BUILD."""
+        if not isinstance(state, DictV):
+            raise _Malformed("joblib array wrapper without a state dict", pos)
+        shape = state.items.get("shape")
+        dtype = state.items.get("dtype")
+        descr = dtype.args[0] if isinstance(dtype, Made) and isinstance(dtype.args, tuple) else None
+        if not isinstance(shape, tuple) or not all(
+            isinstance(d, int) and d >= 0 for d in shape
+        ):
+            raise _Malformed("joblib array wrapper with an unreadable shape", pos)
+        if not isinstance(descr, str):
+            raise _Malformed("joblib array wrapper with an unreadable dtype", pos)
+        if descr.lstrip("<>|=").startswith("O"):
+            nested = self.walk_one(pos)  # object arrays are a nested pickle
+            if nested is None:
+                raise _Malformed("nested joblib pickle is malformed", pos)
+            return nested
+        itemsize = numpy_itemsize(descr)
+        if itemsize is None:
+            raise _Malformed(f"joblib array of an unknown dtype {descr[:40]!r}", pos)
+        count = 1
+        for dim in shape:
+            count *= dim
+        start = pos
+        if state.items.get("numpy_array_alignment_bytes") is not None:
+            if pos >= self.end:
+                raise _Malformed("joblib padding byte missing", pos)
+            pos += 1 + self.data[pos]
+        pos += count * itemsize
+        if pos > self.end:
+            raise _Malformed("joblib array data runs past the end", start)
+        if start < self.end and self.data[start] in _OPCODE_BYTES:
+            self._shadow_walk(start, pos)
+        return pos
+
+    def _shadow_walk(self, start: int, end: int) -> None:
+        """A plain `pickle.load` reads joblib's array bytes as opcodes: report its globals too."""
+        shadow = PickleWalker(self.data, end, self.limits)
+        shadow.walk_one(start)
+        for finding in shadow.result.findings:
+            if finding.code in ("PICKLE_GLOBAL_DENIED", "PICKLE_GLOBAL_UNKNOWN"):
+                self.result.findings.append(finding)
+
+    # ---- the stack machine ---------------------------------------------------------------
+    def _run(self, pos: int) -> int:
+        """Walk opcodes from `pos` to STOP.
+
+        Deliberately one flat loop over one stack with a list of MARK positions (as CPython's
+        `_pickle.c` does): a dispatch table of small functions costs several times the throughput
+        on opcode-dense state dicts, and issue 4 asks for ≥ 20x fickling. Opcodes are tested in
+        the order of their frequency in real torch/numpy files. Reads past the end raise
+        IndexError/struct.error, turned into "truncated" below.
+        """
+        return self._loop(pos)
+
+    def _loop(self, pos: int) -> int:  # noqa: C901 - see _run
+        data = self.data
+        end = self.end
+        limits = self.limits
+        max_keep = limits.max_kept_string_chars
+        max_depth = limits.max_stack_depth
+        max_memo_index = limits.max_memo_index
+        stack: list[object] = []
+        push = stack.append
+        marks: list[int] = []
+        fence = 0
+        memo: dict[int, object] = {}
+        ops_left = self._opcodes_left
+        u32 = _U32
+        at = pos
+        try:
+            while True:
+                # Bounds are checked between batches of opcodes: a counter per opcode costs ~10%.
+                ops_left -= _BATCH
+                self._check_bounds(ops_left, len(stack) + len(marks), len(memo), pos)
+                for _ in _BATCH_RANGE:
+                    at = pos
+                    op = data[pos]
+                    pos += 1
+                    if op == 0x72:  # LONG_BINPUT
+                        idx = u32(data, pos)[0]
+                        pos += 4
+                        if len(stack) <= fence:
+                            raise _Malformed("memo store with an empty stack", at)
+                        memo[idx] = stack[-1]
+                    elif op == 0x4B:  # BININT1
+                        push(data[pos])
+                        pos += 1
+                    elif op == 0x68:  # BINGET
+                        idx = data[pos]
+                        pos += 1
+                        try:
+                            push(memo[idx])
+                        except KeyError:
+                            raise _Malformed(f"memo value {idx} read before it was stored", at) from None
+                    elif op == 0x28:  # MARK
+                        marks.append(len(stack))
+                        fence = len(stack)
+                        if len(marks) > max_depth:
+                            raise _LimitHit("too many nested MARKs", at)
+                    elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE SHORT_BINUNICODE BINUNICODE8
+                        if op == 0x58:
+                            n = u32(data, pos)[0]
+                            pos += 4
+                        elif op == 0x8C:
+                            n = data[pos]
+                            pos += 1
+                        else:
+                            n = struct.unpack_from("<Q", data, pos)[0]
+                            pos += 8
+                        if n > end - pos:
+                            raise _Malformed("string longer than the data left", at)
+                        if n <= max_keep:
+                            try:
+                                push(str(data[pos : pos + n], "utf-8", "surrogatepass"))
+                            except UnicodeDecodeError:
+                                raise _Malformed("string is not UTF-8", at) from None
+                        else:
+                            push(LongText(n))
+                        pos += n
+                    elif op == 0x74:  # TUPLE
+                        if not marks:
+                            raise _Malformed("TUPLE without MARK", at)
+                        k = marks.pop()
+                        fence = marks[-1] if marks else 0
+                        items = tuple(stack[k:])
+                        del stack[k:]
+                        push(items)
+                    elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1 TUPLE2 TUPLE3
+                        n = op - 0x84
+                        if len(stack) - n < fence:
+                            raise _Malformed("TUPLEn with too few stack items", at)
+                        items = tuple(stack[-n:])
+                        del stack[-n:]
+                        push(items)
+                    elif op == 0x52:  # REDUCE
+                        if len(stack) - 2 < fence:
+                            raise _Malformed("REDUCE with too few stack items", at)
+                        args = stack.pop()
+                        callee = stack[-1]
+                        if callee.__class__ is not Global or not callee.plain:
+                            self._note_call(callee, args, at)
+                        stack[-1] = Made(callee, args)
+                    elif op == 0x51:  # BINPERSID
+                        if len(stack) <= fence:
+                            raise _Malformed("BINPERSID with an empty stack", at)
+                        stack[-1] = Made("persistent", stack[-1])
+                    elif op == 0x88 or op == 0x89:  # NEWTRUE NEWFALSE
+                        push(op == 0x88)
+                    elif op == 0x29:  # EMPTY_TUPLE
+                        push(())
+                    elif op == 0x71 or op == 0x94 or op == 0x70:  # BINPUT MEMOIZE PUT
+                        if op == 0x71:
+                            idx = data[pos]
+                            pos += 1
+                        elif op == 0x94:
+                            idx = len(memo)
+                        else:
+                            line, pos = _line(data, pos, end, at)
+                            idx = _int_arg(line, at, 10)
+                            if idx < 0:
+                                raise _Malformed("negative PUT argument", at)
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", at)
+                        if len(stack) <= fence:
+                            raise _Malformed("memo store with an empty stack", at)
+                        memo[idx] = stack[-1]
+                    elif op == 0x6A or op == 0x67:  # LONG_BINGET GET
+                        if op == 0x6A:
+                            idx = u32(data, pos)[0]
+                            pos += 4
+                        else:
+                            line, pos = _line(data, pos, end, at)
+                            idx = _int_arg(line, at, 10)
+                        if idx not in memo:
+                            raise _Malformed(f"memo value {idx} read before it was stored", at)
+                        push(memo[idx])
+                    elif op == 0x4A:  # BININT
+                        push(struct.unpack_from("<i", data, pos)[0])
+                        pos += 4
+                    elif op == 0x4D:  # BININT2
+                        push(struct.unpack_from("<H", data, pos)[0])
+                        pos += 2
+                    elif op == 0x4E:  # NONE
+                        push(None)
+                    elif op == 0x75 or op == 0x73:  # SETITEMS SETITEM
+                        if op == 0x75:
+                            if not marks:
+                                raise _Malformed("SETITEMS without MARK", at)
+                            k = marks.pop()
+                            fence = marks[-1] if marks else 0
+                        else:
+                            k = len(stack) - 2
+                        if (len(stack) - k) % 2 or k - 1 < fence:
+                            raise _Malformed("SETITEMS with a bad item count or no dict", at)
+                        self._set_items(stack[k - 1], stack[k:], at)
+                        del stack[k:]
+                    elif op == 0x7D:  # EMPTY_DICT
+                        push(DictV())
+                    elif op == 0x5D:  # EMPTY_LIST
+                        push(ListV())
+                    elif op == 0x65 or op == 0x61:  # APPENDS APPEND
+                        if op == 0x65:
+                            if not marks:
+                                raise _Malformed("APPENDS without MARK", at)
+                            k = marks.pop()
+                            fence = marks[-1] if marks else 0
+                        else:
+                            k = len(stack) - 1
+                        if k - 1 < fence:
+                            raise _Malformed("APPENDS with no list", at)
+                        if stack[k - 1].__class__ is Global:
+                            self._mutates_global(stack[k - 1], at)  # type: ignore[arg-type]
+                        del stack[k:]
+                    elif op == 0x62:  # BUILD
+                        if len(stack) - 2 < fence:
+                            raise _Malformed("BUILD with too few stack items", at)
+                        state = stack.pop()
+                        target = stack[-1]
+                        if target.__class__ is Global:
+                            self._mutates_global(target, at)  # type: ignore[arg-type]
+                        elif self.joblib and self._is_joblib_wrapper(target):
+                            self._opcodes_left = ops_left
+                            pos = self._joblib_skip(state, pos)
+                            ops_left = self._opcodes_left
+                            stack[-1] = Made("joblib array", None)
+                    elif op == 0x8A or op == 0x8B:  # LONG1 LONG4
+                        if op == 0x8A:
+                            n = data[pos]
+                            pos += 1
+                        else:
+                            n = struct.unpack_from("<i", data, pos)[0]
+                            pos += 4
+                            if n < 0:
+                                raise _Malformed("LONG4 with a negative length", at)
+                        if n > end - pos:
+                            raise _Malformed("LONG longer than the data left", at)
+                        push(
+                            int.from_bytes(data[pos : pos + n], "little", signed=True)
+                            if n <= 16
+                            else LongText(n)
+                        )
+                        pos += n
+                    elif op == 0x47:  # BINFLOAT
+                        push(struct.unpack_from(">d", data, pos)[0])
+                        pos += 8
+                    elif op == 0x43 or op == 0x42 or op == 0x8E or op == 0x96:  # bytes, bytearray
+                        if op == 0x43:
+                            n = data[pos]
+                            pos += 1
+                        elif op == 0x42:
+                            n = u32(data, pos)[0]
+                            pos += 4
+                        else:
+                            n = struct.unpack_from("<Q", data, pos)[0]
+                            pos += 8
+                        if n > end - pos:
+                            raise _Malformed("bytes longer than the data left", at)
+                        push(bytes(data[pos : pos + n]) if n <= max_keep else LongText(n))
+                        pos += n
+                    elif op == 0x55 or op == 0x54:  # SHORT_BINSTRING BINSTRING
+                        if op == 0x55:
+                            n = data[pos]
+                            pos += 1
+                        else:
+                            n = struct.unpack_from("<i", data, pos)[0]
+                            pos += 4
+                            if n < 0:
+                                raise _Malformed("BINSTRING with a negative length", at)
+                        if n > end - pos:
+                            raise _Malformed("string longer than the data left", at)
+                        push(str(data[pos : pos + n], "latin-1") if n <= max_keep else LongText(n))
+                        pos += n
+                    elif op == 0x63 or op == 0x69:  # GLOBAL INST
+                        line1, pos = _line(data, pos, end, at)
+                        line2, pos = _line(data, pos, end, at)
+                        try:
+                            glob = self._new_global(str(line1, "utf-8"), str(line2, "utf-8"), at)
+                        except UnicodeDecodeError:
+                            raise _Malformed("GLOBAL names are not UTF-8", at) from None
+                        if op == 0x63:
+                            push(glob)
+                        else:
+                            if not marks:
+                                raise _Malformed("INST without MARK", at)
+                            k = marks.pop()
+                            fence = marks[-1] if marks else 0
+                            args = tuple(stack[k:])
+                            del stack[k:]
+                            self._note_call(glob, args, at)
+                            push(Made(glob, args))
+                    elif op == 0x93:  # STACK_GLOBAL
+                        if len(stack) - 2 < fence:
+                            raise _Malformed("STACK_GLOBAL with too few stack items", at)
+                        name_v = stack.pop()
+                        module_v = stack.pop()
+                        if name_v.__class__ is not str or module_v.__class__ is not str:
+                            self._dynamic_global(module_v, name_v, at)
+                        push(self._new_global(module_v, name_v, at))  # type: ignore[arg-type]
+                    elif op == 0x81 or op == 0x92:  # NEWOBJ NEWOBJ_EX
+                        n = 2 if op == 0x81 else 3
+                        if len(stack) - n < fence:
+                            raise _Malformed("NEWOBJ with too few stack items", at)
+                        args = tuple(stack[-n + 1 :]) if n == 3 else stack[-1]
+                        del stack[-n + 1 :]
+                        self._note_call(stack[-1], args, at)
+                        stack[-1] = Made(stack[-1], args)
+                    elif op == 0x6F:  # OBJ
+                        if not marks:
+                            raise _Malformed("OBJ without MARK", at)
+                        k = marks.pop()
+                        fence = marks[-1] if marks else 0
+                        if len(stack) <= k:
+                            raise _Malformed("OBJ without a class", at)
+                        args = tuple(stack[k + 1 :])
+                        cls = stack[k]
+                        del stack[k:]
+                        self._note_call(cls, args, at)
+                        push(Made(cls, args))
+                    elif op == 0x80:  # PROTO
+                        if data[pos] > _HIGHEST_PROTOCOL:
+                            raise _Malformed(f"unsupported pickle protocol {data[pos]}", at)
+                        pos += 1
+                    elif op == 0x95:  # FRAME
+                        n = struct.unpack_from("<Q", data, pos)[0]
+                        pos += 8
+                        if n > end - pos:
+                            raise _Malformed("FRAME longer than the data left", at)
+                    elif op == 0x2E:  # STOP
+                        if len(stack) <= fence:
+                            raise _Malformed("STOP with an empty stack", at)
+                        self.last_value = stack[-1]
+                        self._opcodes_left = ops_left
+                        self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + _ + 1
+                        return pos
+                    elif op == 0x30:  # POP: pops the MARK itself when the frame is empty, as _pickle.c
+                        if marks and marks[-1] == len(stack):
+                            marks.pop()
+                            fence = marks[-1] if marks else 0
+                        elif len(stack) <= fence:
+                            raise _Malformed("POP with an empty stack", at)
+                        else:
+                            stack.pop()
+                    elif op == 0x31:  # POP_MARK
+                        if not marks:
+                            raise _Malformed("POP_MARK without MARK", at)
+                        del stack[marks.pop() :]
+                        fence = marks[-1] if marks else 0
+                    elif op == 0x32:  # DUP
+                        if len(stack) <= fence:
+                            raise _Malformed("DUP with an empty stack", at)
+                        push(stack[-1])
+                    elif op == 0x6C or op == 0x64 or op == 0x91 or op == 0x90:  # LIST DICT FROZENSET ADDITEMS
+                        if not marks:
+                            raise _Malformed("container opcode without MARK", at)
+                        k = marks.pop()
+                        fence = marks[-1] if marks else 0
+                        items = stack[k:]
+                        del stack[k:]
+                        if op == 0x6C:
+                            push(ListV())
+                        elif op == 0x64:
+                            if len(items) % 2:
+                                raise _Malformed("odd number of items for DICT", at)
+                            built = DictV()
+                            self._set_items(built, items, at)
+                            push(built)
+                        elif op == 0x91:
+                            push(SetV())
+                        elif len(stack) <= fence:
+                            raise _Malformed("ADDITEMS with no set", at)
+                    elif op == 0x8F:  # EMPTY_SET
+                        push(SetV())
+                    elif op == 0x50:  # PERSID
+                        line, pos = _line(data, pos, end, at)
+                        push(Made("persistent", line))
+                    elif op == 0x82 or op == 0x83 or op == 0x84:  # EXT1 EXT2 EXT4
+                        n = 1 if op == 0x82 else 2 if op == 0x83 else 4
+                        if pos + n > end:
+                            raise _Malformed("truncated EXT", at)
+                        code = int.from_bytes(data[pos : pos + n], "little", signed=op == 0x84)
+                        pos += n
+                        push(self._ext(code, at))
+                    elif op == 0x97:  # NEXT_BUFFER
+                        push(Made("buffer", None))
+                    elif op == 0x98:  # READONLY_BUFFER
+                        if len(stack) <= fence:
+                            raise _Malformed("READONLY_BUFFER with an empty stack", at)
+                    elif op in _TEXT_OPS:  # INT LONG FLOAT STRING UNICODE: protocol 0 values as lines
+                        line, pos = _line(data, pos, end, at)
+                        push(_text_value(op, line, at, max_keep))
+                    else:
+                        raise _Malformed(f"unknown opcode 0x{op:02x}", at)
+        except (IndexError, struct.error):
+            raise _Malformed("the data ends inside an opcode or before STOP", at) from None
+
+    def _check_bounds(self, ops_left: int, depth: int, memo_entries: int, pos: int) -> None:
+        if ops_left < 0:
+            raise _LimitHit("too many opcodes", pos)
+        if depth > self.limits.max_stack_depth:
+            raise _LimitHit("stack too deep", pos)
+        if memo_entries > self.limits.max_memo_entries:
+            raise _LimitHit("memo too large", pos)
+
+    def _set_items(self, target: object, items: list[object], at: int) -> None:
+        if target.__class__ is Global:
+            self._mutates_global(target, at)  # type: ignore[arg-type]
+        elif isinstance(target, DictV) and len(target.items) < self.limits.max_tracked_items:
+            for i in range(0, min(len(items) - 1, 2 * self.limits.max_tracked_items), 2):
+                key = items[i]
+                if isinstance(key, str | int):
+                    target.items[key] = items[i + 1]
+
+    def _dynamic_global(self, module_v: object, name_v: object, at: int) -> None:
+        self.flag(
+            "PICKLE_GLOBAL_DYNAMIC",
+            Severity.CRITICAL,
+            Outcome.MALICIOUS,
+            f"STACK_GLOBAL at offset {at} imports a name that is not a plain string "
+            f"({describe(module_v)}, {describe(name_v)}): a global assembled at load time to "
+            "hide what it imports",
+            offset=at,
+        )
+        raise _Malformed("STACK_GLOBAL requires two strings", at)
+
+    @staticmethod
+    def _is_joblib_wrapper(target: object) -> bool:
+        return (
+            isinstance(target, Made)
+            and isinstance(target.origin, Global)
+            and (target.origin.module, target.origin.name) == _JOBLIB_WRAPPER
+        )
+
+    def _made(self, callee: object, args: object, at: int) -> Made:
+        del at  # kept in the signature so a later per-call check has the offset
+        return Made(callee, args)
+
+    def _mutates_global(self, target: Global, at: int) -> None:
+        self.flag(
+            "PICKLE_MUTATES_GLOBAL",
+            Severity.HIGH,
+            Outcome.MALICIOUS,
+            f"the pickle changes {target.dotted[:200]} itself at offset {at} (BUILD, SETITEMS or "
+            "APPENDS on an imported object): monkey-patching code while loading",
+            offset=at,
+            target=target.dotted[:200],
+        )
+
+
+# INT LONG FLOAT STRING UNICODE: the protocol 0 opcodes whose argument is a line
+_TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56})
+_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98")  # fmt: skip
+
+
+def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:
+    nl = data.find(b"\n", pos, end)
+    if nl < 0:
+        raise _Malformed("line argument without a newline", at)
+    return bytes(data[pos:nl]), nl + 1
+
+
+def _int_arg(line: bytes, at: int, base: int) -> int:
+    try:
+        return int(line, base)
+    except ValueError:
+        raise _Malformed("bad integer argument", at) from None
+
+
+def _text_value(op: int, line: bytes, at: int, max_keep: int) -> object:
+    try:
+        if op == 0x49:  # INT: "00"/"01" are the protocol 0 booleans
+            if line in (b"00", b"01"):
+                return line == b"01"
+            return int(line, 0) if len(line) < 64 else LongText(len(line))
+        if op == 0x4C:  # LONG
+            text = line[:-1] if line.endswith(b"L") else line
+            return int(text, 0) if len(text) < 64 else LongText(len(text))
+        if op == 0x46:  # FLOAT
+            return float(line)
+        if op == 0x53:  # STRING: quoted, with Python escapes
+            if len(line) < 2 or line[0] != line[-1] or line[0] not in b"'\"":
+                raise _Malformed("the STRING opcode argument must be quoted", at)
+            if len(line) - 2 > max_keep:
+                return LongText(len(line) - 2)
+            raw: bytes = codecs.escape_decode(line[1:-1])[0]
+            return str(raw, "latin-1")
+        if len(line) > max_keep:  # UNICODE
+            return LongText(len(line))
+        return str(line, "raw-unicode-escape")
+    except (ValueError, UnicodeDecodeError):
+        raise _Malformed("bad text argument", at) from None
+
+
+def numpy_itemsize(descr: str) -> int | None:
+    """Bytes per element of a simple numpy dtype string ('<f8', '|b1', '<U5'...); None if not."""
+    body = descr.lstrip("<>|=")
+    if not body or body[0] not in _NUMPY_ITEMSIZE or not body[1:].isdigit():
+        return None
+    count = int(body[1:])
+    if body[0] == "U":
+        return count * 4
+    return count if count > 0 else None
+
+
+def describe(value: object, depth: int = 0) -> str:
+    """A short, readable rendering of a symbolic value for findings (never more than 200 chars)."""
+    text = _describe(value, depth)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _describe(value: object, depth: int) -> str:
+    if isinstance(value, Global):
+        return value.dotted
+    if isinstance(value, str):
+        return repr(value[:80])
+    if isinstance(value, bytes):
+        return repr(value[:40])
+    if isinstance(value, int | float | bool) or value is None:
+        return repr(value)
+    if depth > 2:
+        return "…"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_describe(v, depth + 1) for v in value[:6]) + ")"
+    if isinstance(value, Made):
+        return describe_call(value.origin, value.args, depth + 1)
+    if isinstance(value, LongText):
+        return f"<{value.length} chars>"
+    return f"<{type(value).__name__.removesuffix('V').lower()}>"
+
+
+def describe_call(callee: object, args: object, depth: int = 0) -> str:
+    """`module.name(arg, ...)`: the decompiled form of one call."""
+    if isinstance(callee, str):
+        return f"<{callee}>"
+    inner = (
+        ", ".join(_describe(v, depth + 1) for v in args[:6])
+        if isinstance(args, tuple)
+        else _describe(args, depth + 1)
+    )
+    text = f"{_describe(callee, depth + 1)}({inner})"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def scan_pickle_bytes(
+    data: Buffer, end: int, limits: PickleLimits, *, start: int = 0, joblib: bool = False
+) -> WalkResult:
+    """Walk every pickle in `data[start:end]` and return what was found (never raises on input)."""
+    walker = PickleWalker(data, end, limits, joblib=joblib)
+    if start >= end:
+        walker.flag("PICKLE_EMPTY", Severity.HIGH, Outcome.ERROR, "the pickle stream is empty")
+        return walker.result
+    walker.walk_all(start)
+    return walker.result
+
+
+def findings_with_calls(result: WalkResult, member: str | None = None) -> list[Finding]:
+    """The walk's findings, each global finding carrying its decompiled call and the member."""
+    out: list[Finding] = []
+    for finding in result.findings:
+        details = dict(finding.details)
+        glob = details.get("global")
+        if isinstance(glob, str) and glob in result.calls:
+            details["call"] = result.calls[glob]
+        if member is not None:
+            details["member"] = member
+        out.append(
+            Finding(
+                finding.scanner,
+                finding.code,
+                finding.severity,
+                finding.outcome,
+                finding.message if member is None else f"{member}: {finding.message}",
+                details,
+            )
+        )
+    return out
