@@ -162,6 +162,11 @@ class FakeHub:
         """Every request since the last ``reset_requests``, oldest first (both origins)."""
         return list(self.state.traffic.log)
 
+    @property
+    def counter(self) -> dict[tuple[str, Origin, str], int]:
+        """Requests per (method, origin, decoded path) since the last reset (never truncated)."""
+        return dict(self.state.traffic.counts)
+
     def count(
         self, path_glob: str = "*", *, method: str | None = None, origin: Origin | None = None
     ) -> int:
@@ -228,6 +233,18 @@ class FakeHub:
         stall = Stall(path_glob, after_bytes, times)
         self.state.traffic.stalls.append(stall)
         return stall
+
+    def cancel(self, item: Fault | Throttle | Stall) -> None:
+        """Remove one fault, throttle or stall (releasing whatever it holds)."""
+        traffic = self.state.traffic
+        if isinstance(item, Throttle):
+            traffic.throttles.remove(item)
+        elif isinstance(item, Fault):
+            traffic.faults.remove(item)
+            item.release()
+        else:
+            traffic.stalls.remove(item)
+            item.release()
 
     def clear_misbehaviour(self) -> None:
         """Drop every fault, throttle and stall; release whatever is stalled or hanging."""

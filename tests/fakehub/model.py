@@ -140,7 +140,8 @@ class Repo:
         """Add a commit on ``branch`` (created as a root commit if absent); return its sha.
 
         ``lfs`` lists the paths of this commit stored as LFS files (all others regular); left
-        out, the hub's rule decides (size threshold and binary suffixes).
+        out, the hub's rule decides (size threshold and binary suffixes). Content given as a
+        ``Path`` is hashed here, blocking: for large files call this through ``asyncio.to_thread``.
         """
         parent = self.branches.get(branch)
         base = dict(self.commits[parent].files) if parent else {}

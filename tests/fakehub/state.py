@@ -60,9 +60,16 @@ class HubState:
         message = f"{path}\n{expires}".encode()
         return hmac.new(self.signing_key, message, hashlib.sha256).hexdigest()
 
+    lfs_blobs: dict[str, FileBlob] = field(default_factory=dict, repr=False)
+    """LFS blobs already served, by sha256 (content-addressed, so never stale)."""
+
     def find_lfs_blob(self, repo: Repo, sha256: str) -> FileBlob | None:
+        """The LFS blob ``sha256`` of ``repo`` (signed CDN URLs only name blobs of their repo)."""
+        if sha256 in self.lfs_blobs:
+            return self.lfs_blobs[sha256]
         for commit in repo.commits.values():
             for blob in commit.files.values():
                 if blob.is_lfs and blob.sha256 == sha256:
+                    self.lfs_blobs[sha256] = blob
                     return blob
         return None

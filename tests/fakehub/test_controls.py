@@ -117,6 +117,19 @@ async def test_throttled_body_arrives_whole(
     assert body == WEIGHTS
 
 
+async def test_cancel_throttle_mid_body_lets_the_rest_through(
+    fake_hub: FakeHub, repo: Repo, session: aiohttp.ClientSession
+) -> None:
+    throttle = fake_hub.throttle(2048, "*/w.bin")
+
+    async with session.get(f"{fake_hub.url}/org/m/resolve/main/w.bin") as response:
+        head = await response.content.readexactly(100)
+        fake_hub.cancel(throttle)
+        rest = await asyncio.wait_for(response.read(), timeout=60)
+
+    assert head + rest == WEIGHTS
+
+
 def test_throttle_shared_reserves_consecutive_slots() -> None:
     throttle = Throttle(1000, shared=True)
 
@@ -144,6 +157,7 @@ async def test_counters_split_by_method_and_origin(
     assert fake_hub.count("/org/m/resolve/main/w.bin", method="GET", origin=Origin.HUB) == 1
     assert fake_hub.count("*/w.bin", origin=Origin.CDN) == 1
     assert fake_hub.bytes_served("*/w.bin") == len(WEIGHTS)
+    assert fake_hub.counter[("GET", Origin.HUB, "/org/m/resolve/main/w.bin")] == 1
     assert [r.has_auth for r in fake_hub.requests] == [True, False]
     assert fake_hub.cdn_requests_with_auth() == []
 

@@ -164,11 +164,12 @@ class Traffic:
     ) -> web.StreamResponse:
         """Write ``content[span]`` to the prepared ``response``, honouring throttles and stalls."""
         recorded = request[RECORD_KEY]
-        throttles = [t for t in self.throttles if recorded.matches(t.path_glob, None, None)]
         stall = self._take_stall(recorded)
         loop = asyncio.get_running_loop()
         started_s, position = loop.time(), span.start
         while position < span.stop:
+            # Looked up per chunk: a throttle added or removed mid-body applies at once.
+            throttles = [t for t in self.throttles if recorded.matches(t.path_glob, None, None)]
             size = _chunk_size(throttles)
             if stall is not None and position < span.start + stall.after_bytes:
                 size = min(size, span.start + stall.after_bytes - position)
