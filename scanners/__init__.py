@@ -1,9 +1,25 @@
 """Hubwarden's scanners: parse model files, never load them.
 
-PLACEHOLDER for the scanner package being built (issue 4): `scan_file` and `StreamScan` below are
-the contract the proxy's ingest uses; their full implementations replace this file.
+`scan_file(path, name=...)` scans one file and returns a `ScanReport`; `StreamScan` scans bytes as
+they arrive and says how much of the file may already be sent (the proxy's ingest uses it);
+`hubwarden scan` (`scanners.cli`) is the command line. Nothing here imports aiohttp or `proxy`.
 """
 
+from scanners.dispatch import scan_file, scan_stream
+from scanners.incremental import StreamScan
+from scanners.limits import ArchiveLimits, PickleLimits, ScanLimits
 from scanners.report import Finding, JsonValue, Outcome, ScanReport, Severity
 
-__all__ = ["Finding", "JsonValue", "Outcome", "ScanReport", "Severity"]
+__all__ = [
+    "ArchiveLimits",
+    "Finding",
+    "JsonValue",
+    "Outcome",
+    "PickleLimits",
+    "ScanLimits",
+    "ScanReport",
+    "Severity",
+    "StreamScan",
+    "scan_file",
+    "scan_stream",
+]

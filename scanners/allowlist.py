@@ -273,11 +273,11 @@ def _denial_reason(module: str, name: str) -> str | None:
     components = name.split(".")
     if len(components) > 1:
         return "a dotted name walks attributes at load time"
-    if any(part in _DANGEROUS_ATTRIBUTE_NAMES for part in components):
-        return f"the name {name!r} reaches a dangerous module or function"
     prefix = _module_denied(module)
     if prefix is not None:
         return f"module {prefix!r} can run code, import code, or touch files or the network"
+    if any(part in _DANGEROUS_ATTRIBUTE_NAMES for part in components):
+        return f"the name {name!r} reaches a dangerous module or function"
     if not module or not name or not module.replace(".", "").replace("_", "").isalnum():
         return "the module or name is not a valid Python identifier"
     return None

@@ -1,0 +1,279 @@
+"""`StreamScan`: scan a file as its bytes arrive, saying how much of it may already go out.
+
+Clearance by format (what the proxy may send before the verdict; it holds back the tail anyway):
+- safetensors / GGUF: everything once the header is checked clean; 0 forever if it is not.
+- zip (torch checkpoints, npz...): each member once its local entry is complete and scanned clean;
+  the central directory is checked by `finish`.
+- data and text formats: everything.
+- pickles, legacy torch, numpy, tar, compressed streams, unknown: 0 (held whole until `finish`).
+
+Memory: bytes are kept in a spooled temp file (memory up to `stream_memory_bytes`, then disk,
+removed by `finish`/`close`), except for header and data formats, which keep only the header or
+the detection prefix. `finish` runs exactly what `scan_file` runs on what was kept, so both give
+the same report for the same bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import tempfile
+from typing import IO
+
+from scanners import archives, dispatch, torch
+from scanners.archives import ArchiveBudget, ArchiveError
+from scanners.detect import FileFormat, detect_format
+from scanners.limits import DEFAULT_LIMITS, ScanLimits
+from scanners.report import Finding, Outcome, ScanReport, Severity
+
+_HEADER_FORMATS = frozenset({FileFormat.SAFETENSORS, FileFormat.GGUF})
+_CLEAR_ALL_FORMATS = frozenset(
+    {
+        FileFormat.EMPTY,
+        FileFormat.DATA,
+        FileFormat.PROTOBUF,
+        FileFormat.MSGPACK,
+        FileFormat.TEXT,
+        FileFormat.JSON,
+    }
+)
+_PREFIX_ONLY_FORMATS = frozenset(
+    {FileFormat.EMPTY, FileFormat.DATA, FileFormat.PROTOBUF, FileFormat.MSGPACK}
+)
+_LOCAL = struct.Struct("<4s5H3L2H")
+_BAD = (Outcome.MALICIOUS, Outcome.ERROR)
+
+
+class StreamScan:
+    """The incremental interface the ingest feeds as bytes arrive (see the module docstring)."""
+
+    def __init__(self, *, name: str, size: int, limits: ScanLimits = DEFAULT_LIMITS) -> None:
+        self._name = name
+        self._size = size
+        self._limits = limits
+        self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in finish
+            max_size=limits.stream_memory_bytes
+        )
+        self._received = 0
+        self._kept = 0
+        self._keep_limit: int | None = None  # None: keep everything
+        self._format: FileFormat | None = None
+        self._cleared = 0
+        self._clear_all = False
+        self._alarmed = False
+        self._header_checked_at = 0
+        self._zip = _ZipProgress()
+        self._finished = False
+
+    @property
+    def cleared(self) -> int:
+        """How many bytes from the start may be sent before the verdict (never decreases)."""
+        if self._clear_all:
+            return self._received
+        return self._cleared
+
+    @property
+    def alarmed(self) -> bool:
+        """Something malicious or unparseable is already seen: send nothing more."""
+        return self._alarmed
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes, in order. Cheap once the format's header is decided."""
+        if self._finished:
+            raise ValueError("StreamScan.feed after finish")
+        self._keep(chunk)
+        self._received += len(chunk)
+        if self._received > self._size:
+            self._alarm()
+        if self._format is None:
+            self._detect()
+        if self._format is None or self._alarmed:
+            return
+        if self._format in _HEADER_FORMATS and not self._clear_all:
+            self._check_header()
+        elif self._format == FileFormat.ZIP:
+            self._advance_zip()
+
+    def finish(self) -> ScanReport:
+        """The final report, after the last byte; removes any temp file."""
+        self._finished = True
+        try:
+            if self._format is None:
+                self._detect(final=True)
+            self._spool.seek(0)
+            report = dispatch.scan_stream(
+                self._spool, self._report_size(), self._name, limits=self._limits
+            )
+        finally:
+            self._spool.close()
+        if self._received != self._size:
+            report = _with_finding(report, _size_mismatch(self._received, self._size))
+        return report
+
+    def close(self) -> None:
+        """Drop what was kept (when the ingest gives up before `finish`)."""
+        self._finished = True
+        self._spool.close()
+
+    # ---- internals ----------------------------------------------------------------------------
+    def _report_size(self) -> int:
+        # Header and data formats keep a prefix only: their scanners need the full size.
+        return self._received
+
+    def _keep(self, chunk: bytes) -> None:
+        if self._keep_limit is not None:
+            room = self._keep_limit - self._kept
+            if room <= 0:
+                return
+            chunk = chunk[:room]
+        self._spool.seek(0, io.SEEK_END)
+        self._spool.write(chunk)
+        self._kept += len(chunk)
+
+    def _prefix(self, length: int) -> bytes:
+        self._spool.seek(0)
+        data = self._spool.read(length)
+        self._spool.seek(0, io.SEEK_END)
+        return data
+
+    def _detect(self, *, final: bool = False) -> None:
+        need = min(self._size, self._limits.detect_prefix_bytes)
+        if self._received < need and not final:
+            return
+        self._format = detect_format(self._prefix(need), self._size, self._name)
+        if self._format in _CLEAR_ALL_FORMATS:
+            self._clear_all = True
+        if self._format in _PREFIX_ONLY_FORMATS:
+            self._keep_limit = self._limits.detect_prefix_bytes
+
+    def _check_header(self) -> None:
+        module = dispatch._optional_module(self._format.value if self._format else "")
+        if module is None:
+            return
+        # header_size re-parses from the start: call it only when the data doubled (linear work)
+        if self._received < max(2 * self._header_checked_at, 64 * 1024) and self._received < self._size:
+            return
+        self._header_checked_at = self._received
+        kept = self._prefix(self._kept)
+        needed = module.header_size(kept, self._size)  # type: ignore[attr-defined]
+        if needed is None or needed > len(kept):
+            return
+        self._keep_limit = max(needed, self._limits.detect_prefix_bytes)
+        found: list[Finding] = module.scan(io.BytesIO(kept[:needed]), self._size, self._name)  # type: ignore[attr-defined]
+        if any(f.outcome in _BAD for f in found):
+            self._alarm()
+        elif all(f.outcome == Outcome.CLEAN for f in found):
+            self._clear_all = True
+
+    def _alarm(self) -> None:
+        self._alarmed = True
+
+    def _advance_zip(self) -> None:
+        """Clear zip members one by one as their local entries complete and scan clean."""
+        progress = self._zip
+        while not progress.stopped:
+            entry = self._local_entry(progress.next_offset)
+            if entry is None:
+                return
+            info, data_start, flags = entry
+            data_end = data_start + info.compress_size
+            if self._received < data_end:
+                return
+            outcome = self._scan_local_member(info, data_start)
+            if outcome in _BAD:
+                self._alarm()
+            if outcome != Outcome.CLEAN or flags & 0x1:
+                progress.stopped = True
+                return
+            progress.next_offset = data_end
+            self._cleared = max(self._cleared, data_end)
+
+    def _local_entry(self, offset: int) -> tuple[_LocalInfo, int, int] | None:
+        if self._received < offset + _LOCAL.size:
+            return None
+        self._spool.seek(offset)
+        raw = self._spool.read(_LOCAL.size)
+        if raw[:4] != b"PK\x03\x04":
+            self._zip.stopped = True  # the central directory (or junk): `finish` decides
+            self._spool.seek(0, io.SEEK_END)
+            return None
+        fields = _LOCAL.unpack(raw)
+        flags, method, crc, compressed, file_size = fields[2], fields[3], fields[6], fields[7], fields[8]
+        name_len, extra_len = fields[9], fields[10]
+        if self._received < offset + _LOCAL.size + name_len + extra_len:
+            self._spool.seek(0, io.SEEK_END)
+            return None
+        name = self._spool.read(name_len).decode("utf-8", "replace")
+        self._spool.seek(0, io.SEEK_END)
+        if flags & 0x8 or compressed == 0xFFFFFFFF or archives.unsafe_member_name(name):
+            self._zip.stopped = True  # sizes only in a data descriptor / ZIP64, or a bad name
+            return None
+        data_start = offset + _LOCAL.size + name_len + extra_len
+        return _LocalInfo(name, method, compressed, file_size, crc), data_start, flags
+
+    def _scan_local_member(self, info: _LocalInfo, data_start: int) -> Outcome:
+        name = info.filename
+        if torch.is_storage_member(name) and self._zip.seen_data_pkl:
+            return Outcome.CLEAN  # raw tensor bytes: torch never unpickles them
+        if name.endswith("data.pkl"):
+            self._zip.seen_data_pkl = True
+        if torch.is_torchscript_member(name):
+            return Outcome.REVIEW
+        member = archives.ZipMember(name, info, data_offset=data_start, local_name=name)
+        budget = ArchiveBudget(self._limits.archive)
+        try:
+            content, found = archives.open_zip_member(self._spool, member, budget)  # type: ignore[arg-type]
+        except ArchiveError as exc:
+            self._spool.seek(0, io.SEEK_END)
+            return exc.finding.outcome
+        self._spool.seek(0, io.SEEK_END)
+        with content:
+            report = dispatch.scan_stream(content, info.file_size, name, limits=self._limits)  # type: ignore[arg-type]
+        worst = report.outcome
+        for finding in found:
+            if finding.outcome.rank > worst.rank:
+                worst = finding.outcome
+        return worst
+
+
+class _ZipProgress:
+    __slots__ = ("next_offset", "seen_data_pkl", "stopped")
+
+    def __init__(self) -> None:
+        self.next_offset = 0
+        self.stopped = False
+        self.seen_data_pkl = False
+
+
+class _LocalInfo:
+    """The fields of `zipfile.ZipInfo` that `archives.open_zip_member` reads."""
+
+    def __init__(self, name: str, method: int, compressed: int, file_size: int, crc: int) -> None:
+        self.filename = name
+        self.compress_type = method
+        self.compress_size = compressed
+        self.file_size = file_size
+        self.CRC = crc
+        self.flag_bits = 0
+
+
+def _size_mismatch(received: int, size: int) -> Finding:
+    return Finding(
+        "stream",
+        "STREAM_SIZE_MISMATCH",
+        Severity.HIGH,
+        Outcome.ERROR,
+        f"{received} bytes arrived for a file advertised as {size} bytes",
+        {"received": received, "advertised": size},
+    )
+
+
+def _with_finding(report: ScanReport, finding: Finding) -> ScanReport:
+    return ScanReport(
+        path=report.path,
+        file_format=report.file_format,
+        size=report.size,
+        findings=(*report.findings, finding),
+        scanners=report.scanners,
+        elapsed_s=report.elapsed_s,
+    )

@@ -1,0 +1,72 @@
+"""`python -m scanners.worker [--name NAME] PATH`: one scan in a process with resource limits.
+
+Prints exactly one line, the `ScanReport` as JSON, and exits 0 — also when the scan itself fails
+(the report then carries one `SCANNER_CRASHED` error finding). The proxy runs this with a wall-time
+limit and treats a missing or garbled line as a failed scan (fail closed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+
+from scanners.dispatch import scan_file
+from scanners.report import Finding, Outcome, ScanReport, Severity
+
+WORKER_VERSION = "1.0"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m scanners.worker", description=__doc__)
+    parser.add_argument("path", help="the file to scan")
+    parser.add_argument("--name", default=None, help="the file's path inside its repo (a hint)")
+    parser.add_argument("--max-memory-mb", type=int, default=1024, help="RLIMIT_AS (default 1024)")
+    parser.add_argument("--max-cpu-s", type=int, default=60, help="RLIMIT_CPU (default 60)")
+    return parser
+
+
+def set_limits(max_memory_mb: int, max_cpu_s: int) -> None:
+    """Cap this process's address space and CPU time (the kernel enforces them)."""
+    memory = max_memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (max_cpu_s, max_cpu_s + 1))
+
+
+def crashed_report(path: str, exc: BaseException, elapsed_s: float) -> ScanReport:
+    """The fail-closed report for a scan that raised (or ran out of memory)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = 0
+    finding = Finding(
+        "worker",
+        "SCANNER_CRASHED",
+        Severity.HIGH,
+        Outcome.ERROR,
+        f"the scan failed ({type(exc).__name__}); the file is held until an admin looks at it",
+        {"error": str(exc)[:200]},
+    )
+    return ScanReport(path, "unknown", size, (finding,), {"worker": WORKER_VERSION}, elapsed_s)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one scan and print its report line; always returns 0 once arguments parse."""
+    args = _parser().parse_args(argv)
+    started = time.perf_counter()
+    try:
+        set_limits(args.max_memory_mb, args.max_cpu_s)
+        report = scan_file(args.path, name=args.name)
+    except BaseException as exc:  # noqa: BLE001 - the worker boundary: every failure is a finding
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        report = crashed_report(args.path, exc, time.perf_counter() - started)
+    sys.stdout.write(report.to_json() + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
