@@ -407,8 +407,11 @@ def _bad(key: _Key, origin: _Origin, raw: object) -> ConfigError:
 
 
 def _quoted(raw: object) -> str:
+    """A value as the user wrote it: strings quoted, booleans in TOML's spelling."""
     if isinstance(raw, str):
         return f'"{shown(raw)}"'
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
     return shown(raw)
 
 
