@@ -389,8 +389,11 @@ class _StaticCheck:
 
 def _builds_string(node: nodes.Expr) -> bool:
     """Whether an expression assembles a string (so a computed attribute name is suspect)."""
-    if isinstance(node, nodes.Concat | nodes.Add | nodes.Mul | nodes.Mod):
+    if isinstance(node, nodes.Concat):
         return True
+    if isinstance(node, nodes.Add | nodes.Mul | nodes.Mod):
+        # `messages[loop.index0 + 1]` is arithmetic; `x["__cl" + y]` builds a name
+        return any(isinstance(c.value, str) for c in node.find_all(nodes.Const))
     if isinstance(node, nodes.Filter):
         return node.name in {
             "join",
