@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,6 +25,8 @@ from pathlib import Path
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
+
+logger = logging.getLogger(__name__)
 
 PROG = "hubwarden"
 EXIT_OK = 0
@@ -136,6 +139,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from proxy.app import create_app  # imported late: `hubwarden db`/`scan` need no server
 
+    upstream = "offline" if settings.offline else f"upstream {settings.upstream}"
+    logger.info(
+        "starting Hubwarden on %s:%d (%s, data in %s)",
+        settings.host,
+        settings.port,
+        upstream,
+        settings.data_dir,
+    )
     web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
     return EXIT_OK
 
