@@ -63,7 +63,9 @@ class RepoNotFound(HubwardenError):
     def __init__(self, repo: str, *, authenticated: bool) -> None:
         self.repo = repo
         self.authenticated = authenticated
-        super().__init__("Repository not found" if authenticated else "Invalid username or password.")
+        super().__init__(
+            "Repository not found" if authenticated else "Invalid username or password."
+        )
 
 
 class GatedRepo(HubwardenError):
@@ -97,7 +99,9 @@ class RevisionNotFound(HubwardenError):
 class EntryNotFound(HubwardenError):
     """The path is not in the repo at that commit. `commit` is sent as X-Repo-Commit when known."""
 
-    def __init__(self, path: str, *, commit: str | None, folder: bool = False, rev: str = "") -> None:
+    def __init__(
+        self, path: str, *, commit: str | None, folder: bool = False, rev: str = ""
+    ) -> None:
         self.path = path
         self.commit = commit
         self.folder = folder
@@ -174,7 +178,9 @@ class UpstreamRateLimited(HubwardenError):
 
     def __init__(self, retry_after_s: int) -> None:
         self.retry_after_s = retry_after_s
-        super().__init__(f"the upstream Hub is rate limiting this mirror; retry in {retry_after_s} s")
+        super().__init__(
+            f"the upstream Hub is rate limiting this mirror; retry in {retry_after_s} s"
+        )
 
 
 class UpstreamRejected(HubwardenError):

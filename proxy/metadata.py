@@ -1,7 +1,8 @@
 """Typed values for what the Hub says about repos, commits and files.
 
 Upstream JSON becomes these at the edge (`proxy/upstream.py`); the database stores them and the hub
-routes render them back to JSON (`to_json`). Xet fields are dropped on the way in and never rendered.
+routes render them back to JSON (`to_json`). Xet fields are dropped on the way in, never
+rendered.
 """
 
 from __future__ import annotations

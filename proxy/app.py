@@ -1,0 +1,153 @@
+"""The application factory: the only place that builds services and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.catalog import Catalog
+from proxy.config import Settings
+from proxy.delivery import Delivery
+from proxy.hub.context import SERVICES
+from proxy.hub.errors import error_middleware
+from proxy.hub.routes import add_hub_routes
+from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
+from proxy.policy import Gate, PolicyRules
+from proxy.scanning import ScanLimits, ScannerPool
+from proxy.services import Services
+from proxy.store import db
+from proxy.store.blobs import BlobStore
+from proxy.store.repository import Repository
+from proxy.upstream import Upstream, UpstreamConfig
+
+logger = logging.getLogger(__name__)
+
+ENGINE = web.AppKey("engine", AsyncEngine)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _default_stream_scan() -> StreamScanFactory:
+    from scanners import StreamScan
+
+    def make(name: str, size: int) -> StreamScan:
+        return StreamScan(name=name, size=size)
+
+    return make
+
+
+def create_app(
+    settings: Settings, *, stream_scan: StreamScanFactory | None = None
+) -> web.Application:
+    """Build the Hubwarden application; resources start and stop with the app's cleanup_ctx."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app.cleanup_ctx.append(_database(settings))
+    app.cleanup_ctx.append(_http_session(settings))
+    app.cleanup_ctx.append(_services(settings, stream_scan or _default_stream_scan()))
+    add_hub_routes(app)
+    return app
+
+
+def _database(settings: Settings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            if settings.upgrade_on_start:
+                await db.upgrade_schema(engine)
+            elif not await db.schema_is_current(engine):
+                raise db.SchemaOutdated()
+            app[ENGINE] = engine
+            yield
+        finally:
+            await engine.dispose()
+
+    return ctx
+
+
+def _http_session(settings: Settings) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
+        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        app[HTTP] = session
+        try:
+            yield
+        finally:
+            await session.close()
+
+    return ctx
+
+
+def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | None:
+    if settings.offline:
+        return None
+    fetch = settings.fetch
+    token = fetch.token.reveal() if fetch.token else os.environ.get("HF_TOKEN") or None
+    config = UpstreamConfig(
+        base_url=settings.upstream,
+        service_token=token,
+        connect_timeout_s=fetch.connect_timeout_s,
+        read_timeout_s=fetch.read_timeout_s,
+        retries=fetch.retries,
+        max_json_bytes=fetch.max_json_bytes,
+        max_tree_entries=fetch.max_tree_entries,
+    )
+    return Upstream(config, session)
+
+
+def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        repository = Repository(db.session_maker(app[ENGINE]))
+        store = BlobStore(settings.data_dir)
+        await asyncio.to_thread(store.prepare)
+        forgotten = await repository.forget_unfinished_blobs()
+        if forgotten:
+            logger.info("forgot %d blobs a previous run left unfinished", forgotten)
+        upstream = _upstream(settings, app[HTTP])
+        catalog = Catalog(repository, upstream, ttl_s=settings.fetch.metadata_ttl_s)
+        policy = settings.policy
+        gate = Gate(
+            repository,
+            PolicyRules(policy.pinned_change, policy.unpinned_paths, settings.contact),
+        )
+        scan = settings.scan
+        scanner = ScannerPool(
+            ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers)
+        )
+        ingest = settings.ingest
+        ingestor = Ingestor(
+            repository,
+            store,
+            upstream,
+            scanner,
+            gate,
+            stream_scan,
+            IngestSettings(
+                hold_tail_bytes=ingest.hold_tail_bytes,
+                write_batch_bytes=ingest.write_batch_bytes,
+                chunk_bytes=settings.fetch.chunk_bytes,
+                retries=settings.fetch.retries,
+            ),
+        )
+        delivery = Delivery(catalog, repository, store, ingestor, gate, ingest.retry_after_s)
+        app[SERVICES] = Services(
+            settings=settings,
+            repository=repository,
+            store=store,
+            catalog=catalog,
+            ingestor=ingestor,
+            delivery=delivery,
+            upstream=upstream,
+        )
+        try:
+            yield
+        finally:
+            await ingestor.cleanup()
+
+    return ctx

@@ -1,0 +1,116 @@
+"""From a file request to something servable: a released blob, an in-flight ingest, or an error.
+
+This is the core of the resolve route: resolve the entry, check access, pins and blocks, then look
+at the blob's state. It never waits for content; the edge decides how to wait (progressive
+streaming, or 429 + Retry-After).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.catalog import Caller, Catalog, Resolved
+from proxy.errors import Held, NotReady
+from proxy.ingest import IngestJob, Ingestor, IngestSpec
+from proxy.metadata import TreeEntry
+from proxy.policy import Gate
+from proxy.repos import RepoPath, RepoRef, Revision
+from proxy.store.blobs import BlobStore
+from proxy.store.models import BlobState
+from proxy.store.repository import Repository
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class FileTarget:
+    """A file of a repo at a commit, with the entry upstream advertised for it."""
+
+    resolved: Resolved
+    entry: TreeEntry
+
+    @property
+    def commit(self) -> str:
+        return self.resolved.commit
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedBlob:
+    target: FileTarget
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightBlob:
+    target: FileTarget
+    job: IngestJob
+
+
+class Delivery:
+    """Finds what to send for a file request."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        repository: Repository,
+        store: BlobStore,
+        ingestor: Ingestor,
+        gate: Gate,
+        retry_after_s: int,
+    ) -> None:
+        self._catalog = catalog
+        self._db = repository
+        self._store = store
+        self._ingestor = ingestor
+        self._gate = gate
+        self._retry_after_s = retry_after_s
+
+    async def locate(
+        self, repo: RepoRef, revision: Revision, path: RepoPath, caller: Caller
+    ) -> FileTarget:
+        """The file's entry at a commit revision, after the access check (blocks and pins are
+        checked by `open`: a HEAD answers from metadata even for held files, hub-protocol §6.3).
+        Raises RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound, Upstream*."""
+        resolved = await self._catalog.resolve(repo, revision, caller)
+        entry = await self._catalog.file_entry(resolved, path.value, caller)
+        await self._catalog.check_access(resolved.repo, caller, probe=(resolved.commit, entry.path))
+        return FileTarget(resolved, entry)
+
+    async def prefetch(self, target: FileTarget, caller: Caller) -> None:
+        """For HEAD: start the ingest of an absent blob in the background; never waits."""
+        blob = await self._db.get_blob(target.entry.etag)
+        if blob is None:
+            await self._ingestor.start(self._spec(target, caller))
+
+    async def open(self, target: FileTarget, caller: Caller) -> ReleasedBlob | InFlightBlob:
+        """What to send for a GET. Raises Held (quarantined, rejected) or NotReady."""
+        entry = target.entry
+        await self._gate.check(target.resolved.repo, target.commit, entry)
+        blob = await self._db.get_blob(entry.etag)
+        if blob is None:
+            job = await self._ingestor.start(self._spec(target, caller))
+            if job is None:
+                raise NotReady(entry.path, self._retry_after_s)
+            return InFlightBlob(target, job)
+        if blob.state is BlobState.RELEASED and blob.sha256:
+            path = self._store.released_path(blob.sha256)
+            await self._gate.pin(target.resolved.repo, target.commit, entry)
+            return ReleasedBlob(target, path)
+        if blob.state in (BlobState.QUARANTINED, BlobState.REJECTED):
+            raise Held(
+                self._gate.held_message(entry.path, blob.reason or blob.state.value, blob.pk),
+                path=entry.path,
+                review_id=blob.pk,
+            )
+        job = self._ingestor.job(entry.etag)
+        if job is None:
+            raise NotReady(entry.path, self._retry_after_s)
+        return InFlightBlob(target, job)
+
+    @staticmethod
+    def _spec(target: FileTarget, caller: Caller) -> IngestSpec:
+        return IngestSpec(
+            repo=target.resolved.repo, commit=target.commit, entry=target.entry, token=caller.token
+        )

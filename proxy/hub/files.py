@@ -1,0 +1,213 @@
+"""The resolve route: HEAD and GET of `{prefix}{repo}/resolve/{rev}/{path}` (hub-protocol.md §3.2).
+
+HEAD answers from metadata alone. GET sends a released blob through the kernel's sendfile path,
+or streams an in-flight ingest as far as it is cleared, cutting the connection if the verdict
+goes against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from proxy.delivery import FileTarget, InFlightBlob, ReleasedBlob
+from proxy.errors import HubwardenError, InvalidInput, NotReady
+from proxy.hub.context import services_of
+from proxy.hub.requests import caller_of, file_path, repo_of, revision_and_path
+from proxy.ingest import IngestJob
+from proxy.store.blobs import BlobStore
+
+logger = logging.getLogger(__name__)
+
+STREAM_CHUNK_BYTES = 1024 * 1024
+KEEPALIVE_WAIT_S = 2.0
+# hub-protocol.md §1.2: the client refuses plain-HTTP files over 50 GB when it knows the size.
+MAX_ADVERTISED_SIZE = 50 * 1000 * 1000 * 1000
+
+
+class BlobFileResponse(web.FileResponse):
+    """aiohttp's sendfile response, keeping the Hub's ETag instead of its mtime-based one."""
+
+    @property
+    def etag(self) -> None:
+        return None
+
+    @etag.setter
+    def etag(self, value: object) -> None:
+        """Ignored: the ETag header set by `file_headers` is the Hub's."""
+
+
+def file_headers(target: FileTarget) -> dict[str, str]:
+    entry = target.entry
+    name = entry.path.rsplit("/", 1)[-1]
+    quoted = quote(name, safe="")
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_")
+    headers = {
+        "X-Repo-Commit": target.commit,
+        "ETag": f'"{entry.etag}"',
+        "X-Linked-Etag": f'"{entry.etag}"',
+        "Accept-Ranges": "bytes",
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quoted}; filename=\"{ascii_name}\";",
+    }
+    if entry.size <= MAX_ADVERTISED_SIZE:
+        headers["X-Linked-Size"] = str(entry.size)
+    return headers
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single `bytes=a-b`, `bytes=a-` or `bytes=-n` → [start, end). None: unsatisfiable."""
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        raise InvalidInput("Range header", header, "must be one range of bytes")
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first == "":
+            length = int(last)
+            return (max(0, size - length), size) if length > 0 and size else None
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    except ValueError as exc:
+        raise InvalidInput("Range header", header, "is not bytes=START-END") from exc
+    if start >= size or end <= start:
+        return None
+    return start, end
+
+
+async def resolve_file(request: web.Request) -> web.StreamResponse:
+    services = services_of(request)
+    repo = repo_of(request)
+    wanted = revision_and_path(request)
+    path = file_path(wanted.path)
+    caller = caller_of(request)
+    if not wanted.revision.is_commit:
+        resolved = await services.catalog.resolve(repo, wanted.revision, caller)
+        location = f"/{repo.file_path}/resolve/{resolved.commit}/{quote(path.value)}"
+        if request.query_string:
+            location += f"?{request.query_string}"
+        return web.Response(
+            status=307, headers={"Location": location, "X-Repo-Commit": resolved.commit}
+        )
+    target = await services.delivery.locate(repo, wanted.revision, path, caller)
+    headers = file_headers(target)
+    if request.method == "HEAD":
+        await services.delivery.prefetch(target, caller)
+        if target.entry.size <= MAX_ADVERTISED_SIZE:
+            headers["Content-Length"] = str(target.entry.size)
+        return web.Response(status=200, headers=headers)
+    if request.headers.get("If-None-Match", "").strip().strip('"').removeprefix('W/"') == (
+        target.entry.etag
+    ):
+        return web.Response(status=304, headers=headers)
+    found = await services.delivery.open(target, caller)
+    if isinstance(found, ReleasedBlob):
+        return BlobFileResponse(found.path, headers=headers)
+    return await _stream_in_flight(request, found, headers)
+
+
+async def _stream_in_flight(
+    request: web.Request, found: InFlightBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    """Send an ingesting blob as far as it is cleared; cut the connection on a bad verdict."""
+    services = services_of(request)
+    job, size = found.job, found.target.entry.size
+    wanted = (0, size)
+    status = 200
+    if "Range" in request.headers:
+        parsed = _parse_range(request.headers["Range"], size)
+        if parsed is None:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+        wanted, status = parsed, 206
+    start, end = wanted
+    ingest = services.settings.ingest
+    await _wait_first_bytes(job, start, ingest.first_byte_wait_s, ingest.retry_after_s)
+    response = web.StreamResponse(status=status, headers=headers)
+    response.content_length = end - start
+    if status == 206:
+        response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    await response.prepare(request)
+    try:
+        source = _open_source(job.temp, services.store, job)
+    except FileNotFoundError:
+        _cut(request)
+        return response
+    try:
+        if await _send_as_cleared(request, response, found, source, (start, end)):
+            await response.write_eof()
+    except ConnectionResetError:
+        logger.info("client went away during %s", found.target.entry.path)
+    finally:
+        os.close(source)
+    return response
+
+
+async def _send_as_cleared(
+    request: web.Request,
+    response: web.StreamResponse,
+    found: InFlightBlob,
+    source: int,
+    wanted: tuple[int, int],
+) -> bool:
+    """Send [start, end) as the ingest clears it. False: the connection was cut."""
+    job = found.job
+    position, end = wanted
+    while position < end:
+        try:
+            available = min(job.sendable(), end)
+        except HubwardenError as exc:
+            logger.warning("cutting %s: %s", found.target.entry.path, exc.message)
+            _cut(request)
+            return False
+        if available <= position:
+            await job.wait_change(KEEPALIVE_WAIT_S)
+            continue
+        count = min(available - position, STREAM_CHUNK_BYTES)
+        data = await asyncio.to_thread(os.pread, source, count, position)
+        if not data:
+            await job.wait_change(KEEPALIVE_WAIT_S)
+            continue
+        await response.write(data)
+        position += len(data)
+    return True
+
+
+async def _wait_first_bytes(job: IngestJob, start: int, wait_s: float, retry_s: int) -> None:
+    """Wait briefly for the first sendable byte; past that, tell the client to come back."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        available = job.sendable()  # raises the failure (Held, upstream error) if there is one
+        if job.released or available > start:
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise NotReady(job.spec.entry.path, retry_s)
+        await job.wait_change(remaining)
+
+
+def _open_source(temp: Path, store: BlobStore, job: IngestJob) -> int:
+    """The temp file being written; if the ingest released it meanwhile, the released blob."""
+    try:
+        return os.open(temp, os.O_RDONLY)
+    except FileNotFoundError:
+        if job.sha256 is None:
+            raise
+        # Renamed meanwhile (rename is atomic): released, or quarantined and about to be cut.
+        for path in (store.released_path(job.sha256), store.quarantined_path(job.sha256)):
+            with contextlib.suppress(FileNotFoundError):
+                return os.open(path, os.O_RDONLY)
+        raise
+
+
+def _cut(request: web.Request) -> None:
+    """Close the connection mid-body: the client keeps no complete unverified file, and its
+    retry gets the 403 with the message."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()

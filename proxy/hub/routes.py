@@ -1,0 +1,50 @@
+"""The Hub's URL map. Order matters where one-segment legacy model ids overlap two-segment ids."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.hub import api, files
+
+_READ_ACTIONS: list[tuple[str, str, Handler]] = [
+    ("GET", "", api.repo_info),
+    ("GET", "/revision/{rev:.+}", api.repo_info),
+    ("GET", "/tree/{rev}", api.tree),
+    ("GET", "/tree/{rev}/{path:.+}", api.tree),
+    ("POST", "/paths-info/{rev}", api.paths_info),
+    ("POST", "/paths-info/{rev}/{path:.+}", api.paths_info),
+    ("GET", "/refs", api.refs),
+    ("GET", "/commits/{rev:.+}", api.commits),
+    ("GET", "/xet-read-token/{rev:.+}", api.xet_token),
+    ("GET", "/xet-write-token/{rev:.+}", api.xet_token),
+    ("GET", "/discussions", api.discussions),
+]
+
+
+def add_hub_routes(app: web.Application) -> None:
+    router = app.router
+    router.add_get("/healthz", api.healthz)
+    router.add_get("/info", _not_served)  # datasets-server (hub-protocol.md §3.11)
+    router.add_get("/api/agent-harnesses", api.agent_harnesses)
+    router.add_get("/api/whoami-v2", api.whoami)
+    router.add_get(r"/api/{type:models|datasets|spaces}", api.list_repos)
+    # Legacy one-segment model ids whose routes would otherwise read as a two-segment repo.
+    router.add_get("/api/models/{name}/refs", api.refs)
+    router.add_get("/api/models/{name}/discussions", api.discussions)
+    for prefix in (r"/api/{type:models|datasets|spaces}/{namespace}/{name}", "/api/models/{name}"):
+        for method, suffix, handler in _READ_ACTIONS:
+            router.add_route(method, prefix + suffix, handler)
+    for pattern in (
+        "/{type:datasets|spaces}/{namespace}/{name}/resolve/{rev}/{path:.+}",
+        "/{namespace}/{name}/resolve/{rev}/{path:.+}",
+        "/{name}/resolve/{rev}/{path:.+}",
+    ):
+        router.add_route("GET", pattern, files.resolve_file)
+        router.add_route("HEAD", pattern, files.resolve_file)
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        router.add_route(method, "/{tail:.*}", api.read_only)
+
+
+async def _not_served(request: web.Request) -> web.Response:
+    raise web.HTTPNotFound(text="not served by this mirror")

@@ -1,0 +1,368 @@
+"""Fetch → verify → scan → verdict, once per blob however many clients ask.
+
+An `IngestJob` is the in-flight life of one blob: bytes stream from upstream into a temp file while
+sha256 (and the git blob sha1 for regular files) are computed and a `StreamScan` is fed, in large
+batches on a worker thread (per-chunk thread hand-offs halve throughput on 2 cores). Clients that
+ask meanwhile read the temp file as it grows, but only as far as `sendable()` allows: what the
+stream scan cleared, minus a held-back tail, until the verdict. The blob row in the database
+(state `fetching`/`scanning`) is the claim that makes the ingest single-flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from proxy.errors import Held, HubwardenError, IntegrityError, UpstreamUnavailable, shown
+from proxy.metadata import TreeEntry
+from proxy.policy import SYSTEM_ACTOR, BlockReason, Gate, Verdict, summary, verdict_for
+from proxy.scanning import ScannerPool
+from proxy.store.blobs import BlobStore
+from proxy.store.models import BlobState
+from proxy.store.repository import RepoRecord, Repository
+from proxy.upstream import Upstream
+from scanners.report import ScanReport
+
+logger = logging.getLogger(__name__)
+
+
+class StreamScanLike(Protocol):
+    """What the ingest needs of `scanners.StreamScan`."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    @property
+    def cleared(self) -> int: ...
+
+    @property
+    def alarmed(self) -> bool: ...
+
+
+StreamScanFactory = Callable[[str, int], StreamScanLike]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    hold_tail_bytes: int
+    write_batch_bytes: int
+    chunk_bytes: int
+    retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSpec:
+    """What to fetch: the file at `entry.path` of `repo` at `commit`."""
+
+    repo: RepoRecord
+    commit: str
+    entry: TreeEntry
+    token: str | None
+
+
+@dataclass
+class _Digests:
+    """Hash state advanced on the writer thread only."""
+
+    sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
+    git_sha1: hashlib._Hash | None = None
+
+
+class IngestJob:
+    """The in-flight state of one blob, shared by the fetch task and the readers."""
+
+    def __init__(self, spec: IngestSpec, temp: Path, scan: StreamScanLike, tail: int) -> None:
+        self.spec = spec
+        self.temp = temp
+        self.scan = scan
+        self.size = spec.entry.size
+        self.tail = min(tail, self.size)
+        self.flushed = 0
+        self.released = False
+        self.sha256: str | None = None
+        self.failure: HubwardenError | None = None
+        self._changed = asyncio.Condition()
+
+    @property
+    def etag(self) -> str:
+        return self.spec.entry.etag
+
+    @property
+    def done(self) -> bool:
+        return self.released or self.failure is not None
+
+    def sendable(self) -> int:
+        """How many bytes from the start may go out now. Raises the failure once there is one."""
+        if self.failure is not None:
+            raise self.failure
+        if self.released:
+            return self.size
+        if self.scan.alarmed:
+            return 0
+        return max(0, min(self.flushed, self.scan.cleared, self.size - self.tail))
+
+    async def wait_change(self, timeout_s: float) -> None:
+        """Wait until progress or the verdict (or the timeout)."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout_s)
+
+    async def notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+
+class Ingestor:
+    """Owns every in-flight ingest task; `cleanup` cancels and awaits them."""
+
+    def __init__(
+        self,
+        repository: Repository,
+        store: BlobStore,
+        upstream: Upstream | None,
+        scanner: ScannerPool,
+        gate: Gate,
+        stream_scan: StreamScanFactory,
+        settings: IngestSettings,
+    ) -> None:
+        self._db = repository
+        self._store = store
+        self._upstream = upstream
+        self._scanner = scanner
+        self._gate = gate
+        self._stream_scan = stream_scan
+        self._settings = settings
+        self._jobs: dict[str, IngestJob] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def job(self, etag: str) -> IngestJob | None:
+        return self._jobs.get(etag)
+
+    async def start(self, spec: IngestSpec) -> IngestJob | None:
+        """Start the ingest of a blob unless one runs; returns the running job (None when another
+        replica or a finished ingest holds the claim)."""
+        etag = spec.entry.etag
+        running = self._jobs.get(etag)
+        if running is not None:
+            return running
+        if self._upstream is None:
+            return None
+        if not await self._db.claim_blob(etag, spec.entry.size, spec.repo.pk, spec.entry.path):
+            return self._jobs.get(etag)
+        temp = await asyncio.to_thread(self._store.new_temp)
+        job = IngestJob(
+            spec,
+            temp,
+            self._stream_scan(spec.entry.path, spec.entry.size),
+            self._settings.hold_tail_bytes,
+        )
+        self._jobs[etag] = job
+        task = asyncio.create_task(self._run(job), name=f"ingest {etag[:12]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        logger.info(
+            "blob %s (%s %s, %d bytes): absent -> fetching",
+            etag,
+            spec.repo.ref,
+            spec.entry.path,
+            spec.entry.size,
+        )
+        return job
+
+    async def cleanup(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self, job: IngestJob) -> None:
+        spec = job.spec
+        try:
+            digests = await self._fetch(job)
+            sha256 = digests.sha256.hexdigest()
+            job.sha256 = sha256  # before any rename: readers find the blob by it
+            await self._db.set_blob_state(job.etag, BlobState.SCANNING, sha256=sha256)
+            report = await self._scanner.scan(job.temp, spec.entry.path)
+            await self._settle(job, sha256, report)
+        except IntegrityError as exc:
+            await self._tampered(job, exc)
+        except HubwardenError as exc:
+            await self._abandon(job, exc)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._abandon(job, UpstreamUnavailable("the mirror is stopping")))
+            raise
+        except Exception as exc:  # task supervisor: log, fail the job closed
+            logger.exception("ingest of %s failed", job.etag)
+            await self._abandon(job, UpstreamUnavailable(f"ingest failed: {type(exc).__name__}"))
+        finally:
+            self._jobs.pop(job.etag, None)
+            await job.notify()
+
+    async def _fetch(self, job: IngestJob) -> _Digests:
+        """Stream upstream bytes to the temp file, hashing and scanning in batches."""
+        assert self._upstream is not None
+        entry = job.spec.entry
+        digests = _Digests()
+        if entry.lfs is None:
+            digests.git_sha1 = hashlib.sha1(  # noqa: S324 - the git blob id the protocol fixes
+                f"blob {entry.size}\0".encode()
+            )
+        attempts = 0
+        fd = os.open(job.temp, os.O_WRONLY)
+        try:
+            while True:
+                try:
+                    await self._fetch_from(job, fd, digests)
+                    break
+                except UpstreamUnavailable:
+                    attempts += 1
+                    if attempts > self._settings.retries:
+                        raise
+                    logger.warning("resuming %s at byte %d", entry.path, job.flushed)
+                    await asyncio.sleep(min(attempts, 3))
+        finally:
+            os.close(fd)
+        self._verify(job, digests)
+        return digests
+
+    async def _fetch_from(self, job: IngestJob, fd: int, digests: _Digests) -> None:
+        assert self._upstream is not None
+        spec, entry = job.spec, job.spec.entry
+        start = job.flushed
+        batch: list[bytes] = []
+        batched = 0
+        loop = asyncio.get_running_loop()
+        last_flush = loop.time()
+        async with self._upstream.open_file(
+            spec.repo.ref, spec.commit, entry.path, spec.token, start=start
+        ) as body:
+            if start and body.status != 206:
+                raise UpstreamUnavailable("upstream ignored the Range of a resumed download")
+            try:
+                async for chunk in body.content.iter_chunked(self._settings.chunk_bytes):
+                    batch.append(chunk)
+                    batched += len(chunk)
+                    if job.flushed + batched > entry.size:
+                        raise IntegrityError(
+                            entry.path, "size", str(entry.size), f"more than {entry.size}"
+                        )
+                    # Large batches keep throughput; a time bound keeps slow bodies flowing
+                    # to readers (they must never wait ~10 s for a byte).
+                    now = loop.time()
+                    if batched >= self._settings.write_batch_bytes or now - last_flush > 0.5:
+                        await self._write(job, fd, digests, batch)
+                        batch, batched, last_flush = [], 0, now
+            except (TimeoutError, ConnectionError, OSError) as exc:
+                await self._write(job, fd, digests, batch)
+                raise UpstreamUnavailable(f"upstream body broke off: {exc!r}") from exc
+            except Exception as exc:
+                if exc.__class__.__module__.startswith("aiohttp"):
+                    await self._write(job, fd, digests, batch)
+                    raise UpstreamUnavailable(f"upstream body broke off: {exc!r}") from exc
+                raise
+        await self._write(job, fd, digests, batch)
+
+    async def _write(self, job: IngestJob, fd: int, digests: _Digests, batch: list[bytes]) -> None:
+        if not batch:
+            return
+        data = b"".join(batch)
+        await asyncio.to_thread(_write_batch, fd, data, digests, job.scan)
+        job.flushed += len(data)
+        await job.notify()
+
+    @staticmethod
+    def _verify(job: IngestJob, digests: _Digests) -> None:
+        entry = job.spec.entry
+        if job.flushed != entry.size:
+            raise IntegrityError(entry.path, "size", str(entry.size), str(job.flushed))
+        if entry.lfs is not None:
+            got = digests.sha256.hexdigest()
+            if got != entry.lfs.sha256:
+                raise IntegrityError(entry.path, "sha256", entry.lfs.sha256, got)
+        elif digests.git_sha1 is not None:
+            got = digests.git_sha1.hexdigest()
+            if got != entry.oid:
+                raise IntegrityError(entry.path, "git blob sha1", entry.oid, got)
+
+    async def _settle(self, job: IngestJob, sha256: str, report: ScanReport) -> None:
+        spec = job.spec
+        verdict = verdict_for(report)
+        blob = await self._db.get_blob(job.etag)
+        assert blob is not None
+        await self._db.add_findings(blob.pk, report.findings)
+        fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
+        if verdict is Verdict.RELEASE:
+            await asyncio.to_thread(self._store.release, job.temp, sha256)
+            await self._db.set_blob_state(job.etag, BlobState.RELEASED, **fields)
+            await self._gate.pin(spec.repo, spec.commit, spec.entry)
+            job.released = True
+            state = BlobState.RELEASED
+        else:
+            reason = summary(report)
+            await asyncio.to_thread(self._store.quarantine, job.temp, sha256)
+            state = BlobState.QUARANTINED if verdict is Verdict.QUARANTINE else BlobState.REJECTED
+            await self._db.set_blob_state(job.etag, state, reason=reason, **fields)
+            job.failure = Held(
+                self._gate.held_message(spec.entry.path, reason, blob.pk),
+                path=spec.entry.path,
+                review_id=blob.pk,
+            )
+        await self._db.audit(
+            SYSTEM_ACTOR,
+            f"blob.{state.value}",
+            repo_pk=spec.repo.pk,
+            blob_pk=blob.pk,
+            details={
+                "path": spec.entry.path,
+                "commit": spec.commit,
+                "sha256": sha256,
+                "outcome": report.outcome.value,
+            },
+        )
+        logger.info(
+            "blob %s (%s %s): scanning -> %s (%s)",
+            job.etag,
+            spec.repo.ref,
+            spec.entry.path,
+            state.value,
+            report.outcome.value,
+        )
+
+    async def _tampered(self, job: IngestJob, exc: IntegrityError) -> None:
+        spec = job.spec
+        await asyncio.to_thread(self._store.discard, job.temp)
+        await self._db.set_blob_state(job.etag, BlobState.REJECTED, reason=exc.message)
+        await self._gate.block(spec.repo, BlockReason.TAMPERED, exc.message)
+        blob = await self._db.get_blob(job.etag)
+        job.failure = Held(
+            f"blocked: {spec.repo.ref} (tampered: {shown(exc.message)}); ask {self._gate.contact}",
+            path=spec.entry.path,
+            review_id=blob.pk if blob else None,
+        )
+        logger.warning("blob %s: fetching -> rejected (%s)", job.etag, exc.message)
+
+    async def _abandon(self, job: IngestJob, exc: HubwardenError) -> None:
+        """Upstream trouble: nothing is recorded as verified; the next request starts again."""
+        job.failure = exc
+        await asyncio.to_thread(self._store.discard, job.temp)
+        await self._db.forget_blob(job.etag)
+        logger.warning("blob %s: fetching -> abandoned (%s)", job.etag, exc.message)
+
+
+def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) -> None:
+    """On a worker thread: write, hash and feed the stream scan one batch."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+    digests.sha256.update(data)
+    if digests.git_sha1 is not None:
+        digests.git_sha1.update(data)
+    scan.feed(data)

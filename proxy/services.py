@@ -1,0 +1,24 @@
+"""The services one running Hubwarden is made of, built by `proxy.app.create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proxy.catalog import Catalog
+from proxy.config import Settings
+from proxy.delivery import Delivery
+from proxy.ingest import Ingestor
+from proxy.store.blobs import BlobStore
+from proxy.store.repository import Repository
+from proxy.upstream import Upstream
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    repository: Repository
+    store: BlobStore
+    catalog: Catalog
+    ingestor: Ingestor
+    delivery: Delivery
+    upstream: Upstream | None

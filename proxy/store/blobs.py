@@ -1,0 +1,96 @@
+"""The blob store on the local filesystem: `data_dir/{tmp,quarantine,blobs}`.
+
+Every path in here derives from a sha256 that Hubwarden computed itself (checked to be 64 hex
+characters), never from a name a client or upstream sent. Files arrive in `tmp/`, are fsynced, and
+move by atomic rename into `blobs/` (released) or `quarantine/` (held for review).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _checked(sha256: str) -> str:
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
+    return sha256
+
+
+class BlobStore:
+    """Local directory store. Methods block briefly (rename, fsync): call them via to_thread."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.root = data_dir.resolve()
+        self.tmp_dir = self.root / "tmp"
+        self.quarantine_dir = self.root / "quarantine"
+        self.blobs_dir = self.root / "blobs"
+
+    def prepare(self) -> int:
+        """Create the directories and delete what a previous run left half-written in tmp/.
+        Returns how many temp files were removed."""
+        for directory in (self.tmp_dir, self.quarantine_dir, self.blobs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        removed = 0
+        for leftover in self.tmp_dir.iterdir():
+            if leftover.is_file() or leftover.is_symlink():
+                leftover.unlink()
+                removed += 1
+        if removed:
+            logger.info("removed %d half-written temp files from %s", removed, self.tmp_dir)
+        return removed
+
+    def new_temp(self) -> Path:
+        """A fresh, empty temp file path (created) in tmp/."""
+        path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        path.touch(mode=0o600, exist_ok=False)
+        return path
+
+    def released_path(self, sha256: str) -> Path:
+        sha = _checked(sha256)
+        return self.blobs_dir / sha[:2] / sha
+
+    def quarantined_path(self, sha256: str) -> Path:
+        sha = _checked(sha256)
+        return self.quarantine_dir / sha
+
+    def release(self, temp: Path, sha256: str) -> Path:
+        """Move a verified temp file into the content-addressed store."""
+        return self._move(temp, self.released_path(sha256))
+
+    def quarantine(self, temp: Path, sha256: str) -> Path:
+        """Move a verified temp file into quarantine (kept for review, never served)."""
+        return self._move(temp, self.quarantined_path(sha256))
+
+    def release_from_quarantine(self, sha256: str) -> Path:
+        """An admin released a quarantined blob."""
+        return self._move(self.quarantined_path(sha256), self.released_path(sha256))
+
+    def discard(self, path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+    def has_released(self, sha256: str) -> bool:
+        return self.released_path(sha256).is_file()
+
+    @staticmethod
+    def _move(source: Path, target: Path) -> Path:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        source.replace(target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return target

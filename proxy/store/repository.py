@@ -1,0 +1,428 @@
+"""The database queries the core needs, as typed records in and out.
+
+Each method runs in its own short session and transaction; ORM objects never leave this module.
+Races between tasks (or replicas) inserting the same row are settled by the unique constraints:
+the loser's insert fails with IntegrityError and it reads the winner's row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from proxy.metadata import EntryType, LfsInfo, TreeEntry
+from proxy.repos import RepoRef, RepoType
+from proxy.store.models import (
+    AuditEvent,
+    Blob,
+    BlobState,
+    Block,
+    Commit,
+    Entry,
+    FindingRow,
+    Pin,
+    Ref,
+    Repo,
+)
+from scanners.report import Finding, JsonValue, Outcome, Severity
+
+MAX_ENTRIES_PER_INSERT = 500
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RepoRecord:
+    pk: int
+    ref: RepoRef
+    private: bool
+    gated: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitRecord:
+    pk: int
+    sha: str
+    info: dict[str, JsonValue] | None
+    tree_complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRecord:
+    pk: int
+    etag: str
+    sha256: str | None
+    size: int
+    state: BlobState
+    reason: str
+    first_path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PinRecord:
+    path: str
+    etag: str
+    commit: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    pk: int
+    reason: str
+    detail: str
+
+
+def _entry(row: Entry) -> TreeEntry:
+    lfs = None
+    if row.lfs_sha256 is not None:
+        lfs = LfsInfo(sha256=row.lfs_sha256, size=row.size, pointer_size=row.lfs_pointer_size or 0)
+    return TreeEntry(
+        entry_type=EntryType(row.kind), path=row.path, oid=row.oid, size=row.size, lfs=lfs
+    )
+
+
+def _blob(row: Blob) -> BlobRecord:
+    return BlobRecord(
+        pk=row.id,
+        etag=row.etag,
+        sha256=row.sha256,
+        size=row.size,
+        state=BlobState(row.state),
+        reason=row.reason,
+        first_path=row.first_path,
+    )
+
+
+class Repository:
+    """Typed access to the tables; built once by the app factory around a session maker."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    # -- repos, refs, commits ------------------------------------------------------------------
+
+    async def upsert_repo(self, ref: RepoRef, *, private: bool, gated: str) -> RepoRecord:
+        """The repo's row, created or updated with what upstream just said about access."""
+        async with self._sessions() as session:
+            row = await self._repo_row(session, ref)
+            if row is None:
+                row = Repo(
+                    repo_type=ref.repo_type.value, repo_id=ref.repo_id, private=private, gated=gated
+                )
+                session.add(row)
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                    row = await self._repo_row(session, ref)
+                    assert row is not None
+            elif row.private != private or row.gated != gated:
+                row.private, row.gated, row.updated_at = private, gated, utcnow()
+                await session.commit()
+            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+
+    async def find_repo(self, ref: RepoRef) -> RepoRecord | None:
+        async with self._sessions() as session:
+            row = await self._repo_row(session, ref)
+            if row is None:
+                return None
+            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+
+    async def list_repos(self, repo_type: str, search: str) -> list[RepoRecord]:
+        """Recorded repos of a type whose id contains `search`, by id (at most 1000)."""
+        async with self._sessions() as session:
+            query = select(Repo).where(Repo.repo_type == repo_type)
+            if search:
+                query = query.where(Repo.repo_id.contains(search, autoescape=True))
+            result = await session.execute(query.order_by(Repo.repo_id).limit(1000))
+            return [
+                RepoRecord(
+                    row.id, RepoRef(RepoType(row.repo_type), row.repo_id), row.private, row.gated
+                )
+                for row in result.scalars()
+            ]
+
+    @staticmethod
+    async def _repo_row(session: AsyncSession, ref: RepoRef) -> Repo | None:
+        result = await session.execute(
+            select(Repo).where(Repo.repo_type == ref.repo_type.value, Repo.repo_id == ref.repo_id)
+        )
+        return result.scalar_one_or_none()
+
+    async def set_ref(self, repo_pk: int, name: str, commit: str) -> str | None:
+        """Record where a branch/tag points; returns the commit it pointed at before (or None)."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Ref).where(Ref.repo_pk == repo_pk, Ref.name == name)
+            )
+            row = result.scalar_one_or_none()
+            if row is None:
+                session.add(Ref(repo_pk=repo_pk, name=name, commit=commit))
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+                return None
+            previous = row.commit
+            if previous != commit:
+                row.commit, row.updated_at = commit, utcnow()
+                await session.commit()
+            return previous
+
+    async def get_ref(self, repo_pk: int, name: str) -> str | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Ref.commit).where(Ref.repo_pk == repo_pk, Ref.name == name)
+            )
+            return result.scalar_one_or_none()
+
+    async def get_commit(self, repo_pk: int, sha: str) -> CommitRecord | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Commit).where(Commit.repo_pk == repo_pk, Commit.sha == sha)
+            )
+            row = result.scalar_one_or_none()
+            if row is None:
+                return None
+            return CommitRecord(
+                pk=row.id, sha=row.sha, info=row.info, tree_complete=row.tree_complete
+            )
+
+    async def save_commit(
+        self, repo_pk: int, sha: str, info: dict[str, JsonValue] | None
+    ) -> CommitRecord:
+        """The commit's row, created if new; `info` is stored when the row has none yet."""
+        existing = await self.get_commit(repo_pk, sha)
+        if existing is not None:
+            if existing.info is None and info is not None:
+                async with self._sessions() as session:
+                    await session.execute(
+                        update(Commit).where(Commit.id == existing.pk).values(info=info)
+                    )
+                    await session.commit()
+                return CommitRecord(existing.pk, sha, info, existing.tree_complete)
+            return existing
+        async with self._sessions() as session:
+            session.add(Commit(repo_pk=repo_pk, sha=sha, info=info, tree_complete=False))
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+        record = await self.get_commit(repo_pk, sha)
+        assert record is not None
+        return record
+
+    # -- entries -------------------------------------------------------------------------------
+
+    async def save_tree(self, commit_pk: int, entries: Sequence[TreeEntry]) -> None:
+        """Store a commit's complete listing (replacing partial entries) and mark it complete."""
+        async with self._sessions() as session:
+            await session.execute(delete(Entry).where(Entry.commit_pk == commit_pk))
+            for start in range(0, len(entries), MAX_ENTRIES_PER_INSERT):
+                session.add_all(
+                    self._entry_row(commit_pk, e)
+                    for e in entries[start : start + MAX_ENTRIES_PER_INSERT]
+                )
+                await session.flush()
+            await session.execute(
+                update(Commit).where(Commit.id == commit_pk).values(tree_complete=True)
+            )
+            await session.commit()
+
+    async def save_entries(self, commit_pk: int, entries: Iterable[TreeEntry]) -> None:
+        """Add single entries learnt from paths-info (existing ones are kept)."""
+        for entry in entries:
+            async with self._sessions() as session:
+                session.add(self._entry_row(commit_pk, entry))
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    await session.rollback()
+
+    @staticmethod
+    def _entry_row(commit_pk: int, entry: TreeEntry) -> Entry:
+        return Entry(
+            commit_pk=commit_pk,
+            path=entry.path,
+            kind=entry.entry_type.value,
+            oid=entry.oid,
+            size=entry.size,
+            lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
+            lfs_pointer_size=entry.lfs.pointer_size if entry.lfs else None,
+        )
+
+    async def list_entries(self, commit_pk: int) -> list[TreeEntry]:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Entry).where(Entry.commit_pk == commit_pk).order_by(Entry.path)
+            )
+            return [_entry(row) for row in result.scalars()]
+
+    async def get_entries(self, commit_pk: int, paths: Sequence[str]) -> list[TreeEntry]:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Entry).where(Entry.commit_pk == commit_pk, Entry.path.in_(list(paths)))
+            )
+            return [_entry(row) for row in result.scalars()]
+
+    # -- blobs and findings --------------------------------------------------------------------
+
+    async def get_blob(self, etag: str) -> BlobRecord | None:
+        async with self._sessions() as session:
+            result = await session.execute(select(Blob).where(Blob.etag == etag))
+            row = result.scalar_one_or_none()
+            return None if row is None else _blob(row)
+
+    async def claim_blob(self, etag: str, size: int, repo_pk: int, path: str) -> bool:
+        """Insert the blob in state `fetching`; False when another task or replica has it."""
+        async with self._sessions() as session:
+            session.add(
+                Blob(
+                    etag=etag,
+                    size=size,
+                    state=BlobState.FETCHING.value,
+                    reason="",
+                    first_repo_pk=repo_pk,
+                    first_path=path,
+                    lease_token=1,
+                )
+            )
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return False
+            return True
+
+    async def set_blob_state(
+        self, etag: str, state: BlobState, *, reason: str = "", **fields: object
+    ) -> None:
+        """Move a blob to a new state, with optional column values (sha256, outcome...)."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Blob)
+                .where(Blob.etag == etag)
+                .values(state=state.value, reason=reason, updated_at=utcnow(), **fields)
+            )
+            await session.commit()
+
+    async def forget_blob(self, etag: str) -> None:
+        """Delete a blob row that never completed (upstream failure), so a retry refetches."""
+        async with self._sessions() as session:
+            await session.execute(delete(Blob).where(Blob.etag == etag))
+            await session.commit()
+
+    async def forget_unfinished_blobs(self) -> int:
+        """At start-up: rows left in fetching/scanning by a stopped process are deleted."""
+        unfinished = [BlobState.FETCHING.value, BlobState.SCANNING.value]
+        async with self._sessions() as session:
+            rows = await session.execute(select(Blob.id).where(Blob.state.in_(unfinished)))
+            ids = list(rows.scalars())
+            if ids:
+                await session.execute(delete(FindingRow).where(FindingRow.blob_pk.in_(ids)))
+                await session.execute(delete(Blob).where(Blob.id.in_(ids)))
+            await session.commit()
+            return len(ids)
+
+    async def add_findings(self, blob_pk: int, findings: Iterable[Finding]) -> None:
+        async with self._sessions() as session:
+            session.add_all(
+                FindingRow(
+                    blob_pk=blob_pk,
+                    scanner=f.scanner[:64],
+                    code=f.code[:64],
+                    severity=f.severity.value,
+                    outcome=f.outcome.value,
+                    message=f.message,
+                    details=f.details,
+                )
+                for f in findings
+            )
+            await session.commit()
+
+    async def list_findings(self, blob_pk: int) -> list[Finding]:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(FindingRow).where(FindingRow.blob_pk == blob_pk).order_by(FindingRow.id)
+            )
+            return [
+                Finding(
+                    scanner=r.scanner,
+                    code=r.code,
+                    severity=Severity(r.severity),
+                    outcome=Outcome(r.outcome),
+                    message=r.message,
+                    details=r.details or {},
+                )
+                for r in result.scalars()
+            ]
+
+    # -- pins, blocks, audit -------------------------------------------------------------------
+
+    async def get_pin(self, repo_pk: int, path: str) -> PinRecord | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Pin).where(Pin.repo_pk == repo_pk, Pin.path == path)
+            )
+            row = result.scalar_one_or_none()
+            return None if row is None else PinRecord(row.path, row.etag, row.commit)
+
+    async def set_pin(self, repo_pk: int, path: str, etag: str, commit: str, by: str) -> None:
+        """Pin (repo, path) to a verified etag; an existing pin is replaced."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Pin).where(Pin.repo_pk == repo_pk, Pin.path == path)
+            )
+            row = result.scalar_one_or_none()
+            if row is None:
+                session.add(Pin(repo_pk=repo_pk, path=path, etag=etag, commit=commit, pinned_by=by))
+            else:
+                row.etag, row.commit, row.pinned_by, row.pinned_at = etag, commit, by, utcnow()
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+
+    async def active_block(self, repo_pk: int) -> BlockRecord | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Block)
+                .where(Block.repo_pk == repo_pk, Block.lifted_at.is_(None))
+                .order_by(Block.id)
+                .limit(1)
+            )
+            row = result.scalar_one_or_none()
+            return None if row is None else BlockRecord(row.id, row.reason, row.detail)
+
+    async def add_block(self, repo_pk: int, reason: str, detail: str, by: str) -> None:
+        async with self._sessions() as session:
+            session.add(Block(repo_pk=repo_pk, reason=reason, detail=detail, created_by=by))
+            await session.commit()
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        *,
+        repo_pk: int | None = None,
+        blob_pk: int | None = None,
+        details: dict[str, JsonValue] | None = None,
+    ) -> None:
+        async with self._sessions() as session:
+            session.add(
+                AuditEvent(
+                    actor=actor,
+                    action=action,
+                    repo_pk=repo_pk,
+                    blob_pk=blob_pk,
+                    details=details or {},
+                )
+            )
+            await session.commit()

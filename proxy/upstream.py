@@ -1,0 +1,472 @@
+"""The client of the real Hub (or of another Hubwarden): metadata calls and file fetches.
+
+Everything upstream says is hostile input: JSON bodies are read up to a bound, decoded into the
+typed values of `proxy.metadata`, and every Xet key is dropped on the way in. Foreign exceptions
+(aiohttp errors, timeouts) become `UpstreamUnavailable`; the Hub's error codes become the matching
+domain exceptions. The caller's token goes only to the upstream origin, never to a CDN host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from proxy.errors import (
+    AccessDenied,
+    EntryNotFound,
+    GatedRepo,
+    InvalidInput,
+    RepoNotFound,
+    RevisionNotFound,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    shown,
+)
+from proxy.metadata import (
+    CommitInfo,
+    EntryType,
+    FileMetadata,
+    LfsInfo,
+    Page,
+    RepoInfo,
+    TreeEntry,
+    strip_xet,
+)
+from proxy.repos import RepoRef, is_commit_sha
+from scanners.report import JsonValue
+
+logger = logging.getLogger(__name__)
+
+MAX_REDIRECTS = 10
+MAX_CURSOR_CHARS = 4096
+_HEX40 = re.compile(r"[0-9a-f]{40}")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DISABLED_MESSAGE = "Access to this resource is disabled."
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    """How to reach the upstream; built by the app factory from the settings."""
+
+    base_url: str
+    service_token: str | None
+    connect_timeout_s: float
+    read_timeout_s: float
+    retries: int
+    max_json_bytes: int
+    max_tree_entries: int
+    user_agent: str = "hubwarden/0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBody:
+    """An open upstream file response: `status` 200 or 206, `content_length`, and the stream."""
+
+    status: int
+    content_length: int | None
+    content: aiohttp.StreamReader
+
+
+def _retry_after(headers: Mapping[str, str], default: int = 5) -> int:
+    value = headers.get("Retry-After", "")
+    if value.isdigit():
+        return max(1, min(int(value), 3600))
+    return default
+
+
+def _clean_etag(value: str | None) -> str:
+    if not value:
+        return ""
+    value = value.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+class Upstream:
+    """Speaks to the upstream Hub with one aiohttp session owned by the app factory."""
+
+    def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession) -> None:
+        self._config = config
+        self._session = session
+        self._origin = urlsplit(config.base_url)._replace(path="", query="", fragment="").geturl()
+
+    @property
+    def base_url(self) -> str:
+        return self._config.base_url
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _headers(self, token: str | None) -> dict[str, str]:
+        headers = {"User-Agent": self._config.user_agent, "Accept-Encoding": "identity"}
+        effective = token or self._config.service_token
+        if effective:
+            headers["Authorization"] = f"Bearer {effective}"
+        return headers
+
+    def _timeout(self) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self._config.connect_timeout_s,
+            sock_connect=self._config.connect_timeout_s,
+            sock_read=self._config.read_timeout_s,
+        )
+
+    def _is_upstream_origin(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return parts._replace(path="", query="", fragment="").geturl() == self._origin
+
+    def _raise_for_status(
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        *,
+        token: str | None,
+        what: str,
+        repo: RepoRef | None = None,
+    ) -> None:
+        if status < 400:
+            return
+        code = headers.get("X-Error-Code", "")
+        message = headers.get("X-Error-Message", "")
+        authenticated = bool(token or self._config.service_token)
+        if code == "RevisionNotFound":
+            raise RevisionNotFound(message.removeprefix("Invalid rev id: ") or what)
+        if code == "EntryNotFound":
+            commit = headers.get("X-Repo-Commit")
+            raise EntryNotFound(what, commit=commit if commit and is_commit_sha(commit) else None)
+        if code == "GatedRepo":
+            kind = repo.repo_type.value if repo else "repo"
+            raise GatedRepo(repo.repo_id if repo else what, kind, authenticated=status == 403)
+        if code == "RepoNotFound" or status == 401:
+            raise RepoNotFound(what, authenticated=authenticated and status != 401)
+        if message == _DISABLED_MESSAGE:
+            raise AccessDenied(_DISABLED_MESSAGE)
+        if status == 429:
+            raise UpstreamRateLimited(_retry_after(headers))
+        if status == 404:
+            raise RepoNotFound(what, authenticated=authenticated)
+        if status >= 500:
+            raise UpstreamUnavailable(
+                f"the upstream Hub answered {status} for {shown(what)}; retry later",
+                status=503 if status == 503 else 502,
+            )
+        raise UpstreamRejected(
+            f"the upstream Hub answered {status} for {shown(what)}: {shown(message)}"
+        )
+
+    async def _read_json(self, response: aiohttp.ClientResponse) -> JsonValue:
+        limit = self._config.max_json_bytes
+        data = await response.content.read(limit + 1)
+        if len(data) > limit:
+            raise UpstreamRejected(f"upstream answer for {response.url.path} exceeds {limit} bytes")
+        try:
+            value: JsonValue = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UpstreamRejected(f"upstream answer for {response.url.path} is not JSON") from exc
+        return strip_xet(value)
+
+    async def _get_json(
+        self,
+        url: str,
+        *,
+        token: str | None,
+        what: str,
+        method: str = "GET",
+        data: aiohttp.FormData | None = None,
+    ) -> tuple[JsonValue, CIMultiDictProxy[str]]:
+        """GET (or POST) a JSON document with bounded retries on 429, 5xx and network errors."""
+        attempt = 0
+        while True:
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    headers=self._headers(token),
+                    timeout=self._timeout(),
+                    data=data,
+                    allow_redirects=True,  # renamed repos; aiohttp drops auth on other origins
+                ) as response:
+                    self._raise_for_status(
+                        response.status, response.headers, token=token, what=what
+                    )
+                    return await self._read_json(response), response.headers
+            except (UpstreamUnavailable, UpstreamRateLimited) as exc:
+                failure: Exception = exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                failure = UpstreamUnavailable(
+                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
+                    status=504 if isinstance(exc, TimeoutError) else 502,
+                )
+                failure.__cause__ = exc
+            attempt += 1
+            if attempt > self._config.retries:
+                raise failure
+            delay = min(2.0**attempt / 4, 4.0)
+            if isinstance(failure, UpstreamRateLimited):
+                if failure.retry_after_s > 5:
+                    raise failure
+                delay = float(failure.retry_after_s)
+            logger.warning(
+                "upstream %s failed (%s); retry %d in %.1fs", what, failure, attempt, delay
+            )
+            await asyncio.sleep(delay)
+
+    def _api_url(self, repo: RepoRef, *parts: str) -> str:
+        suffix = "".join(f"/{quote(p, safe='')}" for p in parts)
+        return f"{self._config.base_url}/api/{repo.repo_type.plural}/{repo.repo_id}{suffix}"
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    async def repo_info(self, repo: RepoRef, revision: str | None, token: str | None) -> RepoInfo:
+        """Repo info at a revision (None: the default branch). Raises RepoNotFound, GatedRepo,
+        RevisionNotFound, UpstreamUnavailable, UpstreamRateLimited, UpstreamRejected."""
+        url = self._api_url(repo) if revision is None else self._api_url(repo, "revision", revision)
+        body, _ = await self._get_json(url, token=token, what=repo.repo_id)
+        if not isinstance(body, dict):
+            raise UpstreamRejected(f"repo info for {repo} is not an object")
+        sha = body.get("sha")
+        if not isinstance(sha, str) or not _HEX40.fullmatch(sha):
+            raise UpstreamRejected(f"repo info for {repo} has no valid sha")
+        gated = body.get("gated", False)
+        return RepoInfo(
+            repo_id=str(body.get("id") or repo.repo_id),
+            sha=sha,
+            private=body.get("private") is True,
+            gated=gated if isinstance(gated, str) else bool(gated),
+            disabled=body.get("disabled") is True,
+            raw=body,
+        )
+
+    async def list_tree(self, repo: RepoRef, commit: str, token: str | None) -> list[TreeEntry]:
+        """Every file and folder of a commit, following all pages. Bounded by max_tree_entries."""
+        url: str | None = self._api_url(repo, "tree", commit) + "?recursive=true&expand=false"
+        entries: list[TreeEntry] = []
+        pages = 0
+        while url is not None:
+            body, headers = await self._get_json(url, token=token, what=repo.repo_id)
+            if not isinstance(body, list):
+                raise UpstreamRejected(f"tree listing of {repo} is not a list")
+            entries.extend(_tree_entry(item) for item in body)
+            if len(entries) > self._config.max_tree_entries:
+                raise UpstreamRejected(
+                    f"{repo} has more than {self._config.max_tree_entries} files and folders"
+                )
+            pages += 1
+            url = self._next_link(headers)
+        logger.info("listed %s@%s: %d entries in %d pages", repo, commit, len(entries), pages)
+        return entries
+
+    async def paths_info(
+        self, repo: RepoRef, commit: str, paths: list[str], token: str | None
+    ) -> list[TreeEntry]:
+        """Tree entries of the given paths at a commit; unknown paths are left out."""
+        url = self._api_url(repo, "paths-info", commit)
+        form = [("paths", p) for p in paths] + [("expand", "false")]
+        body, _ = await self._get_json(
+            url, token=token, what=repo.repo_id, method="POST", data=aiohttp.FormData(form)
+        )
+        if not isinstance(body, list):
+            raise UpstreamRejected(f"paths-info of {repo} is not a list")
+        return [_tree_entry(item) for item in body]
+
+    def _next_link(self, headers: CIMultiDictProxy[str]) -> str | None:
+        """The `rel="next"` URL of a Link header, if it points at the upstream origin."""
+        for link in headers.getall("Link", []):
+            for part in link.split(","):
+                match = re.match(r'\s*<([^>]*)>\s*;\s*rel="?next"?', part)
+                if match:
+                    url: str = urljoin(self._config.base_url + "/", str(match.group(1)))
+                    if not self._is_upstream_origin(url):
+                        raise UpstreamRejected("upstream pagination link points at another host")
+                    return url
+        return None
+
+    async def refs(self, repo: RepoRef, token: str | None, *, include_prs: bool) -> JsonValue:
+        """The refs listing (branches, converts, tags, pullRequests) as upstream JSON."""
+        url = self._api_url(repo, "refs") + ("?include_prs=1" if include_prs else "")
+        body, _ = await self._get_json(url, token=token, what=repo.repo_id)
+        if not isinstance(body, dict):
+            raise UpstreamRejected(f"refs of {repo} is not an object")
+        return body
+
+    async def commits_page(
+        self, repo: RepoRef, revision: str, cursor: str | None, token: str | None
+    ) -> Page[CommitInfo]:
+        """One page of the commit history (newest first). `cursor` comes from a previous page."""
+        url = self._api_url(repo, "commits", revision)
+        if cursor:
+            url += "?" + _decode_cursor(cursor)
+        body, headers = await self._get_json(url, token=token, what=repo.repo_id)
+        if not isinstance(body, list):
+            raise UpstreamRejected(f"commit listing of {repo} is not a list")
+        items: list[CommitInfo] = []
+        for item in body:
+            if not isinstance(item, dict) or not _HEX40.fullmatch(str(item.get("id", ""))):
+                raise UpstreamRejected(f"commit listing of {repo} holds an invalid item")
+            items.append(CommitInfo(commit_id=str(item["id"]), raw=item))
+        next_url = self._next_link(headers)
+        total = headers.get("X-Total-Count", "")
+        return Page(
+            items=tuple(items),
+            cursor=_encode_cursor(urlsplit(next_url).query) if next_url else None,
+            total=int(total) if total.isdigit() else None,
+        )
+
+    async def whoami(self, token: str) -> JsonValue:
+        """whoami-v2 for a client's token. Raises RepoNotFound (as 401) for a bad token."""
+        url = f"{self._config.base_url}/api/whoami-v2"
+        body, _ = await self._get_json(url, token=token, what="whoami-v2")
+        return body
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def _resolve_url(self, repo: RepoRef, commit: str, path: str) -> str:
+        return (
+            f"{self._config.base_url}/{repo.file_path}/resolve/"
+            f"{quote(commit, safe='')}/{quote(path)}"
+        )
+
+    async def file_metadata(
+        self, repo: RepoRef, commit: str, path: str, token: str | None
+    ) -> FileMetadata:
+        """The metadata HEAD as the client does it: follow same-origin redirects, stop at the
+        first off-origin one and read the metadata there (hub-protocol.md §3.2.1, §9 item 17)."""
+        url = self._resolve_url(repo, commit, path)
+        for _ in range(MAX_REDIRECTS):
+            try:
+                async with self._session.head(
+                    url,
+                    headers=self._headers(token),
+                    timeout=self._timeout(),
+                    allow_redirects=False,
+                ) as response:
+                    status, headers = response.status, response.headers
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailable(
+                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
+                    status=504 if isinstance(exc, TimeoutError) else 502,
+                ) from exc
+            self._raise_for_status(status, headers, token=token, what=path, repo=repo)
+            location = headers.get("Location")
+            if 300 <= status < 400 and location:
+                target = urljoin(url, location)
+                if self._is_upstream_origin(target):
+                    url = target
+                    continue
+            return _file_metadata(headers, status, path)
+        raise UpstreamRejected(f"too many redirects for {shown(path)}")
+
+    @asynccontextmanager
+    async def open_file(
+        self, repo: RepoRef, commit: str, path: str, token: str | None, *, start: int = 0
+    ) -> AsyncIterator[UpstreamBody]:
+        """GET a file's bytes from `start`, following the CDN redirect without the token."""
+        url = self._resolve_url(repo, commit, path)
+        headers = self._headers(token)
+        if start:
+            headers["Range"] = f"bytes={start}-"
+        for _ in range(MAX_REDIRECTS):
+            try:
+                response = await self._session.get(
+                    url, headers=headers, timeout=self._timeout(), allow_redirects=False
+                )
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise UpstreamUnavailable(
+                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
+                    status=504 if isinstance(exc, TimeoutError) else 502,
+                ) from exc
+            location = response.headers.get("Location")
+            if 300 <= response.status < 400 and location:
+                response.release()
+                target = urljoin(url, location)
+                if not self._is_upstream_origin(target):
+                    # A CDN host: never send it the token (DESIGN rule 9).
+                    headers.pop("Authorization", None)
+                url = target
+                continue
+            try:
+                self._raise_for_status(
+                    response.status, response.headers, token=token, what=path, repo=repo
+                )
+                length = response.headers.get("Content-Length")
+                yield UpstreamBody(
+                    status=response.status,
+                    content_length=int(length) if length and length.isdigit() else None,
+                    content=response.content,
+                )
+            finally:
+                response.release()
+            return
+        raise UpstreamRejected(f"too many redirects for {shown(path)}")
+
+
+def _tree_entry(item: JsonValue) -> TreeEntry:
+    if not isinstance(item, dict):
+        raise UpstreamRejected("tree entry is not an object")
+    entry_type = EntryType.DIRECTORY if item.get("type") == "directory" else EntryType.FILE
+    path, oid, size = item.get("path"), item.get("oid"), item.get("size", 0)
+    if not isinstance(path, str) or not path or len(path) > 4096:
+        raise UpstreamRejected("tree entry has no valid path")
+    if not isinstance(oid, str) or not _HEX40.fullmatch(oid):
+        raise UpstreamRejected(f"tree entry {shown(path)} has no valid oid")
+    if not isinstance(size, int) or size < 0:
+        raise UpstreamRejected(f"tree entry {shown(path)} has no valid size")
+    lfs = item.get("lfs")
+    lfs_info = None
+    if isinstance(lfs, dict):
+        sha256, lfs_size, pointer = lfs.get("oid"), lfs.get("size"), lfs.get("pointerSize", 0)
+        if (
+            not isinstance(sha256, str)
+            or not _HEX64.fullmatch(sha256)
+            or not isinstance(lfs_size, int)
+            or not isinstance(pointer, int)
+        ):
+            raise UpstreamRejected(f"tree entry {shown(path)} has an invalid lfs block")
+        lfs_info = LfsInfo(sha256=sha256, size=lfs_size, pointer_size=pointer)
+        size = lfs_size
+    return TreeEntry(entry_type=entry_type, path=path, oid=oid, size=size, lfs=lfs_info)
+
+
+def _file_metadata(headers: CIMultiDictProxy[str], status: int, path: str) -> FileMetadata:
+    commit = headers.get("X-Repo-Commit", "")
+    etag = _clean_etag(headers.get("X-Linked-Etag") or headers.get("ETag"))
+    size_text = headers.get("X-Linked-Size") or (
+        headers.get("Content-Length") if status < 300 else None
+    )
+    if not _HEX40.fullmatch(commit):
+        raise UpstreamRejected(f"upstream metadata of {shown(path)} has no X-Repo-Commit")
+    if not (_HEX40.fullmatch(etag) or _HEX64.fullmatch(etag)):
+        raise UpstreamRejected(f"upstream metadata of {shown(path)} has no usable ETag")
+    if not size_text or not size_text.isdigit():
+        raise UpstreamRejected(f"upstream metadata of {shown(path)} has no size")
+    return FileMetadata(commit=commit, etag=etag, size=int(size_text), is_lfs=len(etag) == 64)
+
+
+def _encode_cursor(query: str) -> str:
+    """An opaque cursor for our own Link URLs: the upstream's next-page query, base64url."""
+    return base64.urlsafe_b64encode(query.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    """The upstream query a cursor stands for, with only pagination keys kept."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise InvalidInput("cursor", cursor, "is too long; use the Link URL as given")
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        query = base64.urlsafe_b64decode(padded.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput("cursor", cursor, "is not valid; use the Link URL as given") from exc
+    allowed = {"cursor", "p", "limit", "expand", "expand[]"}
+    return urlencode([(k, v) for k, v in parse_qsl(query) if k in allowed])
