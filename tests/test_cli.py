@@ -22,6 +22,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from proxy.cli import main
+from proxy.logs import configure_logging
 from proxy.store import db
 from tests.dbplugin import fresh_postgres_url, sqlite_url
 
@@ -245,3 +246,25 @@ def test_python_m_proxy_serve_outdated_schema_refuses_to_start(tmp_path: Path) -
     assert process.returncode == 1
     assert err.splitlines()[-1].startswith("hubwarden: error: the database schema")
     assert "run `hubwarden db upgrade`" in err
+
+
+# -- logging set-up ------------------------------------------------------------------------------
+
+
+def test_configure_logging_forged_line_break_is_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO")
+    logging.getLogger("hubwarden.test").warning("refused %s", "x\r\nINFO forged: admin login")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.rstrip("\n").endswith(r"refused x\r\nINFO forged: admin login")
+
+
+def test_configure_logging_called_twice_keeps_one_handler(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO")
+    configure_logging("DEBUG")
+    logging.getLogger("hubwarden.test").debug("once")
+    assert capsys.readouterr().err.count("once") == 1
