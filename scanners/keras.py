@@ -257,7 +257,13 @@ class _ConfigCheck:
         class_name = node.get("class_name")
         if not isinstance(class_name, str):
             return
-        if class_name in {"Lambda", "__lambda__"}:
+        config = node.get("config")
+        function = config.get("function") if isinstance(config, dict) else None
+        # a Keras 3 Lambda's function is an object of its own (`__lambda__`, or a function
+        # reference with a module), reported when the walk reaches it
+        if class_name == "__lambda__" or (
+            class_name == "Lambda" and not isinstance(function, dict)
+        ):
             yield self._lambda(node)
         module = node.get("module")
         if isinstance(module, str):
@@ -345,12 +351,6 @@ def _lambda_code(node: dict[str, object]) -> str | None:
         candidate = config.get("value", config.get("code"))
         return candidate if isinstance(candidate, str) else None
     function = config.get("function")
-    if isinstance(function, dict):
-        inner = function.get("config")
-        if function.get("class_name") == "__lambda__" and isinstance(inner, dict):
-            candidate = inner.get("value", inner.get("code"))
-            return candidate if isinstance(candidate, str) else None
-        return None
     if config.get("function_type") == "lambda":
         if isinstance(function, list | tuple) and function and isinstance(function[0], str):
             return function[0]

@@ -110,7 +110,10 @@ _SEVERITY = {
     "network": Severity.MEDIUM,
     "deserialization": Severity.MEDIUM,
 }
-_BUILTINS = frozenset({"eval", "exec", "compile", "__import__", "getattr", "globals", "vars"})
+_BUILTINS = frozenset(
+    {"eval", "exec", "compile", "__import__", "getattr", "globals", "vars", "chr", "bytes"}
+    | {"bytearray"}
+)
 # Calls whose result, fed to exec/eval, means the executed code was hidden in data.
 _DECODERS = (
     "base64.",
@@ -268,6 +271,8 @@ class _CallCollector(ast.NodeVisitor):
     def resolve(self, node: ast.expr) -> str | None:
         """The dotted name an expression refers to, through import aliases."""
         if isinstance(node, ast.Name):
+            if node.id == "__builtins__":
+                return "builtins"
             if node.id in self.aliases:
                 return self.aliases[node.id]
             return f"builtins.{node.id}" if node.id in _BUILTINS else node.id
@@ -279,7 +284,9 @@ class _CallCollector(ast.NodeVisitor):
             base = self.resolve(node.value)
             key = node.slice.value
             if base is not None and isinstance(key, str):
-                if base in {"__builtins__", "builtins", "builtins.globals()", "builtins.vars()"}:
+                if base in {"builtins.globals()", "builtins.vars()"}:
+                    return "builtins" if key == "__builtins__" else key
+                if base == "builtins":
                     return f"builtins.{key}"
                 return f"{base}.{key}"
         if isinstance(node, ast.Call):
@@ -378,7 +385,7 @@ def _references(value: object, limit: int) -> list[str]:
         elif isinstance(item, list | tuple):
             stack.extend(reversed(item[:limit]))
         elif isinstance(item, dict):
-            stack.extend(list(item.values())[:limit])
+            stack.extend(reversed(list(item.values())[:limit]))
     return refs
 
 
