@@ -192,7 +192,11 @@ def test_scan_h5_weights_only_is_clean(tmp_path: Path) -> None:
 
 def test_scan_h5_lambda_layer_is_malicious(tmp_path: Path) -> None:
     # the classic Keras 2 payload (safetensors attacks/tf_ace_create.py): Lambda code runs on load
-    code = lambda_code(lambda x: [exec("import os; os.system('id')"), x][1])  # noqa: S102
+    def payload(x: object) -> object:
+        exec("import os; os.system('id')")  # noqa: S102 -- marshalled, never called
+        return x
+
+    code = lambda_code(payload)
     layer = {
         "class_name": "Lambda",
         "config": {"name": "lambda", "function": [code, None, None], "function_type": "lambda"},
