@@ -156,6 +156,10 @@ class Catalog:
         sha = name if revision is not None and revision.is_commit else None
         if sha is None:
             sha = await self._db.get_ref(record.pk, name)
+        if sha is None and not name:
+            # The default branch is recorded as "" when asked for without a revision; most
+            # clients name it, and it is nearly always "main".
+            sha = await self._db.get_ref(record.pk, "main")
         if sha is None:
             raise RevisionNotFound(name or "main")
         commit = await self._db.get_commit(record.pk, sha)

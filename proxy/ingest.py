@@ -44,6 +44,8 @@ class StreamScanLike(Protocol):
     @property
     def alarmed(self) -> bool: ...
 
+    def close(self) -> None: ...
+
 
 StreamScanFactory = Callable[[str, int], StreamScanLike]
 
@@ -202,6 +204,8 @@ class Ingestor:
             logger.exception("ingest of %s failed", job.etag)
             await self._abandon(job, UpstreamUnavailable(f"ingest failed: {type(exc).__name__}"))
         finally:
+            # The final verdict comes from the worker process; the stream scan only cleared bytes.
+            await asyncio.to_thread(job.scan.close)
             self._jobs.pop(job.etag, None)
             await job.notify()
 

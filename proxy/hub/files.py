@@ -61,6 +61,15 @@ def file_headers(target: FileTarget) -> dict[str, str]:
     return headers
 
 
+def _etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match list with our ETag."""
+    for candidate in if_none_match.split(","):
+        value = candidate.strip().removeprefix("W/").strip('"')
+        if value in (etag, "*"):
+            return True
+    return False
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     """A single `bytes=a-b`, `bytes=a-` or `bytes=-n` → [start, end). None: unsatisfiable."""
     unit, _, spec = header.partition("=")
@@ -101,12 +110,10 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         if target.entry.size <= MAX_ADVERTISED_SIZE:
             headers["Content-Length"] = str(target.entry.size)
         return web.Response(status=200, headers=headers)
-    if request.headers.get("If-None-Match", "").strip().strip('"').removeprefix('W/"') == (
-        target.entry.etag
-    ):
-        return web.Response(status=304, headers=headers)
     found = await services.delivery.open(target, caller)
     if isinstance(found, ReleasedBlob):
+        if _etag_matches(request.headers.get("If-None-Match", ""), target.entry.etag):
+            return web.Response(status=304, headers=headers)
         return BlobFileResponse(found.path, headers=headers)
     return await _stream_in_flight(request, found, headers)
 
