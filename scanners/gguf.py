@@ -437,6 +437,10 @@ class _Parser:
             return pos
         key, count, done, kept, key_pos = self.array
         limit = self.limits.max_kept_string_bytes if kept is not None else 0
+        if kept is None:
+            done, pos = self._skip_strings(pos, count, done)
+            self.array = (key, count, done, kept, key_pos)
+            self.pos = pos
         while done < count:
             if kept is not None:
                 text, pos = self._text(pos, f"element {done} of {key!r}", limit)
@@ -452,6 +456,25 @@ class _Parser:
         value = tuple(kept) if kept is not None else None
         self._keep(GGUFField(key, "ARRAY", "STRING", count, value, key_pos))
         return pos
+
+    def _skip_strings(self, pos: int, count: int, done: int) -> tuple[int, int]:
+        """Skip string elements while they are well-formed and inside the prefix: the hot loop
+        of a header (a 128k vocabulary and 280k merges). Returns (elements done, position);
+        the element it stops at, if any, is left to the checked path to explain."""
+        width = 4 if self.header.version == 1 else 8
+        length_at = struct.Struct(self.header.byte_order + ("I" if width == 4 else "Q")).unpack_from
+        buf = self.buf
+        # past this end the checked path raises (truncated, over the cap or needs more bytes)
+        end_ok = min(len(buf), self.size, self.limits.max_header_bytes)
+        max_len = self.limits.max_string_bytes
+        while done < count and pos + width <= end_ok:
+            (length,) = length_at(buf, pos)
+            after = pos + width + length
+            if length > max_len or after > end_ok:
+                break
+            pos = after
+            done += 1
+        return done, pos
 
     def _skip_array_items(self, pos: int, key: str, elem_type: int, count: int, depth: int) -> int:
         if elem_type == STRING:
