@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scanners import gguf as gguf_scanner  # noqa: E402
-from scanners import safetensors as st_scanner  # noqa: E402
-from tests.scanners.corpus_headers import LLAMA31_TOOLS  # noqa: E402
+from scanners import gguf as gguf_scanner
+from scanners import safetensors as st_scanner
+from tests.scanners.corpus_headers import LLAMA31_TOOLS
 
 GIB = 1024**3
 
@@ -122,7 +122,7 @@ def bench_safetensors(directory: Path, repeat: int) -> None:
     def scan() -> object:
         with path.open("rb") as fh:
             findings = st_scanner.scan(fh, size, path.name)
-        assert findings == [], findings  # noqa: S101 -- a bench of a clean file
+        assert findings == [], findings
         return findings
 
     print(f"safetensors: {size / GIB:.2f} GiB, {count} tensors")
@@ -141,7 +141,7 @@ def bench_gguf(directory: Path, repeat: int) -> None:
     def scan() -> object:
         with path.open("rb") as fh:
             findings = gguf_scanner.scan(fh, size, path.name)
-        assert findings == [], findings  # noqa: S101 -- a bench of a clean file
+        assert findings == [], findings
         return findings
 
     def parse_only() -> object:
