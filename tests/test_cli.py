@@ -162,6 +162,16 @@ def test_main_db_upgrade_uses_configured_postgres_database(
     assert _revision(url) == db.head_revision()
 
 
+def test_main_db_upgrade_unreachable_database_exits_1_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HUBWARDEN_DATABASE_URL", "postgresql://hw:pw-sekrit@127.0.0.1:1/hw")
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 1
+    line = _error_line(capsys)
+    assert line.startswith("hubwarden: error: database postgresql+asyncpg://hw:***@127.0.0.1:1/hw")
+    assert "sekrit" not in line
+
+
 def test_main_db_current_empty_database_says_to_upgrade(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

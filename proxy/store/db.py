@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -35,14 +38,14 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 import migrations
 from proxy.config import Settings
-from proxy.errors import HubwardenError
+from proxy.errors import HubwardenError, shown
 
 logger = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # One fixed key for "the schema is being migrated", shared by every replica.
 MIGRATION_LOCK_KEY = zlib.crc32(b"hubwarden:migrations")
-MIGRATION_LOCK_TIMEOUT = "600s"
+MIGRATION_LOCK_TIMEOUT_S = 600.0
 POSTGRES_CONNECT_TIMEOUT_S = 10
 
 
@@ -60,6 +63,19 @@ class SchemaOutdated(HubwardenError):
         super().__init__(
             f"the database schema {found}; run `hubwarden db upgrade` (with the same "
             "configuration), then start again"
+        )
+
+
+class DatabaseUnavailable(HubwardenError):
+    """The database cannot be reached (server down, wrong URL, unwritable file), or the
+    migration lock was not granted in time. `url` has its password hidden."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"database {url} is unavailable ({shown(reason)}); check database_url and that "
+            "the database server is running"
         )
 
 
@@ -140,8 +156,11 @@ def _current_revision(connection: Connection) -> str | None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
-    """The revision the database is at; None for an empty database."""
-    async with engine.connect() as connection:
+    """The revision the database is at; None for an empty database.
+
+    Raises DatabaseUnavailable.
+    """
+    async with _connection(engine) as connection:
         return await connection.run_sync(_current_revision)
 
 
@@ -149,17 +168,22 @@ async def schema_is_current(engine: AsyncEngine) -> bool:
     return await current_revision(engine) == head_revision()
 
 
-async def upgrade_schema(engine: AsyncEngine) -> None:
+async def upgrade_schema(
+    engine: AsyncEngine, *, lock_timeout_s: float = MIGRATION_LOCK_TIMEOUT_S
+) -> None:
     """Run the migrations up to head, in one transaction (under an advisory lock on PostgreSQL,
-    so that replicas starting together migrate once and the others wait)."""
-    async with engine.connect() as connection:
+    so that replicas starting together migrate once and the others wait).
+
+    Raises DatabaseUnavailable (also when the lock is not granted within `lock_timeout_s`).
+    """
+    async with _connection(engine) as connection:
         sqlite = connection.dialect.name == "sqlite"
         if sqlite:
             await _set_sqlite_foreign_keys(connection, on=False)
         try:
             async with connection.begin():
                 if not sqlite:
-                    await _take_migration_lock(connection)
+                    await _take_migration_lock(connection, lock_timeout_s)
                 await connection.run_sync(_upgrade_to_head)
                 if sqlite:
                     await _check_sqlite_foreign_keys(connection)
@@ -185,11 +209,37 @@ def _upgrade_to_head(connection: Connection) -> None:
         logger.info("database schema upgraded from %s to %s", before or "(empty)", after)
 
 
-async def _take_migration_lock(connection: AsyncConnection) -> None:
-    await connection.execute(text(f"SET LOCAL lock_timeout = '{MIGRATION_LOCK_TIMEOUT}'"))
-    await connection.execute(
-        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-    )
+async def _take_migration_lock(connection: AsyncConnection, timeout_s: float) -> None:
+    timeout_ms = max(1, round(timeout_s * 1000))
+    await connection.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+    try:
+        await connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+        )
+    except DBAPIError as exc:
+        raise DatabaseUnavailable(
+            _shown_url(connection.engine),
+            f"another Hubwarden held the migration lock for more than {timeout_s:g} s",
+        ) from exc
+
+
+@asynccontextmanager
+async def _connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection, or DatabaseUnavailable saying why there is none."""
+    try:
+        connection = await engine.connect()
+    except (OSError, DBAPIError) as exc:
+        detail = getattr(exc, "orig", None) or exc  # the driver's own words, without SQL
+        reason = (str(detail).splitlines() or [type(detail).__name__])[0]
+        raise DatabaseUnavailable(_shown_url(engine), reason) from exc
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _shown_url(engine: AsyncEngine) -> str:
+    return engine.url.render_as_string(hide_password=True)
 
 
 async def _set_sqlite_foreign_keys(connection: AsyncConnection, *, on: bool) -> None:

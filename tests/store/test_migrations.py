@@ -4,18 +4,20 @@ run once however many replicas start together, and cannot be skipped when so con
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 import migrations
 from proxy.store import db
 from proxy.store.models import Base
+from tests.dbplugin import sqlite_url
 
 
 def _schema_differences(connection: Connection) -> list[object]:
@@ -127,3 +129,55 @@ def test_schema_outdated_message_names_revisions_and_command() -> None:
         "the database schema is at revision 0001, this Hubwarden needs 0002; run "
         "`hubwarden db upgrade` (with the same configuration), then start again"
     )
+
+
+async def test_upgrade_schema_unreachable_server_raises_database_unavailable() -> None:
+    engine = db.create_engine("postgresql+asyncpg://hw:pw-sekrit@127.0.0.1:1/hubwarden")
+    try:
+        shown_url = r"postgresql\+asyncpg://hw:\*\*\*@127\.0\.0\.1:1/hubwarden"
+        with pytest.raises(
+            db.DatabaseUnavailable, match=rf"^database {shown_url} is unavailable \("
+        ) as caught:
+            await db.upgrade_schema(engine)
+        assert "sekrit" not in caught.value.message
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_schema_sqlite_file_unopenable_raises_database_unavailable(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hubwarden.db").mkdir()  # a directory where the database file should be
+    engine = db.create_engine(sqlite_url(tmp_path))
+    try:
+        with pytest.raises(db.DatabaseUnavailable, match=r"is unavailable \(unable to open"):
+            await db.upgrade_schema(engine)
+    finally:
+        await engine.dispose()
+        await _aiosqlite_threads_finished()
+
+
+async def _aiosqlite_threads_finished() -> None:
+    # aiosqlite (0.22) does not await its worker thread's stop after a failed connect: the thread
+    # answers later, and fails if the test's loop is closed by then. Let it answer now.
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 10)
+
+
+async def test_upgrade_schema_migration_lock_held_too_long_raises_database_unavailable(
+    fresh_postgres_url: str,
+) -> None:
+    holder = db.create_engine(fresh_postgres_url)
+    engine = db.create_engine(fresh_postgres_url)
+    try:
+        async with holder.connect() as connection:
+            await connection.execute(
+                text("SELECT pg_advisory_lock(:key)"), {"key": db.MIGRATION_LOCK_KEY}
+            )
+            with pytest.raises(db.DatabaseUnavailable, match="held the migration lock for more"):
+                await db.upgrade_schema(engine, lock_timeout_s=0.2)
+        assert await db.current_revision(engine) is None
+    finally:
+        await engine.dispose()
+        await holder.dispose()
