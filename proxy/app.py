@@ -110,11 +110,16 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         if forgotten:
             logger.info("forgot %d blobs a previous run left unfinished", forgotten)
         upstream = _upstream(settings, app[HTTP])
-        catalog = Catalog(repository, upstream, ttl_s=settings.fetch.metadata_ttl_s)
         policy = settings.policy
         gate = Gate(
             repository,
             PolicyRules(policy.pinned_change, policy.unpinned_paths, settings.contact),
+        )
+        catalog = Catalog(
+            repository,
+            upstream,
+            ttl_s=settings.fetch.metadata_ttl_s,
+            on_history_rewritten=gate.history_rewritten,
         )
         scan = settings.scan
         scanner = ScannerPool(

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -29,6 +29,8 @@ K = TypeVar("K")
 V = TypeVar("V")
 MAX_CACHE_ITEMS = 10_000
 MAX_PATHS_PER_QUERY = 1000
+MAX_HISTORY_PAGES = 100
+HistoryRewritten = Callable[[RepoRecord, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +90,11 @@ class Catalog:
         *,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        on_history_rewritten: HistoryRewritten | None = None,
     ) -> None:
         self._db = repository
         self._upstream = upstream
+        self._on_history_rewritten = on_history_rewritten
         self._info_cache: TtlCache[tuple[RepoRef, str, str], RepoInfo] = TtlCache(ttl_s, clock)
         self._access_cache: TtlCache[tuple[RepoRef, str], bool] = TtlCache(ttl_s, clock)
 
@@ -119,11 +123,11 @@ class Catalog:
                 repo, revision.name if revision else None, caller.token
             )
             self._info_cache.put(cache_key, info)
-        record = await self._record_info(repo, info, revision)
+        record = await self._record_info(repo, info, revision, caller)
         return record, info
 
     async def _record_info(
-        self, repo: RepoRef, info: RepoInfo, revision: Revision | None
+        self, repo: RepoRef, info: RepoInfo, revision: Revision | None, caller: Caller
     ) -> RepoRecord:
         record = await self._db.upsert_repo(
             repo, private=info.private, gated=str(info.gated).lower()
@@ -131,8 +135,33 @@ class Catalog:
         await self._db.save_commit(record.pk, info.sha, dict(info.raw))
         if revision is None or not revision.is_commit:
             name = revision.name if revision is not None else ""
-            await self._db.set_ref(record.pk, name, info.sha)
+            previous = await self._db.set_ref(record.pk, name, info.sha)
+            if previous is not None and previous != info.sha and not name.startswith("refs/"):
+                await self._check_descends(record, name, (previous, info.sha), caller)
         return record
+
+    async def _check_descends(
+        self, record: RepoRecord, name: str, moved: tuple[str, str], caller: Caller
+    ) -> None:
+        """A branch or tag that moved must still have its previous commit in its history
+        (DESIGN.md rule 4); the Hub's listing carries no parents, its order is the history."""
+        assert self._upstream is not None
+        previous, head = moved
+        cursor: str | None = None
+        for _ in range(MAX_HISTORY_PAGES):
+            page = await self._upstream.commits_page(record.ref, head, cursor, caller.token)
+            if any(c.commit_id == previous for c in page.items):
+                return
+            cursor = page.cursor
+            if cursor is None:
+                break
+        detail = (
+            f'"{name or "default branch"}" moved from {previous[:12]} to {head[:12]}, '
+            f"which does not descend from it"
+        )
+        logger.warning("history of %s rewritten: %s", record.ref, detail)
+        if self._on_history_rewritten is not None:
+            await self._on_history_rewritten(record, detail)
 
     async def _recorded_info(
         self, repo: RepoRef, sha: str, caller: Caller

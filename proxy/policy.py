@@ -126,6 +126,9 @@ class Gate:
         ):
             await self._db.set_pin(repo.pk, entry.path, entry.etag, commit, SYSTEM_ACTOR)
 
+    async def history_rewritten(self, repo: RepoRecord, detail: str) -> None:
+        await self.block(repo, BlockReason.HISTORY_REWRITTEN, detail)
+
     async def block(self, repo: RepoRecord, reason: BlockReason, detail: str) -> None:
         if await self._db.active_block(repo.pk) is None:
             await self._db.add_block(repo.pk, reason.value, detail, SYSTEM_ACTOR)

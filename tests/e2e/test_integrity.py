@@ -115,3 +115,52 @@ async def test_traversal_attempts_get_400_and_never_reach_upstream(
         assert response.status == 400, path
         assert response.headers["X-Error-Message"]
     assert fake_hub.requests == []
+
+
+async def test_rewritten_branch_history_blocks_the_repo(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    await proxy.call(
+        hf.hf_hub_download,
+        MODEL,
+        "config.json",
+        endpoint=proxy.url,
+        cache_dir=proxy.cache_dir,
+        token=False,
+    )
+    repo.force_push({"config.json": b'{"model_type": "evil"}'})
+    with pytest.raises(HfHubHTTPError, match="history_rewritten"):
+        await proxy.call(
+            hf.hf_hub_download,
+            MODEL,
+            "config.json",
+            endpoint=proxy.url,
+            cache_dir=proxy.cache_dir,
+            token=False,
+        )
+
+
+async def test_fast_forward_of_a_branch_is_not_a_rewrite(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    repo = fake_hub.create_repo(MODEL, files={"a.txt": b"one"})
+    await proxy.call(
+        hf.hf_hub_download,
+        MODEL,
+        "a.txt",
+        endpoint=proxy.url,
+        cache_dir=proxy.cache_dir,
+        token=False,
+    )
+    for n in range(5):  # several pages of history between the two heads
+        repo.commit({"b.txt": f"{n}".encode()})
+    path = await proxy.call(
+        hf.hf_hub_download,
+        MODEL,
+        "b.txt",
+        endpoint=proxy.url,
+        cache_dir=proxy.cache_dir,
+        token=False,
+    )
+    assert path.endswith("b.txt")
