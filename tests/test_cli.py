@@ -24,9 +24,7 @@ from safetensors.numpy import save_file
 from proxy.cli import main
 from proxy.logs import configure_logging
 from proxy.store import db
-from tests.dbplugin import fresh_postgres_url, sqlite_url
-
-__all__ = ["fresh_postgres_url"]  # the fixture, for request.getfixturevalue
+from tests.dbplugin import sqlite_url
 
 SERVE_START_TIMEOUT_S = 60
 
@@ -154,12 +152,11 @@ def test_main_db_upgrade_brings_sqlite_schema_to_head(
 
 
 def test_main_db_upgrade_uses_configured_postgres_database(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    url: str = request.getfixturevalue("fresh_postgres_url")
-    monkeypatch.setenv("HUBWARDEN_DATABASE_URL", url)
+    monkeypatch.setenv("HUBWARDEN_DATABASE_URL", fresh_postgres_url)
     assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
-    assert _revision(url) == db.head_revision()
+    assert _revision(fresh_postgres_url) == db.head_revision()
 
 
 def test_main_db_upgrade_unreachable_database_exits_1_with_one_line(

@@ -1,5 +1,2 @@
-"""The database fixtures of tests/dbplugin.py, for the tests of the store."""
-
-from tests.dbplugin import db_engine, db_sessions, db_url, fresh_postgres_url
-
-__all__ = ["db_engine", "db_sessions", "db_url", "fresh_postgres_url"]
+"""Tests of the store use the database fixtures of tests/dbplugin.py (registered by the root
+conftest): `db_url`, `db_engine`, `db_sessions`, `fresh_postgres_url`."""
