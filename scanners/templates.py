@@ -23,7 +23,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -830,21 +830,3 @@ class _LineBudget:
             for item in values:
                 if isinstance(item, str | list | dict) and len(item) > self.max_len:
                     raise _RenderBudgetExceeded("a value grew over the size limit")
-
-
-def iter_template_codes() -> Iterator[str]:
-    """The finding codes this module can produce (for documentation and tests)."""
-    yield from (
-        "TEMPLATE_TOO_LARGE",
-        "TEMPLATE_SYNTAX_ERROR",
-        "TEMPLATE_UNPARSEABLE",
-        "TEMPLATE_SANDBOX_ESCAPE",
-        "TEMPLATE_COMPUTED_ATTRIBUTE",
-        "TEMPLATE_SUSPICIOUS_NAME",
-        "TEMPLATE_LOADER_STATEMENT",
-        "TEMPLATE_SANDBOX_VIOLATION",
-        "TEMPLATE_MUTATION_BLOCKED",
-        "TEMPLATE_RENDER_LIMIT",
-        "TEMPLATE_RENDER_FAILED",
-        "TEMPLATE_RENDER_OUTPUT_TOO_LARGE",
-    )
