@@ -1,10 +1,10 @@
 """Which pickle globals ML files legitimately import, and how bad the others are.
 
-The decision is an **allow-list**: a global is harmless only if it is listed here exactly (module and
-name). Everything else needs review; the deny-list below only grades how bad an unlisted global is
-(a known way to run code, read or write files, reach the network, or import anything is
-"malicious"). Names are compared after the same `__builtin__` → `builtins` mapping the unpickler
-applies for protocols 0–2 (`_compat_pickle`), so aliases cannot dodge either list.
+The decision is an **allow-list**: a global is harmless only if it is listed here exactly
+(module and name). Everything else needs review; the deny-list below only grades how bad an
+unlisted global is (a known way to run code, read or write files, reach the network, or import
+anything is "malicious"). Names are compared after the same `__builtin__` -> `builtins` mapping
+the unpickler applies for protocols 0-2 (`_compat_pickle`), so aliases cannot dodge either list.
 """
 
 from __future__ import annotations
@@ -78,6 +78,13 @@ _ALLOWED_PAIRS = frozenset(
         ("torch._tensor", "_rebuild_from_type"),
         ("torch.nn.parameter", "Parameter"),
         ("torch.nn.parameter", "Buffer"),
+        # TorchScript archives' own pickles (read by torch.jit's C++ unpickler)
+        ("torch.jit._pickle", "build_intlist"),
+        ("torch.jit._pickle", "build_doublelist"),
+        ("torch.jit._pickle", "build_boollist"),
+        ("torch.jit._pickle", "build_tensorlist"),
+        ("torch.jit._pickle", "build_tensor_from_id"),
+        ("torch.jit._pickle", "restore_type_tag"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
         ("numpy.core.multiarray", "_reconstruct"),
@@ -203,7 +210,7 @@ _CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9_]*$")
 
 
 def canonical_global(module: str, name: str) -> tuple[str, str]:
-    """The (module, name) the unpickler resolves for protocols 0–2 (`fix_imports`)."""
+    """The (module, name) the unpickler resolves for protocols 0-2 (`fix_imports`)."""
     pair = _compat_pickle.NAME_MAPPING.get((module, name))
     if pair is not None:
         return pair
@@ -268,7 +275,10 @@ def _module_denied(module: str) -> str | None:
 def _denial_reason(module: str, name: str) -> str | None:
     if (module, name) in _DENIED_NAMES:
         return f"{module}.{name} loads or writes files"
-    if _DUNDER.search(name) or (module != "__main__" and _DUNDER.search(module)):
+    # `__main__` (a script's own classes) and `__torch__` (TorchScript classes) are unknown, not
+    # denied: they need review, like any code the allow-list does not name.
+    top = module.split(".", 1)[0]
+    if _DUNDER.search(name) or (top not in ("__main__", "__torch__") and _DUNDER.search(module)):
         return "reaches a dunder attribute (sandbox escape / introspection chain)"
     components = name.split(".")
     if len(components) > 1:

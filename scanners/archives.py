@@ -17,7 +17,7 @@ import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from scanners.limits import ArchiveLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity
@@ -45,12 +45,23 @@ class ArchiveBudget:
         self.members_left = self.limits.max_members
 
 
+class MemberInfo(Protocol):
+    """What reading a member needs: `zipfile.ZipInfo`, or the same fields from a local header."""
+
+    filename: str
+    compress_type: int
+    compress_size: int
+    file_size: int
+    CRC: int
+    flag_bits: int
+
+
 @dataclass(slots=True)
 class ZipMember:
     """One central-directory entry, with what its local header says."""
 
     name: str
-    info: zipfile.ZipInfo
+    info: MemberInfo
     data_offset: int = 0
     local_name: str = ""
     problems: list[str] = field(default_factory=list)
@@ -65,7 +76,11 @@ class ArchiveError(Exception):
 
 
 def finding(
-    code: str, outcome: Outcome, message: str, severity: Severity = Severity.HIGH, **details: JsonValue
+    code: str,
+    outcome: Outcome,
+    message: str,
+    severity: Severity = Severity.HIGH,
+    **details: JsonValue,
 ) -> Finding:
     return Finding(SCANNER, code, severity, outcome, message, details)
 
@@ -85,11 +100,13 @@ def unsafe_member_name(name: str) -> str | None:
 
 def spool(limits: ArchiveLimits) -> IO[bytes]:
     """A temp buffer: memory up to `spool_memory_bytes`, then a file removed on close."""
-    return tempfile.SpooledTemporaryFile(max_size=limits.spool_memory_bytes)  # noqa: SIM115
+    return tempfile.SpooledTemporaryFile(max_size=limits.spool_memory_bytes)
 
 
 # ---- zip ---------------------------------------------------------------------------------------
-def read_zip_members(fh: BinaryIO, size: int, budget: ArchiveBudget) -> tuple[list[ZipMember], list[Finding]]:
+def read_zip_members(
+    fh: BinaryIO, size: int, budget: ArchiveBudget
+) -> tuple[list[ZipMember], list[Finding]]:
     """The members of a zip and the structural findings (names, duplicates, flags, layout).
 
     Raises ArchiveError when no central directory can be read at all."""
@@ -98,13 +115,19 @@ def read_zip_members(fh: BinaryIO, size: int, budget: ArchiveBudget) -> tuple[li
         archive = zipfile.ZipFile(fh)  # parses the central directory (ZIP64 too), reads nothing
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
         raise ArchiveError(
-            finding("ZIP_MALFORMED", Outcome.ERROR, f"the zip central directory cannot be read ({exc})")
+            finding(
+                "ZIP_MALFORMED", Outcome.ERROR, f"the zip central directory cannot be read ({exc})"
+            )
         ) from exc
     infos = archive.infolist()
     findings = _layout_findings(fh, size, archive)
     if len(infos) > budget.members_left:
         raise ArchiveError(
-            finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, f"the zip lists {len(infos)} members, over the limit")
+            finding(
+                "ARCHIVE_TOO_MANY_MEMBERS",
+                Outcome.ERROR,
+                f"the zip lists {len(infos)} members, over the limit",
+            )
         )
     budget.members_left -= len(infos)
     seen: set[str] = set()
@@ -112,7 +135,7 @@ def read_zip_members(fh: BinaryIO, size: int, budget: ArchiveBudget) -> tuple[li
     for info in infos:
         member = ZipMember(info.filename, info)
         _check_name(member, seen, findings)
-        _read_local_header(fh, size, member, findings)
+        _read_local_header(fh, size, member, info.header_offset, findings)
         members.append(member)
     return members, findings
 
@@ -191,9 +214,11 @@ def _check_name(member: ZipMember, seen: set[str], findings: list[Finding]) -> N
         )
 
 
-def _read_local_header(fh: BinaryIO, size: int, member: ZipMember, findings: list[Finding]) -> None:
+def _read_local_header(
+    fh: BinaryIO, size: int, member: ZipMember, header_offset: int, findings: list[Finding]
+) -> None:
     info = member.info
-    fh.seek(info.header_offset)
+    fh.seek(header_offset)
     raw = fh.read(_LOCAL_HEADER.size)
     if len(raw) < _LOCAL_HEADER.size or raw[:4] != _LOCAL_SIGNATURE:
         raise ArchiveError(
@@ -208,14 +233,15 @@ def _read_local_header(fh: BinaryIO, size: int, member: ZipMember, findings: lis
     name_len, extra_len = fields[9], fields[10]
     local_name = fh.read(name_len).decode("utf-8" if fields[2] & 0x800 else "cp437", "replace")
     member.local_name = local_name
-    member.data_offset = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    member.data_offset = header_offset + _LOCAL_HEADER.size + name_len + extra_len
     if local_name != member.name:
         findings.append(
             finding(
                 "ZIP_NAME_MISMATCH",
                 Outcome.MALICIOUS,
                 f"the central directory calls a member {member.name[:200]!r} but its local header "
-                f"says {local_name[:200]!r}: readers that trust different records see different files",
+                f"says {local_name[:200]!r}: readers that trust different records see different "
+                "files",
                 member=member.name[:200],
                 local_name=local_name[:200],
             )
@@ -413,7 +439,9 @@ def _tar_member(
     archive: tarfile.TarFile, info: tarfile.TarInfo, budget: ArchiveBudget
 ) -> tuple[str, IO[bytes] | None, list[Finding]]:
     if budget.members_left <= 0:
-        raise ArchiveError(finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, "the tar has too many members"))
+        raise ArchiveError(
+            finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, "the tar has too many members")
+        )
     budget.members_left -= 1
     findings: list[Finding] = []
     why = unsafe_member_name(info.name)
@@ -422,7 +450,8 @@ def _tar_member(
             finding(
                 "ARCHIVE_TRAVERSAL_NAME",
                 Outcome.MALICIOUS,
-                f"the member name {info.name[:200]!r} {why}: extracting it writes outside the folder",
+                f"the member name {info.name[:200]!r} {why}: extracting it writes outside the "
+                "folder",
                 member=info.name[:200],
             )
         )
@@ -449,7 +478,9 @@ def _tar_member(
     return info.name, out, findings
 
 
-def copy_bounded(read: Callable[[int], bytes], out: IO[bytes], cap: int, budget: ArchiveBudget) -> int:
+def copy_bounded(
+    read: Callable[[int], bytes], out: IO[bytes], cap: int, budget: ArchiveBudget
+) -> int:
     """Copy up to `cap` bytes; raises ArchiveError past the scan budget."""
     total = 0
     while total <= cap:
@@ -458,13 +489,15 @@ def copy_bounded(read: Callable[[int], bytes], out: IO[bytes], cap: int, budget:
             break
         total += len(chunk)
         if total > budget.bytes_left:
-            raise ArchiveError(finding("ARCHIVE_BOMB", Outcome.ERROR, "the archive inflates past the scan budget"))
+            raise ArchiveError(
+                finding("ARCHIVE_BOMB", Outcome.ERROR, "the archive inflates past the scan budget")
+            )
         out.write(chunk)
     budget.bytes_left -= total
     return total
 
 
-# ---- compressed streams ---------------------------------------------------------------------------
+# ---- compressed streams -------------------------------------------------------------------------
 _STREAM_KINDS: dict[str, Callable[[], Any]] = {
     "gzip": lambda: zlib.decompressobj(31),
     "zlib": zlib.decompressobj,
@@ -494,7 +527,11 @@ def decompress_stream(
         if isinstance(exc, ArchiveError):
             raise
         raise ArchiveError(
-            finding("COMPRESSED_MALFORMED", Outcome.ERROR, f"the {kind} stream does not decompress ({exc})")
+            finding(
+                "COMPRESSED_MALFORMED",
+                Outcome.ERROR,
+                f"the {kind} stream does not decompress ({exc})",
+            )
         ) from exc
     budget.bytes_left -= total
     out.seek(0)

@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(document, sort_keys=True))
     else:
         for error in errors:
-            print(f"hubwarden scan: {error['path']}: {error['error']}; check the path", file=sys.stderr)
+            print(
+                f"hubwarden scan: {error['path']}: {error['error']}; check the path",
+                file=sys.stderr,
+            )
     return worst.exit_code
 
 

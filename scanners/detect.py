@@ -79,7 +79,9 @@ _DATA_MAGIC: tuple[tuple[int, bytes], ...] = (
 )
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _PROBE_LIMITS = PickleLimits(max_opcodes=1 << 20)
-_ACTIVE_CODES = frozenset({"PICKLE_GLOBAL_DYNAMIC", "PICKLE_MUTATES_GLOBAL", "PICKLE_INDIRECT_CALL"})
+_ACTIVE_CODES = frozenset(
+    {"PICKLE_GLOBAL_DYNAMIC", "PICKLE_MUTATES_GLOBAL", "PICKLE_INDIRECT_CALL"}
+)
 
 
 def _is_dotted_identifier(text: str) -> bool:
@@ -105,7 +107,7 @@ def detect_format(prefix: bytes, size: int, name: str = "") -> FileFormat:
     return FileFormat.UNKNOWN
 
 
-def _binary_format(prefix: bytes, size: int) -> FileFormat | None:  # noqa: PLR0911
+def _binary_format(prefix: bytes, size: int) -> FileFormat | None:
     if prefix.startswith(b"GGUF"):
         return FileFormat.GGUF
     if _looks_like_safetensors(prefix, size):
@@ -161,7 +163,9 @@ def _looks_like_pickle(prefix: bytes, size: int) -> bool:
         return True
     # A payload placed before a deliberate breakage still runs: a stream that imported a real
     # module path or made a suspicious move before its error is a (malformed) pickle.
-    if any(_is_dotted_identifier(g.module) and g.name.isidentifier() for g in walker.result.globals):
+    if any(
+        _is_dotted_identifier(g.module) and g.name.isidentifier() for g in walker.result.globals
+    ):
         return True
     if any(f.code in _ACTIVE_CODES for f in walker.result.findings):
         return True
@@ -175,8 +179,11 @@ def _looks_like_pickle(prefix: bytes, size: int) -> bool:
     ) and all(f.code == "PICKLE_MALFORMED" for f in walker.result.findings)
 
 
+_CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 27)) + bytes(range(28, 32))
+
+
 def _text_format(prefix: bytes, size: int, name: str) -> FileFormat | None:
-    if b"\x00" in prefix:
+    if prefix.translate(None, _CONTROL_BYTES) != prefix:  # control bytes: binary, not text
         return None
     sample = prefix if len(prefix) >= size else _trim_partial_utf8(prefix)
     try:
@@ -184,9 +191,12 @@ def _text_format(prefix: bytes, size: int, name: str) -> FileFormat | None:
     except UnicodeDecodeError:
         return None
     stripped = text.lstrip("\ufeff \t\r\n")
-    if stripped[:1] in ("{", "[") and (name.lower().endswith(".json") or len(prefix) >= size):
-        if len(prefix) < size or _is_json(text):
-            return FileFormat.JSON
+    looks_json = stripped[:1] in ("{", "[")
+    whole = len(prefix) >= size
+    if looks_json and (
+        (whole and _is_json(text)) or (not whole and name.lower().endswith(".json"))
+    ):
+        return FileFormat.JSON
     return FileFormat.TEXT
 
 
@@ -259,4 +269,6 @@ def _looks_like_msgpack(prefix: bytes) -> bool:
         key_at = 5
     else:
         return False
-    return len(prefix) > key_at and (0xA0 <= prefix[key_at] <= 0xBF or prefix[key_at] in (0xD9, 0xDA))
+    return len(prefix) > key_at and (
+        0xA0 <= prefix[key_at] <= 0xBF or prefix[key_at] in (0xD9, 0xDA)
+    )

@@ -16,13 +16,15 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import ModuleType
 from typing import IO, BinaryIO
 
 from scanners import archives, numpy, pickles, torch
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, detect_format
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
-from scanners.pickles import Global, PickleWalker
+from scanners.pickles import PickleWalker
 from scanners.report import Finding, Outcome, ScanReport, Severity
 
 logger = logging.getLogger(__name__)
@@ -53,13 +55,24 @@ def scan_file(
     """Scan one file; `name` is its path inside its repo (a hint, never a reason to trust it).
 
     Never raises for the file's content; raises OSError when the file cannot be opened."""
-    with open(path, "rb") as fh:
+    with Path(path).open("rb") as fh:
         size = os.fstat(fh.fileno()).st_size
-        return scan_stream(fh, size, name if name is not None else os.fspath(path), path=os.fspath(path), limits=limits)
+        return scan_stream(
+            fh,
+            size,
+            name if name is not None else os.fspath(path),
+            path=os.fspath(path),
+            limits=limits,
+        )
 
 
 def scan_stream(
-    fh: BinaryIO, size: int, name: str, *, path: str | None = None, limits: ScanLimits = DEFAULT_LIMITS
+    fh: BinaryIO,
+    size: int,
+    name: str,
+    *,
+    path: str | None = None,
+    limits: ScanLimits = DEFAULT_LIMITS,
 ) -> ScanReport:
     """Scan the `size` bytes of `fh` (seekable) as the file `name`. Never raises for content."""
     started = time.perf_counter()
@@ -76,7 +89,9 @@ def scan_stream(
     )
 
 
-def scan_content(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat, list[Finding]]:
+def scan_content(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat, list[Finding]]:
     """Detect and scan; the one place a scanner bug becomes a fail-closed finding."""
     fh.seek(0)
     prefix = fh.read(min(size, ctx.limits.detect_prefix_bytes))
@@ -85,7 +100,7 @@ def scan_content(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[Fil
         refined, findings = _HANDLERS[file_format](fh, size, name, ctx)
         if file_format in _POLYGLOT_CANDIDATES:
             findings.extend(_zip_polyglot(fh, size, name, ctx))
-    except Exception as exc:  # noqa: BLE001 - the scanner boundary: a bug must hold the file
+    except Exception as exc:
         logger.exception("scanner crashed on %s", name[:200])
         findings = [
             Finding(
@@ -93,8 +108,8 @@ def scan_content(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[Fil
                 "SCANNER_CRASHED",
                 Severity.HIGH,
                 Outcome.ERROR,
-                f"the {file_format.value} scanner failed on this file ({type(exc).__name__}); it is "
-                "held until an admin looks at it",
+                f"the {file_format.value} scanner failed on this file ({type(exc).__name__}); "
+                "it is held until an admin looks at it",
                 {"error": str(exc)[:200]},
             )
         ]
@@ -102,7 +117,7 @@ def scan_content(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[Fil
     return refined or file_format, findings
 
 
-# ---- pickle family --------------------------------------------------------------------------------
+# ---- pickle family ------------------------------------------------------------------------------
 @contextlib.contextmanager
 def _buffer(fh: BinaryIO, size: int, ctx: _Context) -> Iterator[bytes | mmap.mmap | None]:
     """The stream as one buffer the walker indexes: bytes when small, else a read-only mmap."""
@@ -134,7 +149,9 @@ def _too_large(size: int) -> Finding:
     )
 
 
-def _scan_pickle(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_pickle(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     ctx.ran(pickles.SCANNER, pickles.SCANNER_VERSION)
     with _buffer(fh, size, ctx) as data:
         if data is None:
@@ -154,7 +171,9 @@ def _scan_pickle(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[Fil
     return refined, pickles.findings_with_calls(result)
 
 
-def _scan_npy(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_npy(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     ctx.ran(numpy.SCANNER, numpy.SCANNER_VERSION)
     fh.seek(0)
     header = numpy.parse_npy_header(fh.read(min(size, numpy.MAX_HEADER_BYTES + 12)))
@@ -168,14 +187,21 @@ def _scan_npy(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFo
             return None, [_too_large(size)]
         walker = PickleWalker(data, len(data), ctx.limits.pickle)
         if header.data_offset >= len(data):
-            walker.flag("PICKLE_EMPTY", Severity.HIGH, Outcome.ERROR, "the object array has no pickle payload")
+            walker.flag(
+                "PICKLE_EMPTY",
+                Severity.HIGH,
+                Outcome.ERROR,
+                "the object array has no pickle payload",
+            )
         else:
             walker.walk_one(header.data_offset)
         return None, pickles.findings_with_calls(walker.result)
 
 
-# ---- containers -----------------------------------------------------------------------------------
-def _scan_zip(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+# ---- containers ---------------------------------------------------------------------------------
+def _scan_zip(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
     try:
         members, findings = archives.read_zip_members(fh, size, ctx.budget)
@@ -193,6 +219,8 @@ def _scan_zip(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFo
     for member in members:
         if member.name.endswith("/") or (is_torch and torch.is_storage_member(member.name)):
             continue
+        if member.name in code_members and member.name.endswith(".py"):
+            continue  # TorchScript source: already the TORCHSCRIPT_CODE finding
         findings.extend(_scan_zip_member(fh, member, name, ctx))
     return refined, findings
 
@@ -208,7 +236,9 @@ def _zip_kind(names: list[str], name: str, is_torch: bool) -> FileFormat | None:
     return None
 
 
-def _scan_zip_member(fh: BinaryIO, member: archives.ZipMember, outer: str, ctx: _Context) -> list[Finding]:
+def _scan_zip_member(
+    fh: BinaryIO, member: archives.ZipMember, outer: str, ctx: _Context
+) -> list[Finding]:
     try:
         content, findings = archives.open_zip_member(fh, member, ctx.budget)
     except ArchiveError as exc:
@@ -218,11 +248,15 @@ def _scan_zip_member(fh: BinaryIO, member: archives.ZipMember, outer: str, ctx: 
     return findings
 
 
-def _scan_member(content: IO[bytes], size: int, member: str, outer: str, ctx: _Context) -> list[Finding]:
+def _scan_member(
+    content: IO[bytes], size: int, member: str, outer: str, ctx: _Context
+) -> list[Finding]:
     if ctx.depth + 1 > ctx.limits.archive.max_depth:
         return [
             archives.finding(
-                "ARCHIVE_TOO_DEEP", Outcome.ERROR, f"{member[:200]!r} is nested deeper than the limit"
+                "ARCHIVE_TOO_DEEP",
+                Outcome.ERROR,
+                f"{member[:200]!r} is nested deeper than the limit",
             )
         ]
     inner = replace(ctx, depth=ctx.depth + 1)
@@ -239,7 +273,9 @@ def _in_member(finding: Finding, member: str) -> Finding:
     return replace(finding, message=f"{shown}: {finding.message}", details=details)
 
 
-def _scan_tar(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_tar(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
     findings: list[Finding] = []
     names: list[str] = []
@@ -271,7 +307,9 @@ def _scan_tar_member(content: IO[bytes], member: str, outer: str, ctx: _Context)
 
 
 def _compressed(kind: str) -> Handler:
-    def handler(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    def handler(
+        fh: BinaryIO, size: int, name: str, ctx: _Context
+    ) -> tuple[FileFormat | None, list[Finding]]:
         ctx.ran(archives.SCANNER, archives.SCANNER_VERSION)
         try:
             content = archives.decompress_stream(fh, kind, size, ctx.budget)
@@ -286,12 +324,15 @@ def _compressed(kind: str) -> Handler:
     return handler
 
 
-def _not_opened(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _not_opened(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     return None, [
         archives.finding(
             "ARCHIVE_NOT_OPENED",
             Outcome.REVIEW,
-            "this archive format (7z, zstd, lz4) is not opened by the scanner; its members were not checked",
+            "this archive format (7z, zstd, lz4) is not opened by the scanner; its members were "
+            "not checked",
             Severity.MEDIUM,
         )
     ]
@@ -318,8 +359,10 @@ def _zip_polyglot(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Fin
     ]
 
 
-# ---- formats scanned by S2's modules --------------------------------------------------------------
-def _run_optional(module_name: str, fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Finding]:
+# ---- formats scanned by S2's modules ------------------------------------------------------------
+def _run_optional(
+    module_name: str, fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> list[Finding]:
     module = _optional_module(module_name)
     if module is None:
         return [_unavailable(module_name)]
@@ -329,7 +372,7 @@ def _run_optional(module_name: str, fh: BinaryIO, size: int, name: str, ctx: _Co
     return found
 
 
-def _optional_module(module_name: str) -> object | None:
+def _optional_module(module_name: str) -> ModuleType | None:
     try:
         return importlib.import_module(f"scanners.{module_name}")
     except ImportError:
@@ -342,19 +385,24 @@ def _unavailable(module_name: str) -> Finding:
         "SCANNER_UNAVAILABLE",
         Severity.MEDIUM,
         Outcome.REVIEW,
-        f"the {module_name} scanner is not available in this installation: the file was not checked",
+        f"the {module_name} scanner is not available in this installation: the file was not "
+        "checked",
         {"scanner": module_name},
     )
 
 
 def _header_format(module_name: str) -> Handler:
-    def handler(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+    def handler(
+        fh: BinaryIO, size: int, name: str, ctx: _Context
+    ) -> tuple[FileFormat | None, list[Finding]]:
         return None, _run_optional(module_name, fh, size, name, ctx)
 
     return handler
 
 
-def _scan_json(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_json(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     base = name.rsplit("/", 1)[-1]
     if size > ctx.limits.max_text_bytes:
         return None, _unchecked_config(base, "too large to parse")
@@ -367,7 +415,7 @@ def _scan_json(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileF
     if module is None:
         return None, [_unavailable("remote_code")] if base in _REMOTE_CONFIG_NAMES else []
     ctx.ran(getattr(module, "SCANNER", "remote_code"), "1")
-    found: list[Finding] = module.scan_config(data, name)  # type: ignore[attr-defined]
+    found: list[Finding] = module.scan_config(data, name)
     return None, found
 
 
@@ -385,7 +433,9 @@ def _unchecked_config(base: str, why: str) -> list[Finding]:
     ]
 
 
-def _scan_text(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_text(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     lowered = name.lower()
     if lowered.endswith(".py"):
         module = _optional_module("remote_code")
@@ -393,7 +443,7 @@ def _scan_text(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileF
             return FileFormat.PYTHON, [_unavailable("remote_code")]
         ctx.ran(getattr(module, "SCANNER", "remote_code"), "1")
         fh.seek(0)
-        return FileFormat.PYTHON, list(module.scan_python(fh, size, name))  # type: ignore[attr-defined]
+        return FileFormat.PYTHON, list(module.scan_python(fh, size, name))
     if lowered.endswith(".jinja") or lowered.endswith(".j2"):
         return FileFormat.JINJA, _scan_jinja(fh, size, name, ctx)
     if lowered.rsplit("/", 1)[-1] in _REMOTE_CONFIG_NAMES:
@@ -408,11 +458,13 @@ def _scan_jinja(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Findi
     ctx.ran(getattr(module, "SCANNER", "templates"), "1")
     fh.seek(0)
     source = fh.read(min(size, ctx.limits.max_text_bytes)).decode("utf-8", "replace")
-    found: list[Finding] = module.scan_template(source, name)  # type: ignore[attr-defined]
+    found: list[Finding] = module.scan_template(source, name)
     return found
 
 
-def _scan_unknown(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_unknown(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     return None, [
         Finding(
             SCANNER,
@@ -425,7 +477,9 @@ def _scan_unknown(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[Fi
     ]
 
 
-def _scan_data(fh: BinaryIO, size: int, name: str, ctx: _Context) -> tuple[FileFormat | None, list[Finding]]:
+def _scan_data(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
     return None, []
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import io
 import struct
 import tempfile
-from typing import IO
+import zlib
+from typing import IO, BinaryIO, cast
 
 from scanners import archives, dispatch, torch
 from scanners.archives import ArchiveBudget, ArchiveError
@@ -102,7 +103,7 @@ class StreamScan:
                 self._detect(final=True)
             self._spool.seek(0)
             report = dispatch.scan_stream(
-                self._spool, self._report_size(), self._name, limits=self._limits
+                cast(BinaryIO, self._spool), self._report_size(), self._name, limits=self._limits
             )
         finally:
             self._spool.close()
@@ -151,15 +152,18 @@ class StreamScan:
         if module is None:
             return
         # header_size re-parses from the start: call it only when the data doubled (linear work)
-        if self._received < max(2 * self._header_checked_at, 64 * 1024) and self._received < self._size:
+        if (
+            self._received < max(2 * self._header_checked_at, 64 * 1024)
+            and self._received < self._size
+        ):
             return
         self._header_checked_at = self._received
         kept = self._prefix(self._kept)
-        needed = module.header_size(kept, self._size)  # type: ignore[attr-defined]
+        needed = module.header_size(kept, self._size)
         if needed is None or needed > len(kept):
             return
         self._keep_limit = max(needed, self._limits.detect_prefix_bytes)
-        found: list[Finding] = module.scan(io.BytesIO(kept[:needed]), self._size, self._name)  # type: ignore[attr-defined]
+        found: list[Finding] = module.scan(io.BytesIO(kept[:needed]), self._size, self._name)
         if any(f.outcome in _BAD for f in found):
             self._alarm()
         elif all(f.outcome == Outcome.CLEAN for f in found):
@@ -185,7 +189,9 @@ class StreamScan:
             if outcome != Outcome.CLEAN or flags & 0x1:
                 progress.stopped = True
                 return
-            progress.next_offset = data_end
+            progress.next_offset = data_end + progress.descriptor_len
+            progress.descriptor_len = 0
+            progress.descriptor = _DescriptorSearch()
             self._cleared = max(self._cleared, data_end)
 
     def _local_entry(self, offset: int) -> tuple[_LocalInfo, int, int] | None:
@@ -198,17 +204,35 @@ class StreamScan:
             self._spool.seek(0, io.SEEK_END)
             return None
         fields = _LOCAL.unpack(raw)
-        flags, method, crc, compressed, file_size = fields[2], fields[3], fields[6], fields[7], fields[8]
+        flags, method, crc, compressed, file_size = (
+            fields[2],
+            fields[3],
+            fields[6],
+            fields[7],
+            fields[8],
+        )
         name_len, extra_len = fields[9], fields[10]
         if self._received < offset + _LOCAL.size + name_len + extra_len:
             self._spool.seek(0, io.SEEK_END)
             return None
         name = self._spool.read(name_len).decode("utf-8", "replace")
         self._spool.seek(0, io.SEEK_END)
-        if flags & 0x8 or compressed == 0xFFFFFFFF or archives.unsafe_member_name(name):
-            self._zip.stopped = True  # sizes only in a data descriptor / ZIP64, or a bad name
-            return None
         data_start = offset + _LOCAL.size + name_len + extra_len
+        if compressed == 0xFFFFFFFF or archives.unsafe_member_name(name):
+            self._zip.stopped = True  # ZIP64 sizes or a bad name: `finish` decides
+            return None
+        if flags & 0x8 and compressed == 0:
+            # torch writes sizes after the data (a data descriptor): find it, stored members only
+            if method != 0:
+                self._zip.stopped = True
+                return None
+            found = self._zip.descriptor.search(self._spool, data_start, self._received)
+            self._spool.seek(0, io.SEEK_END)
+            if found is None:
+                return None
+            crc, compressed, descriptor_len = found
+            file_size = compressed
+            self._zip.descriptor_len = descriptor_len
         return _LocalInfo(name, method, compressed, file_size, crc), data_start, flags
 
     def _scan_local_member(self, info: _LocalInfo, data_start: int) -> Outcome:
@@ -237,12 +261,60 @@ class StreamScan:
 
 
 class _ZipProgress:
-    __slots__ = ("next_offset", "seen_data_pkl", "stopped")
+    __slots__ = ("descriptor", "descriptor_len", "next_offset", "seen_data_pkl", "stopped")
 
     def __init__(self) -> None:
         self.next_offset = 0
         self.stopped = False
         self.seen_data_pkl = False
+        self.descriptor = _DescriptorSearch()
+        self.descriptor_len = 0
+
+
+class _DescriptorSearch:
+    """Finds a stored member's data descriptor (`PK\x07\x08`, CRC, sizes) as bytes arrive.
+
+    A candidate counts only if its sizes equal the distance from the data start and its CRC
+    matches the bytes before it; each byte is read once (a cursor and a running CRC)."""
+
+    __slots__ = ("_crc", "_cursor")
+
+    def __init__(self) -> None:
+        self._cursor = -1
+        self._crc = 0
+
+    def search(self, spool: IO[bytes], start: int, received: int) -> tuple[int, int, int] | None:
+        if self._cursor < 0:
+            self._cursor = start
+        # keep 24 bytes back: a descriptor may straddle what arrived
+        end = received - 24
+        while self._cursor < end:
+            spool.seek(self._cursor)
+            chunk = spool.read(min(1 << 20, end - self._cursor))
+            at = chunk.find(b"PK\x07\x08")
+            while at >= 0:
+                found = self._check(
+                    spool, start, self._cursor + at, zlib.crc32(chunk[:at], self._crc)
+                )
+                if found is not None:
+                    return found
+                at = chunk.find(b"PK\x07\x08", at + 1)
+            self._crc = zlib.crc32(chunk, self._crc)
+            self._cursor += len(chunk)
+        return None
+
+    @staticmethod
+    def _check(spool: IO[bytes], start: int, at: int, crc: int) -> tuple[int, int, int] | None:
+        spool.seek(at + 4)
+        raw = spool.read(20)
+        size = at - start
+        got_crc, small_c, small_u = struct.unpack_from("<3L", raw)
+        if got_crc == crc and small_c == size and small_u == size:
+            return crc, size, 16
+        big_c, big_u = struct.unpack_from("<2Q", raw, 4)
+        if got_crc == crc and big_c == size and big_u == size:
+            return crc, size, 24
+        return None
 
 
 class _LocalInfo:

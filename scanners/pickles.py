@@ -1,4 +1,4 @@
-"""Our own pickle opcode walker: every opcode of protocols 0–5, never executing anything.
+"""Our own pickle opcode walker: every opcode of protocols 0-5, never executing anything.
 
 The walker runs the unpickler's stack machine over *symbolic* values: strings, numbers and small
 tuples are real; a global is a `Global`; anything a call would build is a `Made` naming what built
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import codecs
 import copyreg
+import mmap
 import struct
 from dataclasses import dataclass, field
 
@@ -25,7 +26,7 @@ from scanners.report import Finding, JsonValue, Outcome, Severity
 SCANNER = "pickle"
 SCANNER_VERSION = "1.0"
 
-Buffer = bytes | bytearray  # or an mmap: anything with __getitem__, find and len
+Buffer = bytes | bytearray | mmap.mmap  # indexable, sliceable, with find()
 
 
 class Global:
@@ -82,7 +83,7 @@ class DictV:
         self.items: dict[object, object] = {}
 
 
-class _Malformed(Exception):  # noqa: N818 - internal control flow, never escapes this module
+class _Malformed(Exception):
     def __init__(self, reason: str, offset: int) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -305,7 +306,8 @@ class PickleWalker:
                 )
 
     def _ext(self, code: int, offset: int) -> Global:
-        pair = copyreg._inverted_registry.get(code) if code > 0 else None
+        registry: dict[int, tuple[str, str]] = getattr(copyreg, "_inverted_registry", {})
+        pair = registry.get(code) if code > 0 else None
         if pair is None:
             self.flag(
                 "PICKLE_EXT_UNKNOWN",
@@ -314,7 +316,7 @@ class PickleWalker:
                 f"the pickle uses extension code {code}, which is not registered: a loader "
                 "that registered it could import anything",
                 offset=offset,
-                code=code,
+                extension_code=code,
             )
             raise _Malformed(f"unregistered extension code {code}", offset)
         return self._new_global(str(pair[0]), str(pair[1]), offset)
@@ -326,9 +328,7 @@ class PickleWalker:
         shape = state.items.get("shape")
         dtype = state.items.get("dtype")
         descr = dtype.args[0] if isinstance(dtype, Made) and isinstance(dtype.args, tuple) else None
-        if not isinstance(shape, tuple) or not all(
-            isinstance(d, int) and d >= 0 for d in shape
-        ):
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
             raise _Malformed("joblib array wrapper with an unreadable shape", pos)
         if not isinstance(descr, str):
             raise _Malformed("joblib array wrapper with an unreadable dtype", pos)
@@ -375,7 +375,7 @@ class PickleWalker:
         """
         return self._loop(pos)
 
-    def _loop(self, pos: int) -> int:  # noqa: C901 - see _run
+    def _loop(self, pos: int) -> int:
         data = self.data
         end = self.end
         limits = self.limits
@@ -414,13 +414,17 @@ class PickleWalker:
                         try:
                             push(memo[idx])
                         except KeyError:
-                            raise _Malformed(f"memo value {idx} read before it was stored", at) from None
+                            raise _Malformed(
+                                f"memo value {idx} read before it was stored", at
+                            ) from None
                     elif op == 0x28:  # MARK
                         marks.append(len(stack))
                         fence = len(stack)
                         if len(marks) > max_depth:
                             raise _LimitHit("too many nested MARKs", at)
-                    elif op == 0x58 or op == 0x8C or op == 0x8D:  # BINUNICODE SHORT_BINUNICODE BINUNICODE8
+                    elif (
+                        op == 0x58 or op == 0x8C or op == 0x8D
+                    ):  # BINUNICODE SHORT_BINUNICODE BINUNICODE8
                         if op == 0x58:
                             n = u32(data, pos)[0]
                             pos += 4
@@ -540,7 +544,7 @@ class PickleWalker:
                         state = stack.pop()
                         target = stack[-1]
                         if target.__class__ is Global:
-                            self._mutates_global(target, at)  # type: ignore[arg-type]
+                            self._mutates_global(target, at)
                         elif self.joblib and self._is_joblib_wrapper(target):
                             self._opcodes_left = ops_left
                             pos = self._joblib_skip(state, pos)
@@ -655,7 +659,9 @@ class PickleWalker:
                         self._opcodes_left = ops_left
                         self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + _ + 1
                         return pos
-                    elif op == 0x30:  # POP: pops the MARK itself when the frame is empty, as _pickle.c
+                    elif (
+                        op == 0x30
+                    ):  # POP: pops the MARK itself when the frame is empty, as _pickle.c
                         if marks and marks[-1] == len(stack):
                             marks.pop()
                             fence = marks[-1] if marks else 0
@@ -672,20 +678,22 @@ class PickleWalker:
                         if len(stack) <= fence:
                             raise _Malformed("DUP with an empty stack", at)
                         push(stack[-1])
-                    elif op == 0x6C or op == 0x64 or op == 0x91 or op == 0x90:  # LIST DICT FROZENSET ADDITEMS
+                    elif (
+                        op == 0x6C or op == 0x64 or op == 0x91 or op == 0x90
+                    ):  # LIST DICT FROZENSET ADDITEMS
                         if not marks:
                             raise _Malformed("container opcode without MARK", at)
                         k = marks.pop()
                         fence = marks[-1] if marks else 0
-                        items = stack[k:]
+                        popped = stack[k:]
                         del stack[k:]
                         if op == 0x6C:
                             push(ListV())
                         elif op == 0x64:
-                            if len(items) % 2:
+                            if len(popped) % 2:
                                 raise _Malformed("odd number of items for DICT", at)
                             built = DictV()
-                            self._set_items(built, items, at)
+                            self._set_items(built, popped, at)
                             push(built)
                         elif op == 0x91:
                             push(SetV())
@@ -708,7 +716,9 @@ class PickleWalker:
                     elif op == 0x98:  # READONLY_BUFFER
                         if len(stack) <= fence:
                             raise _Malformed("READONLY_BUFFER with an empty stack", at)
-                    elif op in _TEXT_OPS:  # INT LONG FLOAT STRING UNICODE: protocol 0 values as lines
+                    elif (
+                        op in _TEXT_OPS
+                    ):  # INT LONG FLOAT STRING UNICODE: protocol 0 values as lines
                         line, pos = _line(data, pos, end, at)
                         push(_text_value(op, line, at, max_keep))
                     else:
@@ -726,7 +736,7 @@ class PickleWalker:
 
     def _set_items(self, target: object, items: list[object], at: int) -> None:
         if target.__class__ is Global:
-            self._mutates_global(target, at)  # type: ignore[arg-type]
+            self._mutates_global(target, at)
         elif isinstance(target, DictV) and len(target.items) < self.limits.max_tracked_items:
             for i in range(0, min(len(items) - 1, 2 * self.limits.max_tracked_items), 2):
                 key = items[i]
@@ -771,7 +781,7 @@ class PickleWalker:
 
 # INT LONG FLOAT STRING UNICODE: the protocol 0 opcodes whose argument is a line
 _TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56})
-_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC\x80\x81\x82\x83\x84\x85\x86\x87\x88\x89\x8a\x8b\x8c\x8d\x8e\x8f\x90\x91\x92\x93\x94\x95\x96\x97\x98")  # fmt: skip
+_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
 
 
 def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:

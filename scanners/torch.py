@@ -77,12 +77,22 @@ def walk_tar_storages(walker: PickleWalker) -> None:
             return
         size = _element_size(walker.last_value)
         if size is None or pos + 8 > walker.end:
-            walker.flag("TORCH_TAR_MALFORMED", Severity.HIGH, Outcome.ERROR, "a legacy tar storage record cannot be read")
+            walker.flag(
+                "TORCH_TAR_MALFORMED",
+                Severity.HIGH,
+                Outcome.ERROR,
+                "a legacy tar storage record cannot be read",
+            )
             return
         (numel,) = struct.unpack_from("<q", data, pos)
         pos += 8 + max(numel, 0) * size
         if numel < 0 or pos > walker.end:
-            walker.flag("TORCH_TAR_MALFORMED", Severity.HIGH, Outcome.ERROR, "a legacy tar storage runs past its member")
+            walker.flag(
+                "TORCH_TAR_MALFORMED",
+                Severity.HIGH,
+                Outcome.ERROR,
+                "a legacy tar storage runs past its member",
+            )
             return
     walker.result.complete = True
 
@@ -101,7 +111,12 @@ def walk_tar_tensors(walker: PickleWalker) -> None:
         (ndim,) = struct.unpack_from("<i", data, pos)
         pos += 8 + 16 * max(ndim, 0) + 8
         if ndim < 0 or pos > walker.end:
-            walker.flag("TORCH_TAR_MALFORMED", Severity.HIGH, Outcome.ERROR, "a legacy tar tensor record cannot be read")
+            walker.flag(
+                "TORCH_TAR_MALFORMED",
+                Severity.HIGH,
+                Outcome.ERROR,
+                "a legacy tar tensor record cannot be read",
+            )
             return
     walker.result.complete = True
 

@@ -8,10 +8,10 @@ limit and treats a missing or garbled line as a failed scan (fail closed).
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 from scanners.dispatch import scan_file
 from scanners.report import Finding, Outcome, ScanReport, Severity
@@ -38,7 +38,7 @@ def set_limits(max_memory_mb: int, max_cpu_s: int) -> None:
 def crashed_report(path: str, exc: BaseException, elapsed_s: float) -> ScanReport:
     """The fail-closed report for a scan that raised (or ran out of memory)."""
     try:
-        size = os.path.getsize(path)
+        size = Path(path).stat().st_size
     except OSError:
         size = 0
     finding = Finding(
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         set_limits(args.max_memory_mb, args.max_cpu_s)
         report = scan_file(args.path, name=args.name)
-    except BaseException as exc:  # noqa: BLE001 - the worker boundary: every failure is a finding
+    except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise
         report = crashed_report(args.path, exc, time.perf_counter() - started)
