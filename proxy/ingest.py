@@ -342,8 +342,11 @@ class Ingestor:
     async def _tampered(self, job: IngestJob, exc: IntegrityError) -> None:
         spec = job.spec
         await asyncio.to_thread(self._store.discard, job.temp)
-        await self._db.set_blob_state(job.etag, BlobState.REJECTED, reason=exc.message)
+        # Block before the state change: a GET in between must already see the block.
         await self._gate.block(spec.repo, BlockReason.TAMPERED, exc.message)
+        await self._db.set_blob_state(
+            job.etag, BlobState.REJECTED, reason=f"tampered: {exc.message}"
+        )
         blob = await self._db.get_blob(job.etag)
         job.failure = Held(
             f"blocked: {spec.repo.ref} (tampered: {shown(exc.message)}); ask {self._gate.contact}",
