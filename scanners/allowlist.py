@@ -123,6 +123,7 @@ _ALLOWED_PAIRS = frozenset(
         ("pathlib", "PureWindowsPath"),
         ("copyreg", "_reconstructor"),  # its arguments are checked by the walker
         ("_codecs", "encode"),  # only as numpy uses it: checked by the walker
+        ("torch.storage", "_load_from_bytes"),  # its embedded bytes are scanned as a torch file
         # Lightning and Hugging Face training files (training_args.bin, *.ckpt)
         ("pytorch_lightning.utilities.parsing", "AttributeDict"),
         ("lightning_fabric.utilities.data", "AttributeDict"),

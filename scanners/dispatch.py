@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import logging
 import mmap
@@ -166,9 +167,29 @@ def _scan_pickle(
         elif first_end is not None:
             walker.walk_all(first_end)
         result = walker.result
+        nested = _scan_nested(data, result, name, ctx)
     if any(g.module == "joblib.numpy_pickle" for g in result.globals):
         refined = refined or FileFormat.JOBLIB
-    return refined, pickles.findings_with_calls(result)
+    return refined, pickles.findings_with_calls(result) + nested
+
+
+def _scan_nested(
+    data: bytes | mmap.mmap, result: pickles.WalkResult, name: str, ctx: _Context
+) -> list[Finding]:
+    """Scan the torch files embedded by `torch.storage._load_from_bytes` (torch.load runs them)."""
+    findings: list[Finding] = []
+    for payload in result.nested:
+        if isinstance(payload, bytes):
+            blob, label = payload, "embedded torch storage"
+        else:
+            offset, length = payload
+            if length > ctx.budget.bytes_left:
+                findings.append(_too_large(length))
+                continue
+            ctx.budget.bytes_left -= length
+            blob, label = bytes(data[offset : offset + length]), f"embedded torch storage @{offset}"
+        findings.extend(_scan_member(io.BytesIO(blob), len(blob), label, name, ctx))
+    return findings
 
 
 def _scan_npy(

@@ -58,12 +58,13 @@ class Made:
 
 
 class LongText:
-    """A string or bytes too long to keep: only its length is tracked."""
+    """A string or bytes too long to keep: its length, and for bytes where they start."""
 
-    __slots__ = ("length",)
+    __slots__ = ("length", "offset")
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, offset: int = -1) -> None:
         self.length = length
+        self.offset = offset
 
 
 class ListV:
@@ -101,6 +102,8 @@ class WalkResult:
     globals: list[Global] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     calls: dict[str, str] = field(default_factory=dict)  # global -> first call, decompiled
+    # torch.storage._load_from_bytes payloads: torch.load runs on them, so they are scanned too
+    nested: list[bytes | tuple[int, int]] = field(default_factory=list)
     end: int = 0
     pickles: int = 0
     opcodes: int = 0
@@ -108,7 +111,8 @@ class WalkResult:
 
 
 _JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-_CHECKED_CALLS = frozenset({("_codecs", "encode"), ("copyreg", "_reconstructor")})
+_LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
+_CHECKED_CALLS = frozenset({("_codecs", "encode"), ("copyreg", "_reconstructor"), _LOAD_FROM_BYTES})
 _NUMPY_ITEMSIZE = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 0, "a": 0, "V": 0}
 _HIGHEST_PROTOCOL = 5
 _BATCH = 4096
@@ -286,6 +290,8 @@ class PickleWalker:
                     f"_codecs.encode is called as numpy never does: {describe_call(callee, args)}",
                     offset=offset,
                 )
+        elif pair == _LOAD_FROM_BYTES:
+            self._nested_load(args, offset)
         elif pair == ("copyreg", "_reconstructor"):
             ok = (
                 isinstance(args, tuple)
@@ -304,6 +310,22 @@ class PickleWalker:
                     f"allow-list: {describe_call(callee, args)}",
                     offset=offset,
                 )
+
+    def _nested_load(self, args: object, offset: int) -> None:
+        payload = args[0] if isinstance(args, tuple) and len(args) == 1 else None
+        if isinstance(payload, bytes):
+            self.result.nested.append(payload)
+        elif isinstance(payload, LongText) and payload.offset >= 0:
+            self.result.nested.append((payload.offset, payload.length))
+        else:
+            self.flag(
+                "PICKLE_NESTED_LOAD_DYNAMIC",
+                Severity.HIGH,
+                Outcome.REVIEW,
+                "torch.storage._load_from_bytes (a torch.load of embedded bytes) is called on "
+                f"something that is not literal bytes: {describe_call(args, None)}",
+                offset=offset,
+            )
 
     def _ext(self, code: int, offset: int) -> Global:
         registry: dict[int, tuple[str, str]] = getattr(copyreg, "_inverted_registry", {})
@@ -582,7 +604,7 @@ class PickleWalker:
                             pos += 8
                         if n > end - pos:
                             raise _Malformed("bytes longer than the data left", at)
-                        push(bytes(data[pos : pos + n]) if n <= max_keep else LongText(n))
+                        push(bytes(data[pos : pos + n]) if n <= max_keep else LongText(n, pos))
                         pos += n
                     elif op == 0x55 or op == 0x54:  # SHORT_BINSTRING BINSTRING
                         if op == 0x55:

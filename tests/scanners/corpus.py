@@ -58,6 +58,7 @@ BENIGN_NAMES: tuple[str, ...] = (
     "plain_proto0.pkl",
     "plain_proto1.pkl",
     "plain_proto3.pkl",
+    "pickled_tensors.pkl",
     "two_pickles.pkl",
     "checkpoints.tar",
     "weights.pt.gz",
@@ -93,6 +94,8 @@ TECHNIQUE_NAMES: tuple[str, ...] = (
     "indirect_call_on_result",
     "frame_too_long",
     "proto_6_unsupported",
+    "load_from_bytes_evil_zip",
+    "load_from_bytes_evil_small",
 )
 CONTAINER_ATTACK_NAMES: tuple[str, ...] = (
     "torch_zip_evil.pt",
@@ -211,7 +214,6 @@ DENIED_CALLS: tuple[tuple[str, str], ...] = (
     ("torch.jit", "load"),
     ("torch._C", "_jit_set_hook"),
     ("torch.serialization", "load"),
-    ("torch.storage", "_load_from_bytes"),
     ("torch._inductor.codecache", "compile_file"),
     ("torch.utils.bottleneck.__main__", "run_cprofile"),
     ("torch._dynamo.guards", "GuardBuilder.get"),
@@ -367,7 +369,15 @@ def technique_pickles() -> dict[str, tuple[bytes, frozenset[Outcome]]]:
             BAD,
         ),
         "proto_6_unsupported": (b"\x80\x06" + reduce_global("os", "system"), HELD),
+        "load_from_bytes_evil_zip": (_load_from_bytes_pickle(torch_zip_with(EVIL)), BAD),
+        "load_from_bytes_evil_small": (_load_from_bytes_pickle(EVIL), BAD),
     }
+
+
+def _load_from_bytes_pickle(payload: bytes) -> bytes:
+    """torch.storage._load_from_bytes(payload): torch.load runs on the embedded bytes."""
+    binbytes = b"B" + struct.pack("<I", len(payload)) + payload
+    return pkl(call(g("torch.storage", "_load_from_bytes"), binbytes), 2)
 
 
 # ---- benign files made by the real libraries ----------------------------------------------------
@@ -422,6 +432,9 @@ def benign_samples(root: Path) -> list[Sample]:
         "plain_proto0.pkl": lambda p: _write(p, pickle.dumps(_plain_values(), protocol=0)),
         "plain_proto1.pkl": lambda p: _write(p, pickle.dumps(_plain_values(), protocol=1)),
         "plain_proto3.pkl": lambda p: _write(p, pickle.dumps(_plain_values(), protocol=3)),
+        "pickled_tensors.pkl": lambda p: _write(
+            p, pickle.dumps({"w": torch.zeros(3000), "b": torch.ones(2)}, protocol=4)
+        ),
         "two_pickles.pkl": lambda p: _write(p, pickle.dumps([1, 2]) + pickle.dumps({"a": 1})),
         "checkpoints.tar": lambda p: _tar(
             p, [("state_dict.pt", _saved(sd)), ("README.md", b"# ok\n")]

