@@ -1,0 +1,97 @@
+"""Policy without a database: findings → verdict, held reasons, which paths are pinned."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from proxy.config import PinnedChange
+from proxy.policy import Gate, PolicyRules, Verdict, summary, verdict_for
+from proxy.store.repository import Repository
+from scanners.report import Finding, Outcome, ScanReport, Severity
+
+DEFAULT_UNPINNED = ("*.md", ".gitattributes")
+
+
+def _finding(outcome: Outcome, message: str = "m", severity: Severity = Severity.HIGH) -> Finding:
+    return Finding("test", f"CODE_{outcome.value.upper()}", severity, outcome, message)
+
+
+def _report(*outcomes: Outcome) -> ScanReport:
+    findings = tuple(_finding(o, f"finding {i}") for i, o in enumerate(outcomes))
+    return ScanReport("f", "pickle", 1, findings, {"test": "1"}, 0.0)
+
+
+def _gate(unpinned: tuple[str, ...] = DEFAULT_UNPINNED, contact: str = "sec@example") -> Gate:
+    # is_pinned_path and held_message never touch the database: an unbound session maker.
+    return Gate(
+        Repository(async_sessionmaker()), PolicyRules(PinnedChange.BLOCK, unpinned, contact)
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "verdict"),
+    [
+        ((), Verdict.RELEASE),
+        ((Outcome.CLEAN,), Verdict.RELEASE),
+        ((Outcome.REVIEW,), Verdict.QUARANTINE),
+        ((Outcome.ERROR,), Verdict.QUARANTINE),
+        ((Outcome.MALICIOUS,), Verdict.REJECT),
+        ((Outcome.CLEAN, Outcome.REVIEW), Verdict.QUARANTINE),
+        ((Outcome.ERROR, Outcome.MALICIOUS), Verdict.REJECT),
+    ],
+)
+def test_verdict_for_each_outcome_gives_its_verdict(
+    outcomes: tuple[Outcome, ...], verdict: Verdict
+) -> None:
+    assert verdict_for(_report(*outcomes)) is verdict
+
+
+def test_summary_lists_the_worst_findings_first() -> None:
+    report = _report(Outcome.CLEAN, Outcome.MALICIOUS, Outcome.REVIEW, Outcome.ERROR)
+    assert summary(report, limit=2) == "finding 1; finding 3"
+
+
+def test_summary_without_findings_is_the_outcome() -> None:
+    assert summary(_report()) == "clean"
+
+
+def test_summary_escapes_finding_messages() -> None:
+    report = ScanReport("f", "pickle", 1, (_finding(Outcome.REVIEW, "a\r\nb"),), {}, 0.0)
+    assert summary(report) == "a\\r\\nb"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["model.safetensors", "config.json", "sub/model.bin", "README.MD", "docs.md/weights.bin",
+     ".gitattributes.bak"],
+)  # fmt: skip
+def test_gate_is_pinned_path_weights_and_configs_are_pinned(path: str) -> None:
+    assert _gate().is_pinned_path(path)
+
+
+@pytest.mark.parametrize("path", ["README.md", "docs/guide.md", "a/b/c/NOTES.md", ".gitattributes",
+                                  "sub/.gitattributes"])  # fmt: skip
+def test_gate_is_pinned_path_documentation_is_not_pinned(path: str) -> None:
+    assert not _gate().is_pinned_path(path)
+
+
+def test_gate_is_pinned_path_folder_glob_unpins_everything_below() -> None:
+    gate = _gate(unpinned=("docs/*",))
+    assert not gate.is_pinned_path("docs/a/b.bin")
+    assert gate.is_pinned_path("model/docs/a.bin")
+
+
+def test_gate_is_pinned_path_without_patterns_pins_everything() -> None:
+    assert _gate(unpinned=()).is_pinned_path("README.md")
+
+
+def test_gate_held_message_names_file_reason_review_and_contact() -> None:
+    message = _gate().held_message("model.bin", "pickle imports os.system", 81)
+    assert message == (
+        "held in quarantine: model.bin (pickle imports os.system); review 81; ask sec@example"
+    )
+
+
+def test_gate_held_message_escapes_the_path() -> None:
+    assert "a\\nb" in _gate().held_message("a\nb", "r", None)
