@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
+from huggingface_hub import hf_hub_download
 
 from proxy.app import create_app
 from proxy.config import Settings, load_settings
@@ -30,6 +31,16 @@ class RunningProxy:
     async def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a synchronous huggingface_hub call off the loop the servers run on."""
         return await asyncio.to_thread(func, *args, **kwargs)
+
+    async def download(
+        self, repo_id: str, filename: str, *, token: str | bool = False, **kwargs: Any
+    ) -> Path:
+        """`hf_hub_download` through this proxy into its client cache (overridable)."""
+        kwargs.setdefault("cache_dir", self.cache_dir)
+        path = await self.call(
+            hf_hub_download, repo_id, filename, endpoint=self.url, token=token, **kwargs
+        )
+        return Path(path)
 
 
 def proxy_settings(hub: FakeHub, data_dir: Path, **overrides: object) -> Settings:

@@ -149,28 +149,13 @@ async def test_unknown_revision_raises_revision_not_found(
 ) -> None:
     fake_hub.create_repo(MODEL, files={"a.txt": b"a"})
     with pytest.raises(RevisionNotFoundError):
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "a.txt",
-            revision="nope",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "a.txt", revision="nope")
 
 
 async def test_missing_file_raises_entry_not_found(proxy: RunningProxy, fake_hub: FakeHub) -> None:
     fake_hub.create_repo(MODEL, files={"a.txt": b"a"})
     with pytest.raises(EntryNotFoundError):
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "b.txt",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "b.txt")
 
 
 async def test_gated_repo_without_access_raises_gated_repo_error(
@@ -178,14 +163,7 @@ async def test_gated_repo_without_access_raises_gated_repo_error(
 ) -> None:
     make_gated_repo(fake_hub)
     with pytest.raises(GatedRepoError):
-        await proxy.call(
-            hf.hf_hub_download,
-            "org/gated-model",
-            "config.json",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download("org/gated-model", "config.json")
 
 
 async def test_gated_repo_with_granted_token_downloads(
@@ -193,15 +171,8 @@ async def test_gated_repo_with_granted_token_downloads(
 ) -> None:
     token = fake_hub.add_user("bob")
     make_gated_repo(fake_hub, granted=["bob"])
-    path = await proxy.call(
-        hf.hf_hub_download,
-        "org/gated-model",
-        "config.json",
-        endpoint=proxy.url,
-        cache_dir=proxy.cache_dir,
-        token=token,
-    )
-    assert path.endswith("config.json")
+    path = await proxy.download("org/gated-model", "config.json", token=token)
+    assert path.name == "config.json"
 
 
 async def test_write_routes_answer_read_only(proxy: RunningProxy) -> None:

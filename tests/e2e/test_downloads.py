@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import huggingface_hub as hf
@@ -21,17 +22,8 @@ MODEL = "org/tiny-model"
 MALICIOUS_PICKLE = b"cos\nsystem\n(S'echo pwned'\ntR."
 
 
-async def download(proxy: RunningProxy, filename: str, **kwargs: object) -> Path:
-    path = await proxy.call(
-        hf.hf_hub_download,
-        kwargs.pop("repo_id", MODEL),
-        filename,
-        endpoint=proxy.url,
-        cache_dir=proxy.cache_dir,
-        token=False,
-        **kwargs,
-    )
-    return Path(path)
+async def download(proxy: RunningProxy, filename: str, **kwargs: Any) -> Path:
+    return await proxy.download(kwargs.pop("repo_id", MODEL), filename, **kwargs)
 
 
 async def test_hf_hub_download_by_branch_returns_upstream_bytes(
@@ -77,15 +69,7 @@ async def test_second_download_of_a_commit_makes_no_upstream_request(
     first = await download(proxy, "model.safetensors", revision=sha)
     fake_hub.reset_requests()
     other_cache = proxy.cache_dir.parent / "second-client"
-    second = await proxy.call(
-        hf.hf_hub_download,
-        MODEL,
-        "model.safetensors",
-        revision=sha,
-        endpoint=proxy.url,
-        cache_dir=other_cache,
-        token=False,
-    )
+    second = await download(proxy, "model.safetensors", revision=sha, cache_dir=other_cache)
     assert Path(second).read_bytes() == first.read_bytes()
     assert fake_hub.requests == []
 

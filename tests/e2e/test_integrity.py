@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import aiohttp
-import huggingface_hub as hf
 import pytest
 from huggingface_hub.errors import HfHubHTTPError
 from yarl import URL
@@ -22,26 +21,12 @@ async def test_tampered_lfs_bytes_never_reach_the_client_and_block_the_repo(
     repo = make_tiny_model(fake_hub, tiny_model_files)
     repo.tamper("model.safetensors", keep_size=keep_size)
     with pytest.raises(HfHubHTTPError, match="tampered") as caught:
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "model.safetensors",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "model.safetensors")
     assert caught.value.response.status_code == 403
     assert not list(proxy.cache_dir.rglob("model.safetensors"))
     # The whole repo is blocked now, even its untouched files.
     with pytest.raises(HfHubHTTPError, match="blocked"):
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "config.json",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "config.json")
 
 
 async def test_tampered_regular_file_is_refused(
@@ -50,14 +35,7 @@ async def test_tampered_regular_file_is_refused(
     repo = make_tiny_model(fake_hub, tiny_model_files)
     repo.tamper("config.json", keep_size=True)
     with pytest.raises(HfHubHTTPError, match="tampered"):
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "config.json",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "config.json")
 
 
 async def test_no_xet_signal_leaks_on_resolve_tree_or_info(
@@ -121,46 +99,18 @@ async def test_rewritten_branch_history_blocks_the_repo(
     proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
 ) -> None:
     repo = make_tiny_model(fake_hub, tiny_model_files)
-    await proxy.call(
-        hf.hf_hub_download,
-        MODEL,
-        "config.json",
-        endpoint=proxy.url,
-        cache_dir=proxy.cache_dir,
-        token=False,
-    )
+    await proxy.download(MODEL, "config.json")
     repo.force_push({"config.json": b'{"model_type": "evil"}'})
     with pytest.raises(HfHubHTTPError, match="history_rewritten"):
-        await proxy.call(
-            hf.hf_hub_download,
-            MODEL,
-            "config.json",
-            endpoint=proxy.url,
-            cache_dir=proxy.cache_dir,
-            token=False,
-        )
+        await proxy.download(MODEL, "config.json")
 
 
 async def test_fast_forward_of_a_branch_is_not_a_rewrite(
     proxy: RunningProxy, fake_hub: FakeHub
 ) -> None:
     repo = fake_hub.create_repo(MODEL, files={"a.txt": b"one"})
-    await proxy.call(
-        hf.hf_hub_download,
-        MODEL,
-        "a.txt",
-        endpoint=proxy.url,
-        cache_dir=proxy.cache_dir,
-        token=False,
-    )
+    await proxy.download(MODEL, "a.txt")
     for n in range(5):  # several pages of history between the two heads
         repo.commit({"b.txt": f"{n}".encode()})
-    path = await proxy.call(
-        hf.hf_hub_download,
-        MODEL,
-        "b.txt",
-        endpoint=proxy.url,
-        cache_dir=proxy.cache_dir,
-        token=False,
-    )
-    assert path.endswith("b.txt")
+    path = await proxy.download(MODEL, "b.txt")
+    assert path.name == "b.txt"

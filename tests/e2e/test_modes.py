@@ -36,14 +36,7 @@ async def test_offline_mirror_serves_what_it_fetched_online_without_upstream(
         proxy_settings(fake_hub, data_dir, offline=True), tmp_path / "c2"
     )
     try:
-        path = await offline.call(
-            hf.hf_hub_download,
-            MODEL,
-            "model.safetensors",
-            endpoint=offline.url,
-            cache_dir=offline.cache_dir,
-            token=False,
-        )
+        path = await offline.download(MODEL, "model.safetensors")
         assert Path(path).read_bytes() == tiny_model_files["model.safetensors"]
         info = await offline.call(hf.HfApi(endpoint=offline.url, token=False).model_info, MODEL)
         assert info.sha == repo.head()
@@ -65,15 +58,7 @@ async def test_mirror_on_postgresql_downloads_and_records_the_blob(
     running, runner = await start_proxy(settings, tmp_path / "cache")
     try:
         for _ in range(2):
-            path = await running.call(
-                hf.hf_hub_download,
-                MODEL,
-                "model.safetensors",
-                endpoint=running.url,
-                cache_dir=running.cache_dir,
-                token=False,
-                force_download=True,
-            )
+            path = await running.download(MODEL, "model.safetensors", force_download=True)
             assert Path(path).read_bytes() == tiny_model_files["model.safetensors"]
     finally:
         await runner.cleanup()
