@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -88,7 +87,7 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
     if settings.offline:
         return None
     fetch = settings.fetch
-    token = fetch.token.reveal() if fetch.token else os.environ.get("HF_TOKEN") or None
+    token = fetch.token.reveal() if fetch.token else None  # HF_TOKEN applied by load_settings
     config = UpstreamConfig(
         base_url=settings.upstream,
         service_token=token,

@@ -275,6 +275,7 @@ class Settings:
             allowed="1 to 200 printable ASCII characters",
         ),
     )
+    tree_page_size: int = field(default=1000, metadata=_rule(minimum=1, maximum=100_000))
     fetch: FetchSettings = field(default_factory=FetchSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     scan: ScanSettings = field(default_factory=ScanSettings)

@@ -47,6 +47,7 @@ def proxy_settings(hub: FakeHub, data_dir: Path, **overrides: object) -> Setting
     values: dict[str, object] = {
         "upstream": hub.url,
         "data_dir": str(data_dir),
+        "tree_page_size": 4,  # so that every listing of more than 4 entries is paginated
         "fetch.retries": 1,
         "fetch.metadata_ttl_s": 0,  # tests push commits and expect the next call to see them
         "ingest.first_byte_wait_s": 2.0,

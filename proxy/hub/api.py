@@ -29,7 +29,6 @@ from proxy.metadata import EntryType, TreeEntry, strip_xet
 from proxy.repos import Revision
 from scanners.report import JsonValue
 
-TREE_PAGE_SIZE = 1000
 TREE_PAGE_SIZE_EXPANDED = 50
 MAX_PATHS_INFO = 1000
 MAX_BODY_BYTES = 1024 * 1024
@@ -101,7 +100,9 @@ async def tree(request: web.Request) -> web.Response:
         if match.entry_type is EntryType.FILE:
             return _json([match.to_json()])
     listed = _children(entries, folder, recursive)
-    page_size = TREE_PAGE_SIZE_EXPANDED if expand else TREE_PAGE_SIZE
+    page_size = services.settings.tree_page_size
+    if expand:
+        page_size = min(page_size, TREE_PAGE_SIZE_EXPANDED)
     offset = _cursor_offset(request.query.get("cursor"))
     page = listed[offset : offset + page_size]
     headers = {}

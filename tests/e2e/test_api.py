@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import aiohttp
 import huggingface_hub as hf
 import pytest
 from huggingface_hub.errors import (
@@ -216,3 +217,25 @@ async def test_repo_info_by_branch_is_cached_for_the_metadata_ttl(
         await runner.cleanup()
     assert first.sha == second.sha
     assert fake_hub.count(f"/api/models/{MODEL}", method="GET") == 1
+
+
+async def test_tree_pages_link_to_the_mirror_never_to_upstream(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    repo = make_wide_repo(fake_hub)
+    sha = repo.head()
+    url = f"{proxy.url}/api/models/org/wide-model/tree/{sha}?recursive=true&expand=false"
+    seen: list[str] = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            async with session.get(url) as response:
+                assert response.status == 200
+                seen.extend(entry["path"] for entry in await response.json())
+                link = response.headers.get("Link")
+            if link is None:
+                break
+            assert link.startswith(f"<{proxy.url}/api/models/org/wide-model/tree/")
+            url = link[1 : link.index(">")]
+    commit = repo.resolve("main")
+    assert {p for p in seen if p in commit.files} == set(commit.files)
+    assert len(seen) == len(set(seen)) > 4
