@@ -226,6 +226,12 @@ def memory_kib(pid: int) -> dict[str, int]:
     return values
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used (its threads included, children not)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class RssSampler:
     """Samples VmRSS of ``pid`` every ``interval_s`` while running (a background task)."""
