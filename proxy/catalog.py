@@ -60,7 +60,7 @@ class TtlCache(Generic[K, V]):
         if item is None:
             return None
         expires, value = item
-        if expires < self._clock():
+        if expires <= self._clock():
             del self._items[key]
             return None
         return value

@@ -67,8 +67,7 @@ class ScannerPool:
             sys.executable,
             "-m",
             "scanners.worker",
-            "--name",
-            name,
+            f"--name={name}",  # one item: a name starting with "-" is not an option
             "--max-memory-mb",
             str(self._limits.max_memory_mb),
             "--max-cpu-s",

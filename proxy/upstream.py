@@ -173,9 +173,13 @@ class Upstream:
             raise UpstreamRejected(f"upstream answer for {response.url.path} exceeds {limit} bytes")
         try:
             value: JsonValue = json.loads(data)
+            return strip_xet(value)
+        except RecursionError as exc:
+            raise UpstreamRejected(
+                f"upstream answer for {response.url.path} nests too deep"
+            ) from exc
         except (ValueError, UnicodeDecodeError) as exc:
             raise UpstreamRejected(f"upstream answer for {response.url.path} is not JSON") from exc
-        return strip_xet(value)
 
     async def _get_json(
         self,
@@ -432,6 +436,8 @@ def _tree_entry(item: JsonValue) -> TreeEntry:
             or not _HEX64.fullmatch(sha256)
             or not isinstance(lfs_size, int)
             or not isinstance(pointer, int)
+            or lfs_size < 0
+            or pointer < 0
         ):
             raise UpstreamRejected(f"tree entry {shown(path)} has an invalid lfs block")
         lfs_info = LfsInfo(sha256=sha256, size=lfs_size, pointer_size=pointer)

@@ -39,12 +39,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def _header_safe(message: str) -> str:
     """One ASCII line, as HTTP headers and the client's message parser need."""
-    return (
-        message.encode("ascii", "backslashreplace")
-        .decode("ascii")
-        .replace("\r", " ")
-        .replace("\n", " ")[:1000]
-    )
+    return "".join(
+        ch if (" " <= ch <= "~" or ch == "\t") else ch.encode("unicode_escape").decode("ascii")
+        for ch in message[:1000]
+    )[:1000]
 
 
 def error_response(

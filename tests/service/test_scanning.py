@@ -70,12 +70,6 @@ async def test_scanner_pool_shell_characters_in_the_name_stay_one_argument(tmp_p
     assert report.outcome is Outcome.CLEAN
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ScannerPool passes `--name NAME` as two argv items, so a repo file whose name "
-    "starts with '-' (a valid RepoPath) makes argparse exit 2 and the clean file is held as "
-    "SCANNER_CRASHED; pass f'--name={name}' as one item",
-)
 async def test_scanner_pool_name_starting_with_a_dash_is_scanned(tmp_path: Path) -> None:
     path = _safetensors(tmp_path / "x.part")
     report = await ScannerPool(LIMITS).scan(path, "-weights.safetensors")

@@ -514,12 +514,6 @@ async def test_upstream_body_that_is_not_json_is_rejected(
         await upstream.repo_info(MODEL, None, None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: deeply nested upstream JSON raises RecursionError out of Upstream._read_json "
-    "(json.loads / strip_xet), which the edge turns into a 500; catch RecursionError there "
-    "and raise UpstreamRejected (or bound the nesting depth before parsing)",
-)
 async def test_upstream_deeply_nested_json_is_rejected(
     upstream: Upstream, repo: Repo, fake_hub: FakeHub
 ) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from proxy.catalog import MAX_CACHE_ITEMS, Caller, TtlCache
 
 
@@ -33,11 +31,6 @@ def test_ttl_cache_item_after_ttl_is_gone() -> None:
     assert cache.get("k") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an item is still served at exactly its expiry time, so ttl_s = 0 caches "
-    "until the clock ticks; TtlCache.get should expire when `expires <= now`",
-)
 def test_ttl_cache_zero_ttl_never_serves_a_stored_item() -> None:
     clock = FakeClock()
     cache: TtlCache[str, int] = TtlCache(0.0, clock)

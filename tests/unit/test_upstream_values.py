@@ -120,11 +120,6 @@ def test_tree_entry_hostile_item_is_rejected(item: JsonValue) -> None:
         _tree_entry(item)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _tree_entry accepts a negative lfs.size (only the plain size is checked); "
-    "require lfs size >= 0 (and pointerSize >= 0)",
-)
 def test_tree_entry_negative_lfs_size_is_rejected() -> None:
     with pytest.raises(UpstreamRejected):
         _tree_entry(
