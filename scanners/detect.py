@@ -11,8 +11,9 @@ import enum
 import json
 import struct
 
+from scanners.allowlist import GlobalVerdict
 from scanners.limits import PickleLimits
-from scanners.pickles import PickleWalker
+from scanners.pickles import OPCODE_BYTES, PickleWalker
 
 # PROTO then the legacy torch magic number 0x1950a86a20f9469cfc6c as a LONG1, then STOP
 TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19\x2e"
@@ -152,6 +153,68 @@ def _looks_like_safetensors(prefix: bytes, size: int) -> bool:
     return length >= 2 and prefix[8:9] == b"{"
 
 
+class PicklePrefix(enum.Enum):
+    """What walking a file's start as a pickle says (for files detected as something else)."""
+
+    NOT_PICKLE = "not-pickle"  # the unpickler fails before importing anything not allowed
+    IMPORTS = "imports"  # it imports a global that is not allowed: a polyglot carrying a pickle
+    UNDECIDED = "undecided"  # the bytes ran out first: the whole file must be walked
+
+
+# What, besides a global off the allow-list, makes a pickle run something.
+_RISKY_CODES = frozenset(
+    {
+        "PICKLE_RECONSTRUCTOR_MISUSE",
+        "PICKLE_CODECS_MISUSE",
+        "PICKLE_CALLS_ARGUMENT",
+        "PICKLE_MUTATES_GLOBAL",
+        "PICKLE_NESTED_LOAD_DYNAMIC",
+    }
+)
+
+
+def pickle_prefix(
+    data: bytes | bytearray | memoryview | object,
+    end: int,
+    size: int,
+    limits: PickleLimits = _PROBE_LIMITS,
+) -> PicklePrefix:
+    """Walk `data[:end]` (the start of a file of `size` bytes) as `pickle.load` would.
+
+    A file in another format (an image, a tar, an HDF5 user block...) can also be a valid
+    pickle; only a walk that imports something off the allow-list (or misuses an allowed
+    function) makes it one worth scanning: random binary data fails within a few bytes, and a
+    pickle that only builds values is harmless even when loaded."""
+    if end == 0 or data[0] not in OPCODE_BYTES:  # type: ignore[index]
+        return PicklePrefix.NOT_PICKLE
+    walker = PickleWalker(data, end, limits)  # type: ignore[arg-type]
+    walker.walk_all(0)
+    result = walker.result
+    if result.nested or any(f.code in _RISKY_CODES for f in result.findings):
+        return PicklePrefix.IMPORTS
+    if any(
+        g.verdict != GlobalVerdict.ALLOWED
+        and _is_dotted_identifier(g.module)
+        and _is_dotted_identifier(g.name)
+        for g in result.globals
+    ):
+        return PicklePrefix.IMPORTS
+    if end < size and _ran_out(walker):
+        return PicklePrefix.UNDECIDED
+    if any(f.code == "PICKLE_LIMIT_EXCEEDED" for f in result.findings):
+        return PicklePrefix.UNDECIDED
+    return PicklePrefix.NOT_PICKLE
+
+
+def _ran_out(walker: PickleWalker) -> bool:
+    """The walk stopped only because the bytes it was given ended (no structural error)."""
+    reasons = [f.details.get("reason") for f in walker.result.findings]
+    return any(
+        isinstance(r, str) and ("ends" in r or "longer than the data" in r or "newline" in r)
+        for r in reasons
+    ) and all(f.code == "PICKLE_MALFORMED" for f in walker.result.findings)
+
+
 def _looks_like_pickle(prefix: bytes, size: int) -> bool:
     """A pickle when the walker runs through the prefix without an error it would not meet on a
     longer prefix (a pickle is loadable only if it parses from its first byte)."""
@@ -171,12 +234,8 @@ def _looks_like_pickle(prefix: bytes, size: int) -> bool:
         return True
     if len(prefix) >= size:
         return False
-    reasons = [f.details.get("reason") for f in walker.result.findings]
     # Ran out of prefix mid-stream (no structural error seen): a longer pickle.
-    return any(
-        isinstance(r, str) and ("ends" in r or "longer than the data" in r or "newline" in r)
-        for r in reasons
-    ) and all(f.code == "PICKLE_MALFORMED" for f in walker.result.findings)
+    return _ran_out(walker)
 
 
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 27)) + bytes(range(28, 32))

@@ -23,7 +23,7 @@ from typing import IO, BinaryIO
 
 from scanners import archives, numpy, pickles, torch
 from scanners.archives import ArchiveBudget, ArchiveError
-from scanners.detect import FileFormat, detect_format
+from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickles import PickleWalker
 from scanners.report import Finding, Outcome, ScanReport, Severity
@@ -101,6 +101,8 @@ def scan_content(
         refined, findings = _HANDLERS[file_format](fh, size, name, ctx)
         if file_format in _POLYGLOT_CANDIDATES:
             findings.extend(_zip_polyglot(fh, size, name, ctx))
+        if file_format not in _PICKLE_FORMATS:
+            findings.extend(_pickle_polyglot(fh, size, prefix, name, ctx))
     except Exception as exc:
         logger.exception("scanner crashed on %s", name[:200])
         findings = [
@@ -137,6 +139,46 @@ def _buffer(fh: BinaryIO, size: int, ctx: _Context) -> Iterator[bytes | mmap.mma
         return
     with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
         yield mapped
+
+
+@contextlib.contextmanager
+def _mapped(fh: BinaryIO, size: int) -> Iterator[bytes | mmap.mmap]:
+    """The whole stream for a walk that will most likely stop within a few bytes: mapped, not
+    read, when it is a real file (a multi-GB data file costs nothing until touched)."""
+    try:
+        fileno = fh.fileno()
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        fh.seek(0)
+        yield fh.read(size)
+        return
+    with mmap.mmap(fileno, 0, access=mmap.ACCESS_READ) as mapped:
+        yield mapped
+
+
+def _pickle_polyglot(
+    fh: BinaryIO, size: int, prefix: bytes, name: str, ctx: _Context
+) -> list[Finding]:
+    """A file of another format that is also a pickle importing something (a GIF, BMP, tar or
+    HDF5 user block that `pickle.load`/`joblib.load` would run): scanned as the pickle too."""
+    verdict = pickle_prefix(prefix, len(prefix), size)
+    if verdict == PicklePrefix.UNDECIDED and size > len(prefix) and size > 0:
+        with _mapped(fh, size) as data:
+            verdict = pickle_prefix(data, min(len(data), size), size, ctx.limits.pickle)
+    if verdict == PicklePrefix.NOT_PICKLE:
+        return []
+    _, found = _scan_pickle(fh, size, name, ctx)
+    return [
+        Finding(
+            SCANNER,
+            "POLYGLOT_PICKLE",
+            Severity.HIGH,
+            Outcome.REVIEW,
+            "the file is also a valid pickle that imports code when loaded with pickle or "
+            "joblib: a second format hides in it",
+            {"pickle": verdict.value},
+        ),
+        *found,
+    ]
 
 
 def _too_large(size: int) -> Finding:
@@ -182,12 +224,14 @@ def _scan_nested(
         if isinstance(payload, bytes):
             blob, label = payload, "embedded torch storage"
         else:
-            offset, length = payload
+            offset, length, text = payload
             if length > ctx.budget.bytes_left:
                 findings.append(_too_large(length))
                 continue
             ctx.budget.bytes_left -= length
             blob, label = bytes(data[offset : offset + length]), f"embedded torch storage @{offset}"
+            if text:  # `_codecs.encode(text, "latin1")`: the walker checked it is UTF-8
+                blob = blob.decode("utf-8", "surrogatepass").encode("latin-1", "replace")
         findings.extend(_scan_member(io.BytesIO(blob), len(blob), label, name, ctx))
     return findings
 
@@ -541,6 +585,7 @@ _HANDLERS: dict[FileFormat, Handler] = {
     FileFormat.DATA: _scan_data,
     FileFormat.UNKNOWN: _scan_unknown,
 }
+_PICKLE_FORMATS = frozenset({FileFormat.PICKLE, FileFormat.TORCH_LEGACY, FileFormat.EMPTY})
 _POLYGLOT_CANDIDATES = frozenset(
     {FileFormat.PICKLE, FileFormat.TORCH_LEGACY, FileFormat.UNKNOWN, FileFormat.NUMPY}
 )

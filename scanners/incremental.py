@@ -23,7 +23,7 @@ from typing import IO, BinaryIO, cast
 
 from scanners import archives, dispatch, torch
 from scanners.archives import ArchiveBudget, ArchiveError
-from scanners.detect import FileFormat, detect_format
+from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.report import Finding, Outcome, ScanReport, Severity
 
@@ -141,7 +141,10 @@ class StreamScan:
         need = min(self._size, self._limits.detect_prefix_bytes)
         if self._received < need and not final:
             return
-        self._format = detect_format(self._prefix(need), self._size, self._name)
+        prefix = self._prefix(need)
+        self._format = detect_format(prefix, self._size, self._name)
+        if pickle_prefix(prefix, len(prefix), self._size) != PicklePrefix.NOT_PICKLE:
+            return  # also a pickle (a polyglot) or not yet ruled out: held whole, all kept
         if self._format in _CLEAR_ALL_FORMATS:
             self._clear_all = True
         if self._format in _PREFIX_ONLY_FORMATS:

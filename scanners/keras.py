@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import re
 import zipfile
@@ -66,6 +67,20 @@ _UNSAFE_KERAS_NAMES = frozenset(
     }
 )
 _UNSAFE_KERAS_SEGMENTS = frozenset({"config", "python_utils", "file_utils", "io_utils"})
+# Layers that load something else at load time: TorchModuleWrapper `torch.load`s a pickled
+# module (CVE-2025-49655 territory), TFSMLayer loads and runs a TensorFlow SavedModel.
+_LAYERS_THAT_LOAD = {
+    "TorchModuleWrapper": "a pickled PyTorch module with torch.load(weights_only=False)",
+    "TFSMLayer": "a TensorFlow SavedModel",
+}
+# `tf.<function>` names a TFOpLambda may call that read or write files, run Python or load code.
+_UNSAFE_TF_OPS = frozenset(
+    {
+        "io", "raw_ops", "gfile", "py_function", "numpy_function", "py_func", "eager_py_func",
+        "load_op_library", "load_library", "saved_model", "summary", "print", "debugging",
+        "data", "distribute", "write_file", "read_file", "system",
+    }
+)  # fmt: skip
 # Python modules whose names in a config mean an attack, not a custom layer.
 _DANGEROUS_MODULES = frozenset(
     {
@@ -133,11 +148,13 @@ class _Refused(Exception):
 def scan(fh: BinaryIO, size: int, name: str, limits: KerasLimits = DEFAULT_LIMITS) -> list[Finding]:
     """Inspect a `.keras` zip or a Keras `.h5` file's model config. Never raises on bad input."""
     fh.seek(0)
-    magic = fh.read(8)
+    head = fh.read(min(size, 2056))
+    magic = head[:8]
     try:
         if magic.startswith(ZIP_MAGIC):
             config = _zip_config(fh, name, limits)
-        elif magic == HDF5_MAGIC:
+        elif any(head[at : at + 8] == HDF5_MAGIC for at in (0, 512, 1024, 2048)):
+            # HDF5 may start after a user block of 512, 1024, 2048... bytes
             config = _h5_config(fh, name, limits)
         else:
             return [
@@ -265,6 +282,14 @@ class _ConfigCheck:
             class_name == "Lambda" and not isinstance(function, dict)
         ):
             yield self._lambda(node)
+        if class_name in _LAYERS_THAT_LOAD:
+            yield self._loading_layer(class_name, config)
+            if isinstance(config, dict) and isinstance(config.get("module"), str):
+                yield from self._embedded_module(str(config["module"]))
+        if class_name in ("TFOpLambda", "SlicingOpLambda"):
+            tf_finding = self._tf_op(config)
+            if tf_finding is not None:
+                yield tf_finding
         module = node.get("module")
         if isinstance(module, str):
             finding = self._module(module, class_name, node)
@@ -304,6 +329,53 @@ class _ConfigCheck:
             module=_cut(module),
             class_name=_cut(class_name),
         )
+
+    def _loading_layer(self, class_name: str, config: object) -> Finding:
+        """Layers whose config makes loading read and run another model (a safe-mode bypass)."""
+        detail = ""
+        if isinstance(config, dict):
+            path = config.get("filepath")
+            if isinstance(path, str):
+                detail = f" from {_cut(path)!r}"
+        return _finding(
+            "KERAS_LOADS_OTHER_MODEL",
+            Outcome.REVIEW,
+            Severity.HIGH,
+            f"{self.name}: the {class_name} layer loads {_LAYERS_THAT_LOAD[class_name]}{detail} "
+            "when the model loads, which safe mode does not stop in older Keras",
+            file=self.name,
+            class_name=class_name,
+        )
+
+    def _embedded_module(self, encoded: str) -> Iterator[Finding]:
+        """TorchModuleWrapper keeps `torch.save(module)` base64-encoded: scan it as a file."""
+        if len(encoded) > self.limits.max_config_bytes:
+            return
+        blob = _b64(encoded)
+        if not blob:
+            return
+        from scanners.dispatch import scan_stream  # late: dispatch imports this module
+
+        label = f"{self.name}:TorchModuleWrapper"
+        report = scan_stream(io.BytesIO(blob), len(blob), label)
+        for found in report.findings:
+            yield _finding(
+                found.code,
+                found.outcome,
+                found.severity,
+                f"{label}: {found.message}",
+                **found.details,
+            )
+
+    def _tf_op(self, config: object) -> Finding | None:
+        """tf.keras `TFOpLambda` calls `tf.<function>`: a few of those touch files or run code."""
+        function = config.get("function") if isinstance(config, dict) else None
+        if not isinstance(function, str):
+            return None
+        parts = set(function.replace("tf.", "", 1).split("."))
+        if not parts & _UNSAFE_TF_OPS:
+            return None
+        return self._unsafe(f"tf.{function}")
 
     def _unsafe(self, qualified: str) -> Finding:
         return _finding(

@@ -30,8 +30,23 @@ class NpyHeader:
 
     @property
     def has_object(self) -> bool:
-        """True when any field of the dtype is an object: the data is then a pickle."""
-        return "O" in _descr_kinds(self.descr)
+        """True when any field of the dtype is an object: the data is then a pickle.
+
+        Asked of numpy's own header reader (it only parses the descriptor), since it accepts
+        spellings a character test misses (`'object'`, `[('a', 'object_')]`). A descriptor it
+        refuses cannot be loaded; it still counts as an object array when it looks like one."""
+        try:
+            from numpy.lib.format import descr_to_dtype
+        except ImportError:
+            return _looks_like_object(self.descr)
+        try:
+            return bool(descr_to_dtype(self.descr).hasobject)  # type: ignore[arg-type]
+        except (TypeError, ValueError, KeyError, IndexError, RecursionError, MemoryError):
+            return _looks_like_object(self.descr)
+
+
+def _looks_like_object(descr: object) -> bool:
+    return "O" in _descr_kinds(descr) or "object" in repr(descr)[:100_000].lower()
 
 
 def _descr_kinds(descr: object) -> str:

@@ -19,7 +19,7 @@ import mmap
 import struct
 from dataclasses import dataclass, field
 
-from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.allowlist import GlobalVerdict, canonical_global, judge_global
 from scanners.limits import PickleLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity
 
@@ -32,15 +32,17 @@ Buffer = bytes | bytearray | mmap.mmap  # indexable, sliceable, with find()
 class Global:
     """A global the pickle imports: `module.name`, at `offset` of the stream."""
 
-    __slots__ = ("module", "name", "offset", "plain", "verdict")
+    __slots__ = ("module", "name", "offset", "pair", "plain", "verdict")
 
     def __init__(self, module: str, name: str, offset: int, verdict: GlobalVerdict) -> None:
         self.module = module
         self.name = name
         self.offset = offset
         self.verdict = verdict
+        # what the unpickler really imports (`copy_reg` -> `copyreg`...): checks compare this
+        self.pair = canonical_global(module, name)
         # calls need no check: allowed, and not one of those allowed only with some arguments
-        self.plain = verdict == GlobalVerdict.ALLOWED and (module, name) not in _CHECKED_CALLS
+        self.plain = verdict == GlobalVerdict.ALLOWED and self.pair not in _CHECKED_CALLS
 
     @property
     def dotted(self) -> str:
@@ -58,13 +60,15 @@ class Made:
 
 
 class LongText:
-    """A string or bytes too long to keep: its length, and for bytes where they start."""
+    """A string or bytes too long to keep: its length, and where binary ones start
+    (`text`: UTF-8 bytes of a str, which `_codecs.encode(s, "latin1")` turns into bytes)."""
 
-    __slots__ = ("length", "offset")
+    __slots__ = ("length", "offset", "text")
 
-    def __init__(self, length: int, offset: int = -1) -> None:
+    def __init__(self, length: int, offset: int = -1, text: bool = False) -> None:
         self.length = length
         self.offset = offset
+        self.text = text
 
 
 class ListV:
@@ -103,7 +107,8 @@ class WalkResult:
     findings: list[Finding] = field(default_factory=list)
     calls: dict[str, str] = field(default_factory=dict)  # global -> first call, decompiled
     # torch.storage._load_from_bytes payloads: torch.load runs on them, so they are scanned too
-    nested: list[bytes | tuple[int, int]] = field(default_factory=list)
+    # (offset, length, is UTF-8 text to encode as latin-1) for payloads too long to keep
+    nested: list[bytes | tuple[int, int, bool]] = field(default_factory=list)
     end: int = 0
     pickles: int = 0
     opcodes: int = 0
@@ -112,7 +117,21 @@ class WalkResult:
 
 _JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
 _LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
-_CHECKED_CALLS = frozenset({("_codecs", "encode"), ("copyreg", "_reconstructor"), _LOAD_FROM_BYTES})
+# Allowed functions that call one of their arguments: position of the callable argument.
+# `_rebuild_from_type_v2(func, type, args, state)` runs `func(*args)`; numpy's RNG constructors
+# run `bit_generator_ctor(name)`; `__bit_generator_ctor(cls)` runs `cls()`. Handing them
+# `_load_from_bytes` (or any call's result) would run what the walker never sees called.
+_CALLS_ARGUMENT: dict[tuple[str, str], int] = {
+    ("torch._tensor", "_rebuild_from_type_v2"): 0,
+    ("torch._tensor", "_rebuild_from_type"): 0,
+    ("numpy.random._pickle", "__randomstate_ctor"): 1,
+    ("numpy.random._pickle", "__generator_ctor"): 1,
+    ("numpy.random._pickle", "__bit_generator_ctor"): 0,
+}
+_BIT_GENERATOR_CTOR = ("numpy.random._pickle", "__bit_generator_ctor")
+_CHECKED_CALLS = frozenset(
+    {("_codecs", "encode"), ("copyreg", "_reconstructor"), _LOAD_FROM_BYTES, *_CALLS_ARGUMENT}
+)
 _NUMPY_ITEMSIZE = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 0, "a": 0, "V": 0}
 _HIGHEST_PROTOCOL = 5
 _BATCH = 4096
@@ -274,8 +293,10 @@ class PickleWalker:
         )
 
     def _check_allowed_call(self, callee: Global, args: object, offset: int) -> None:
-        pair = (callee.module, callee.name)
-        if pair == ("_codecs", "encode"):
+        pair = callee.pair
+        if pair in _CALLS_ARGUMENT:
+            self._check_callable_argument(callee, args, _CALLS_ARGUMENT[pair], offset)
+        elif pair == ("_codecs", "encode"):
             ok = (
                 isinstance(args, tuple)
                 and len(args) == 2
@@ -297,9 +318,9 @@ class PickleWalker:
                 isinstance(args, tuple)
                 and len(args) >= 2
                 and isinstance(args[0], Global)
-                and args[0].verdict == GlobalVerdict.ALLOWED
+                and args[0].plain
                 and isinstance(args[1], Global)
-                and args[1].verdict == GlobalVerdict.ALLOWED
+                and args[1].plain
             )
             if not ok:
                 self.flag(
@@ -311,12 +332,45 @@ class PickleWalker:
                     offset=offset,
                 )
 
+    def _check_callable_argument(
+        self, callee: Global, args: object, index: int, offset: int
+    ) -> None:
+        """`callee` calls `args[index]`: it must be an allowed global that needs no check."""
+        if not isinstance(args, tuple) or len(args) <= index:
+            return  # the default (numpy's own constructor) or a call that fails
+        target = args[index]
+        if isinstance(target, Global) and (target.plain or target.pair == _BIT_GENERATOR_CTOR):
+            return
+        if isinstance(target, str) and index == 0 and callee.name == "__bit_generator_ctor":
+            return  # a bit generator named by a string: looked up in numpy's own table
+        self.flag(
+            "PICKLE_CALLS_ARGUMENT",
+            Severity.HIGH,
+            Outcome.MALICIOUS,
+            f"{callee.dotted[:200]} calls its argument {describe(target)} at offset {offset}: "
+            "a call hidden inside an allowed function (no ML file passes it that)",
+            offset=offset,
+            call=describe_call(callee, args),
+        )
+
     def _nested_load(self, args: object, offset: int) -> None:
         payload = args[0] if isinstance(args, tuple) and len(args) == 1 else None
+        if (
+            isinstance(payload, Made)
+            and isinstance(payload.origin, Global)
+            and payload.origin.pair == ("_codecs", "encode")
+            and isinstance(payload.args, tuple)
+            and len(payload.args) == 2
+            and payload.args[1] in ("latin1", "latin-1")
+        ):
+            # protocols 0-2 write bytes as `_codecs.encode(text, "latin1")`
+            payload = payload.args[0]
+            if isinstance(payload, str):
+                payload = payload.encode("latin-1", "replace")
         if isinstance(payload, bytes):
             self.result.nested.append(payload)
         elif isinstance(payload, LongText) and payload.offset >= 0:
-            self.result.nested.append((payload.offset, payload.length))
+            self.result.nested.append((payload.offset, payload.length, payload.text))
         else:
             self.flag(
                 "PICKLE_NESTED_LOAD_DYNAMIC",
@@ -464,7 +518,7 @@ class PickleWalker:
                             except UnicodeDecodeError:
                                 raise _Malformed("string is not UTF-8", at) from None
                         else:
-                            push(LongText(n))
+                            push(LongText(n, pos, True))
                         pos += n
                     elif op == 0x74:  # TUPLE
                         if not marks:
@@ -721,6 +775,8 @@ class PickleWalker:
                             push(SetV())
                         elif len(stack) <= fence:
                             raise _Malformed("ADDITEMS with no set", at)
+                        elif stack[-1].__class__ is Global:  # calls the global's `add`
+                            self._mutates_global(stack[-1], at)
                     elif op == 0x8F:  # EMPTY_SET
                         push(SetV())
                     elif op == 0x50:  # PERSID
@@ -782,7 +838,7 @@ class PickleWalker:
         return (
             isinstance(target, Made)
             and isinstance(target.origin, Global)
-            and (target.origin.module, target.origin.name) == _JOBLIB_WRAPPER
+            and target.origin.pair == _JOBLIB_WRAPPER
         )
 
     def _made(self, callee: object, args: object, at: int) -> Made:
@@ -803,7 +859,8 @@ class PickleWalker:
 
 # INT LONG FLOAT STRING UNICODE: the protocol 0 opcodes whose argument is a line
 _TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56})
-_OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
+OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
+_OPCODE_BYTES = OPCODE_BYTES
 
 
 def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:

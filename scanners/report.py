@@ -40,8 +40,9 @@ _SEVERITY_RANK = {
 class Outcome(enum.StrEnum):
     """What a scan concludes about one file, worst last.
 
-    `clean` passes; `review` needs an admin (unknown imports, remote code, formats not understood);
-    `malicious` is a known way to run code; `error` means the file could not be scanned (fail closed).
+    `clean` passes; `review` needs an admin (unknown imports, remote code, formats not
+    understood); `malicious` is a known way to run code; `error` means the file could not be
+    scanned (fail closed).
     """
 
     CLEAN = "clean"

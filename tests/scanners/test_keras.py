@@ -241,3 +241,62 @@ def test_scan_h5_without_h5py_needs_review(tmp_path: Path) -> None:
         cwd=Path(__file__).resolve().parents[2],
     )
     assert done.stdout.strip() == "KERAS_H5_UNINSPECTED"
+
+
+# ---- red team: layers that load something else, tf.keras op lambdas -----------------------------
+def _torch_module_wrapper(payload: bytes) -> dict[str, Any]:
+    import base64
+
+    return keras_layer("TorchModuleWrapper", {"module": base64.b64encode(payload).decode()})
+
+
+def test_scan_keras_torch_module_wrapper_with_pickle_payload_is_malicious(tmp_path: Path) -> None:
+    from tests.scanners.corpus import EVIL
+
+    findings = scan_path(keras_file(tmp_path, [_torch_module_wrapper(EVIL)]))
+    assert "KERAS_LOADS_OTHER_MODEL" in codes(findings)
+    assert any(f.code == "PICKLE_GLOBAL_DENIED" for f in findings)
+    assert any(f.outcome is Outcome.MALICIOUS for f in findings)
+
+
+def test_scan_keras_torch_module_wrapper_of_plain_module_needs_review(tmp_path: Path) -> None:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(torch.nn.Linear(2, 2), buf)
+    findings = scan_path(keras_file(tmp_path, [_torch_module_wrapper(buf.getvalue())]))
+    assert codes(findings) == ["KERAS_LOADS_OTHER_MODEL"]
+    assert findings[0].outcome is Outcome.REVIEW
+
+
+def test_scan_keras_tfsm_layer_needs_review(tmp_path: Path) -> None:
+    layer = keras_layer("TFSMLayer", {"filepath": "/srv/other_model", "call_endpoint": "serve"})
+    findings = scan_path(keras_file(tmp_path, [layer]))
+    assert codes(findings) == ["KERAS_LOADS_OTHER_MODEL"]
+    assert "/srv/other_model" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    "function", ["io.write_file", "raw_ops.ReadFile", "py_function", "compat.v1.py_func"]
+)
+def test_scan_keras_tf_op_lambda_touching_files_or_python_is_malicious(
+    tmp_path: Path, function: str
+) -> None:
+    layer = keras_layer("TFOpLambda", {"function": function, "name": f"tf.{function}"})
+    findings = scan_path(keras_file(tmp_path, [layer]))
+    assert codes(findings) == ["KERAS_UNSAFE_OBJECT"]
+    assert findings[0].outcome is Outcome.MALICIOUS
+
+
+def test_scan_keras_tf_op_lambda_of_math_is_clean(tmp_path: Path) -> None:
+    layer = keras_layer("TFOpLambda", {"function": "math.add", "name": "tf.math.add"})
+    assert scan_path(keras_file(tmp_path, [layer])) == []
+
+
+def test_scan_keras_h5_after_user_block_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "model.h5"
+    with h5py.File(path, "w", userblock_size=512) as h5:
+        h5.create_dataset("w", data=np.zeros(4))
+    assert scan_path(path) == []
