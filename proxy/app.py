@@ -102,7 +102,8 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
 
 def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        repository = Repository(db.session_maker(app[ENGINE]))
+        engine = app[ENGINE]
+        repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
         store = BlobStore(settings.data_dir)
         await asyncio.to_thread(store.prepare)
         forgotten = await repository.forget_unfinished_blobs()

@@ -11,11 +11,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
+from proxy.caching import IMMUTABLE_TTL_S, WARM_TTL_S, TtlCache
 from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound
 from proxy.metadata import EntryType, RepoInfo, TreeEntry, strip_xet
 from proxy.repos import RepoRef, Revision
@@ -25,9 +24,6 @@ from scanners.report import JsonValue
 
 logger = logging.getLogger(__name__)
 
-K = TypeVar("K")
-V = TypeVar("V")
-MAX_CACHE_ITEMS = 10_000
 MAX_PATHS_PER_QUERY = 1000
 MAX_HISTORY_PAGES = 100
 HistoryRewritten = Callable[[RepoRecord, str], Awaitable[None]]
@@ -45,31 +41,6 @@ class Caller:
         if self.token is None:
             return "anonymous"
         return hashlib.sha256(self.token.encode()).hexdigest()[:32]
-
-
-class TtlCache(Generic[K, V]):
-    """A small bounded cache whose items expire `ttl_s` after they were stored."""
-
-    def __init__(self, ttl_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl_s = ttl_s
-        self._clock = clock
-        self._items: OrderedDict[K, tuple[float, V]] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        item = self._items.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires <= self._clock():
-            del self._items[key]
-            return None
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = (self._clock() + self._ttl_s, value)
-        self._items.move_to_end(key)
-        while len(self._items) > MAX_CACHE_ITEMS:
-            self._items.popitem(last=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +68,11 @@ class Catalog:
         self._on_history_rewritten = on_history_rewritten
         self._info_cache: TtlCache[tuple[RepoRef, str, str], RepoInfo] = TtlCache(ttl_s, clock)
         self._access_cache: TtlCache[tuple[RepoRef, str], bool] = TtlCache(ttl_s, clock)
+        # The warm path: a commit's recorded info (short: access flags may change) and entries.
+        self._recorded: TtlCache[tuple[RepoRef, str], tuple[RepoRecord, RepoInfo]] = TtlCache(
+            WARM_TTL_S, clock
+        )
+        self._entries: TtlCache[tuple[int, str, str], TreeEntry] = TtlCache(IMMUTABLE_TTL_S, clock)
 
     @property
     def offline(self) -> bool:
@@ -166,6 +142,10 @@ class Catalog:
     async def _recorded_info(
         self, repo: RepoRef, sha: str, caller: Caller
     ) -> tuple[RepoRecord, RepoInfo] | None:
+        cached = self._recorded.get((repo, sha))
+        if cached is not None:
+            await self.check_access(cached[0], caller)
+            return cached
         record = await self._db.find_repo(repo)
         if record is None:
             return None
@@ -173,7 +153,9 @@ class Catalog:
         if commit is None or commit.info is None:
             return None
         await self.check_access(record, caller)
-        return record, _info_from_json(repo, sha, commit.info, record)
+        found = record, _info_from_json(repo, sha, commit.info, record)
+        self._recorded.put((repo, sha), found)
+        return found
 
     async def _offline_info(
         self, repo: RepoRef, revision: Revision | None
@@ -263,9 +245,14 @@ class Catalog:
 
     async def file_entry(self, resolved: Resolved, path: str, caller: Caller) -> TreeEntry:
         """The file at `path`. Raises EntryNotFound (with the commit) when absent or a folder."""
+        key = (resolved.repo.pk, resolved.commit, path)
+        cached = self._entries.get(key)
+        if cached is not None:
+            return cached
         found = await self.entries(resolved, [path], caller)
         for entry in found:
             if entry.path == path and entry.entry_type is EntryType.FILE:
+                self._entries.put(key, entry)
                 return entry
         raise EntryNotFound(path, commit=resolved.commit)
 

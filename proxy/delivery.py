@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.catalog import Caller, Catalog, Resolved
 from proxy.errors import Held, NotReady
 from proxy.ingest import IngestJob, Ingestor, IngestSpec
@@ -66,6 +67,7 @@ class Delivery:
         self._ingestor = ingestor
         self._gate = gate
         self._retry_after_s = retry_after_s
+        self._released: TtlCache[str, str] = TtlCache(WARM_TTL_S)  # etag -> sha256
 
     async def locate(
         self, repo: RepoRef, revision: Revision, path: RepoPath, caller: Caller
@@ -88,6 +90,9 @@ class Delivery:
         """What to send for a GET. Raises Held (quarantined, rejected) or NotReady."""
         entry = target.entry
         await self._gate.check(target.resolved.repo, target.commit, entry)
+        sha256 = self._released.get(entry.etag)
+        if sha256 is not None:
+            return await self._released_blob(target, sha256)
         blob = await self._db.get_blob(entry.etag)
         if blob is None:
             job = await self._ingestor.start(self._spec(target, caller))
@@ -95,9 +100,8 @@ class Delivery:
                 raise NotReady(entry.path, self._retry_after_s)
             return InFlightBlob(target, job)
         if blob.state is BlobState.RELEASED and blob.sha256:
-            path = self._store.released_path(blob.sha256)
-            await self._gate.pin(target.resolved.repo, target.commit, entry)
-            return ReleasedBlob(target, path)
+            self._released.put(entry.etag, blob.sha256)
+            return await self._released_blob(target, blob.sha256)
         if blob.state in (BlobState.QUARANTINED, BlobState.REJECTED):
             raise Held(
                 self._gate.held_message(entry.path, blob.reason or blob.state.value, blob.pk),
@@ -106,8 +110,16 @@ class Delivery:
             )
         job = self._ingestor.job(entry.etag)
         if job is None:
+            # Between our read and now the ingest may have finished: read the state once more.
+            blob = await self._db.get_blob(entry.etag)
+            if blob is not None and blob.state is BlobState.RELEASED and blob.sha256:
+                return await self._released_blob(target, blob.sha256)
             raise NotReady(entry.path, self._retry_after_s)
         return InFlightBlob(target, job)
+
+    async def _released_blob(self, target: FileTarget, sha256: str) -> ReleasedBlob:
+        await self._gate.pin(target.resolved.repo, target.commit, target.entry)
+        return ReleasedBlob(target, self._store.released_path(sha256))
 
     @staticmethod
     def _spec(target: FileTarget, caller: Caller) -> IngestSpec:

@@ -32,6 +32,9 @@ from scanners.report import ScanReport
 
 logger = logging.getLogger(__name__)
 
+FIRST_BATCH_BYTES = 256 * 1024
+SYNC_EVERY_BYTES = 64 * 1024 * 1024
+
 
 class StreamScanLike(Protocol):
     """What the ingest needs of `scanners.StreamScan`."""
@@ -70,10 +73,11 @@ class IngestSpec:
 
 @dataclass
 class _Digests:
-    """Hash state advanced on the writer thread only."""
+    """Hash and sync state advanced on the writer thread only."""
 
     sha256: hashlib._Hash = field(default_factory=hashlib.sha256)
     git_sha1: hashlib._Hash | None = None
+    unsynced: int = 0
 
 
 class IngestJob:
@@ -141,6 +145,7 @@ class Ingestor:
         self._stream_scan = stream_scan
         self._settings = settings
         self._jobs: dict[str, IngestJob] = {}
+        self._starting: dict[str, asyncio.Future[IngestJob | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def job(self, etag: str) -> IngestJob | None:
@@ -155,9 +160,28 @@ class Ingestor:
             return running
         if self._upstream is None:
             return None
+        starting = self._starting.get(etag)
+        if starting is not None:  # another request of this process is claiming it right now
+            return await asyncio.shield(starting)
+        future: asyncio.Future[IngestJob | None] = asyncio.get_running_loop().create_future()
+        self._starting[etag] = future
+        job: IngestJob | None = None
+        try:
+            job = await self._claim_and_launch(spec)
+        finally:
+            future.set_result(job)
+            del self._starting[etag]
+        return job
+
+    async def _claim_and_launch(self, spec: IngestSpec) -> IngestJob | None:
+        etag = spec.entry.etag
         if not await self._db.claim_blob(etag, spec.entry.size, spec.repo.pk, spec.entry.path):
             return self._jobs.get(etag)
-        temp = await asyncio.to_thread(self._store.new_temp)
+        try:
+            temp = await asyncio.to_thread(self._store.new_temp)
+        except OSError:
+            await self._db.forget_blob(etag)
+            raise
         job = IngestJob(
             spec,
             temp,
@@ -260,7 +284,11 @@ class Ingestor:
                     # Large batches keep throughput; a time bound keeps slow bodies flowing
                     # to readers (they must never wait ~10 s for a byte).
                     now = loop.time()
-                    if batched >= self._settings.write_batch_bytes or now - last_flush > 0.5:
+                    # The first bytes go out early: time to first byte matters (bench/).
+                    limit = (
+                        FIRST_BATCH_BYTES if job.flushed == 0 else self._settings.write_batch_bytes
+                    )
+                    if batched >= limit or now - last_flush > 0.5:
                         await self._write(job, fd, digests, batch)
                         batch, batched, last_flush = [], 0, now
             except (TimeoutError, ConnectionError, OSError) as exc:
@@ -372,4 +400,9 @@ def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) 
     digests.sha256.update(data)
     if digests.git_sha1 is not None:
         digests.git_sha1.update(data)
+    digests.unsynced += len(data)
+    if digests.unsynced >= SYNC_EVERY_BYTES:
+        # Sync as we go, so the fsync before the release does not stall on gigabytes.
+        os.fdatasync(fd)
+        digests.unsynced = 0
     scan.feed(data)

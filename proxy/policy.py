@@ -12,10 +12,11 @@ import fnmatch
 import logging
 from dataclasses import dataclass
 
+from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.config import PinnedChange
 from proxy.errors import Held, shown
 from proxy.metadata import TreeEntry
-from proxy.store.repository import RepoRecord, Repository
+from proxy.store.repository import BlockRecord, PinRecord, RepoRecord, Repository
 from scanners.report import Outcome, ScanReport
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,29 @@ class Gate:
     def __init__(self, repository: Repository, rules: PolicyRules) -> None:
         self._db = repository
         self._rules = rules
+        # Blocks and pins change rarely; the warm path reads them at most once per WARM_TTL_S.
+        self._blocks: TtlCache[int, tuple[BlockRecord | None]] = TtlCache(WARM_TTL_S)
+        self._pins: TtlCache[tuple[int, str], PinRecord] = TtlCache(WARM_TTL_S)
+        self._block_generation = 0
+
+    async def _active_block(self, repo_pk: int) -> BlockRecord | None:
+        cached = self._blocks.get(repo_pk)
+        if cached is not None:
+            return cached[0]
+        generation = self._block_generation
+        block = await self._db.active_block(repo_pk)
+        if generation == self._block_generation:  # no block placed while we read
+            self._blocks.put(repo_pk, (block,))
+        return block
+
+    async def _pin_of(self, repo_pk: int, path: str) -> PinRecord | None:
+        cached = self._pins.get((repo_pk, path))
+        if cached is not None:
+            return cached
+        pin = await self._db.get_pin(repo_pk, path)
+        if pin is not None:
+            self._pins.put((repo_pk, path), pin)
+        return pin
 
     @property
     def contact(self) -> str:
@@ -83,7 +107,7 @@ class Gate:
 
     async def check(self, repo: RepoRecord, commit: str, entry: TreeEntry) -> None:
         """Raise Held when the repo is blocked or a pin forbids this file at this commit."""
-        block = await self._db.active_block(repo.pk)
+        block = await self._active_block(repo.pk)
         if block is not None:
             raise Held(
                 f"blocked: {repo.ref} ({block.reason}: {shown(block.detail)}); "
@@ -92,7 +116,7 @@ class Gate:
             )
         if not self.is_pinned_path(entry.path):
             return
-        pin = await self._db.get_pin(repo.pk, entry.path)
+        pin = await self._pin_of(repo.pk, entry.path)
         if pin is None or pin.etag == entry.etag:
             return
         if pin.commit == commit:
@@ -120,11 +144,12 @@ class Gate:
         """Record the first verified hash of (repo, path); later changes are checked against it."""
         if not self.is_pinned_path(entry.path):
             return
-        current = await self._db.get_pin(repo.pk, entry.path)
+        current = await self._pin_of(repo.pk, entry.path)
         if current is None or (
             current.etag != entry.etag and self._rules.pinned_change is PinnedChange.ALLOW
         ):
             await self._db.set_pin(repo.pk, entry.path, entry.etag, commit, SYSTEM_ACTOR)
+            self._pins.put((repo.pk, entry.path), PinRecord(entry.path, entry.etag, commit))
 
     async def history_rewritten(self, repo: RepoRecord, detail: str) -> None:
         await self.block(repo, BlockReason.HISTORY_REWRITTEN, detail)
@@ -132,6 +157,8 @@ class Gate:
     async def block(self, repo: RepoRecord, reason: BlockReason, detail: str) -> None:
         if await self._db.active_block(repo.pk) is None:
             await self._db.add_block(repo.pk, reason.value, detail, SYSTEM_ACTOR)
+            self._block_generation += 1
+            self._blocks.forget(repo.pk)
             await self._db.audit(
                 SYSTEM_ACTOR,
                 "repo.blocked",

@@ -79,6 +79,9 @@ class DatabaseUnavailable(HubwardenError):
         )
 
 
+READ_ONLY_OPTION = "hubwarden_read_only"
+
+
 def database_url(settings: Settings) -> str:
     """The SQLAlchemy URL of the configured database (the SQLite file under data_dir by default)."""
     return settings.effective_database_url
@@ -122,12 +125,25 @@ def _on_sqlite_connect(dbapi_connection: DBAPIConnection, record: ConnectionPool
 
 
 def _on_sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Read-only sessions (see `read_session_maker`) begin DEFERRED: in WAL mode readers then run
+    # side by side instead of queueing for the write lock.
+    if connection.get_execution_options().get(READ_ONLY_OPTION):
+        connection.exec_driver_sql("BEGIN")
+    else:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     """Sessions that keep loaded values after commit (no implicit I/O on attribute access)."""
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def read_session_maker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reads only: on SQLite they do not take the write lock at BEGIN, so they must
+    never write (a write there could fail with "database is locked" under contention)."""
+    return async_sessionmaker(
+        engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+    )
 
 
 # -- migrations ---------------------------------------------------------------------------------

@@ -103,8 +103,14 @@ def _blob(row: Blob) -> BlobRecord:
 class Repository:
     """Typed access to the tables; built once by the app factory around a session maker."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        read_sessions: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self._sessions = sessions
+        # Pure reads may use sessions that do not take SQLite's write lock (proxy.store.db).
+        self._read = read_sessions or sessions
 
     # -- repos, refs, commits ------------------------------------------------------------------
 
@@ -129,7 +135,7 @@ class Repository:
             return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
 
     async def find_repo(self, ref: RepoRef) -> RepoRecord | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             row = await self._repo_row(session, ref)
             if row is None:
                 return None
@@ -137,7 +143,7 @@ class Repository:
 
     async def list_repos(self, repo_type: str, search: str) -> list[RepoRecord]:
         """Recorded repos of a type whose id contains `search`, by id (at most 1000)."""
-        async with self._sessions() as session:
+        async with self._read() as session:
             query = select(Repo).where(Repo.repo_type == repo_type)
             if search:
                 query = query.where(Repo.repo_id.contains(search, autoescape=True))
@@ -177,14 +183,14 @@ class Repository:
             return previous
 
     async def get_ref(self, repo_pk: int, name: str) -> str | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Ref.commit).where(Ref.repo_pk == repo_pk, Ref.name == name)
             )
             return result.scalar_one_or_none()
 
     async def get_commit(self, repo_pk: int, sha: str) -> CommitRecord | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Commit).where(Commit.repo_pk == repo_pk, Commit.sha == sha)
             )
@@ -259,14 +265,14 @@ class Repository:
         )
 
     async def list_entries(self, commit_pk: int) -> list[TreeEntry]:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Entry).where(Entry.commit_pk == commit_pk).order_by(Entry.path)
             )
             return [_entry(row) for row in result.scalars()]
 
     async def get_entries(self, commit_pk: int, paths: Sequence[str]) -> list[TreeEntry]:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Entry).where(Entry.commit_pk == commit_pk, Entry.path.in_(list(paths)))
             )
@@ -275,7 +281,7 @@ class Repository:
     # -- blobs and findings --------------------------------------------------------------------
 
     async def get_blob(self, etag: str) -> BlobRecord | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(select(Blob).where(Blob.etag == etag))
             row = result.scalar_one_or_none()
             return None if row is None else _blob(row)
@@ -348,7 +354,7 @@ class Repository:
             await session.commit()
 
     async def list_findings(self, blob_pk: int) -> list[Finding]:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(FindingRow).where(FindingRow.blob_pk == blob_pk).order_by(FindingRow.id)
             )
@@ -367,7 +373,7 @@ class Repository:
     # -- pins, blocks, audit -------------------------------------------------------------------
 
     async def get_pin(self, repo_pk: int, path: str) -> PinRecord | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Pin).where(Pin.repo_pk == repo_pk, Pin.path == path)
             )
@@ -391,7 +397,7 @@ class Repository:
                 await session.rollback()
 
     async def active_block(self, repo_pk: int) -> BlockRecord | None:
-        async with self._sessions() as session:
+        async with self._read() as session:
             result = await session.execute(
                 select(Block)
                 .where(Block.repo_pk == repo_pk, Block.lifted_at.is_(None))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from proxy.catalog import MAX_CACHE_ITEMS, Caller, TtlCache
+from proxy.caching import MAX_CACHE_ITEMS, TtlCache
+from proxy.catalog import Caller
 
 
 class FakeClock:
