@@ -142,7 +142,68 @@ def _binary_format(prefix: bytes, size: int) -> FileFormat | None:
     for offset, magic in _DATA_MAGIC:
         if prefix[offset : offset + len(magic)] == magic:
             return FileFormat.DATA
+    if _looks_like_mpeg_audio(prefix) or _looks_like_arrow_stream(prefix, size):
+        return FileFormat.DATA
+    if _looks_like_tfrecord(prefix, size):
+        return FileFormat.DATA
     return None
+
+
+def _looks_like_mpeg_audio(prefix: bytes) -> bool:
+    """MP3 without an ID3 tag, or AAC in ADTS: frame sync (11 bits set), a valid header, and
+    (when the prefix holds it) a second sync right after the first frame."""
+    if len(prefix) < 4 or prefix[0] != 0xFF or prefix[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (prefix[1] >> 3) & 3, (prefix[1] >> 1) & 3
+    if layer == 0:  # ADTS (AAC): 12-bit sync, the frame length in bits 30..42
+        length = ((prefix[3] & 3) << 11) | (prefix[4] << 3) | (prefix[5] >> 5)
+        return prefix[1] & 0xF6 == 0xF0 and length >= 7 and _sync_at(prefix, length)
+    bitrate_index, rate_index = prefix[2] >> 4, (prefix[2] >> 2) & 3
+    if version == 1 or bitrate_index in (0, 15) or rate_index == 3:
+        return False
+    if version == 3 and layer == 1:  # MPEG-1 Layer III: check the next frame's sync
+        bitrate = _MP3_BITRATES[bitrate_index] * 1000
+        rate = (44100, 48000, 32000)[rate_index]
+        length = 144 * bitrate // rate + ((prefix[2] >> 1) & 1)
+        return _sync_at(prefix, length)
+    return True
+
+
+_MP3_BITRATES = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0)
+
+
+def _sync_at(prefix: bytes, at: int) -> bool:
+    if at + 2 > len(prefix):
+        return True  # the prefix ends first: the header alone decides
+    return prefix[at] == 0xFF and prefix[at + 1] & 0xE0 == 0xE0
+
+
+def _looks_like_arrow_stream(prefix: bytes, size: int) -> bool:
+    """Arrow IPC stream (Hugging Face `datasets` cache `.arrow` files): the continuation marker,
+    then the length of a flatbuffer Message that fits in the file."""
+    if len(prefix) < 16 or prefix[:4] != b"\xff\xff\xff\xff":
+        return False
+    length: int = struct.unpack_from("<i", prefix, 4)[0]
+    return 8 <= length <= size - 8 and length % 8 == 0
+
+
+def _looks_like_tfrecord(prefix: bytes, size: int) -> bool:
+    """TFRecord (TensorBoard `events.out.tfevents.*`): a u64 length whose masked CRC32C follows."""
+    if len(prefix) < 12:
+        return False
+    length: int = struct.unpack_from("<Q", prefix, 0)[0]
+    masked: int = struct.unpack_from("<I", prefix, 8)[0]
+    return length + 16 <= size and _masked_crc32c(prefix[:8]) == masked
+
+
+def _masked_crc32c(data: bytes) -> int:
+    crc = 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 & -(crc & 1))
+    crc ^= 0xFFFFFFFF
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 def _looks_like_safetensors(prefix: bytes, size: int) -> bool:
@@ -192,12 +253,17 @@ def pickle_prefix(
     result = walker.result
     if result.nested or any(f.code in _RISKY_CODES for f in result.findings):
         return PicklePrefix.IMPORTS
-    if any(
-        g.verdict != GlobalVerdict.ALLOWED
+    named = [
+        g
+        for g in result.globals
+        if g.verdict != GlobalVerdict.ALLOWED
         and _is_dotted_identifier(g.module)
         and _is_dotted_identifier(g.name)
-        for g in result.globals
-    ):
+    ]
+    if _is_text(bytes(data[: min(end, 65536)]), size):  # type: ignore[index]
+        # text reads as GLOBAL lines ("cat\ndog\n"): only a denied import or a call counts
+        named = [g for g in named if g.verdict == GlobalVerdict.DENIED or g.dotted in result.calls]
+    if named:
         return PicklePrefix.IMPORTS
     if end < size and _ran_out(walker):
         return PicklePrefix.UNDECIDED
@@ -225,10 +291,20 @@ def _looks_like_pickle(prefix: bytes, size: int) -> bool:
     if end is not None:
         return True
     # A payload placed before a deliberate breakage still runs: a stream that imported a real
-    # module path or made a suspicious move before its error is a (malformed) pickle.
-    if any(
-        _is_dotted_identifier(g.module) and g.name.isidentifier() for g in walker.result.globals
-    ):
+    # module path or made a suspicious move before its error is a (malformed) pickle. Plain text
+    # ("cat\ndog\nbird\n", a labels file) reads as GLOBAL `at.dog` and then breaks: in text, only
+    # a denied import or a call before the break counts.
+    named = [
+        g
+        for g in walker.result.globals
+        if _is_dotted_identifier(g.module) and g.name.isidentifier()
+    ]
+    if _is_text(prefix, size):
+        if any(g.verdict == GlobalVerdict.DENIED for g in named) or any(
+            _is_dotted_identifier(called) for called in walker.result.calls
+        ):
+            return True
+    elif named:
         return True
     if any(f.code in _ACTIVE_CODES for f in walker.result.findings):
         return True
@@ -239,6 +315,16 @@ def _looks_like_pickle(prefix: bytes, size: int) -> bool:
 
 
 _CONTROL_BYTES = bytes(range(0, 9)) + bytes(range(14, 27)) + bytes(range(28, 32))
+
+
+def _is_text(prefix: bytes, size: int) -> bool:
+    if prefix.translate(None, _CONTROL_BYTES) != prefix:
+        return False
+    try:
+        (prefix if len(prefix) >= size else _trim_partial_utf8(prefix)).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _text_format(prefix: bytes, size: int, name: str) -> FileFormat | None:

@@ -37,3 +37,24 @@ def test_detect_payload_before_breakage_is_still_pickle() -> None:
 def test_detect_python_source_starting_with_class_is_text() -> None:
     data = b"class Model:\n    def forward(self):\n        return 1\n"
     assert detect_format(data, len(data), "modeling.py") == FileFormat.TEXT
+
+
+def test_detect_labels_text_reading_as_global_lines_is_text() -> None:
+    data = b"cat\ndog\nbird\nfish\n"
+    assert detect_format(data, len(data), "labels.txt") == FileFormat.TEXT
+
+
+def test_detect_text_pickle_calling_unknown_module_before_breakage_is_pickle() -> None:
+    data = b"cmypkg.tools\nrun\n(S'x'\ntR\nand some text"
+    assert detect_format(data, len(data), "notes.txt") == FileFormat.PICKLE
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xfb\x90\x64" + b"\x00" * 413 + b"\xff\xfb\x90\x64" + b"\x00" * 100,  # MP3 frames
+        b"\xff\xff\xff\xff\x10\x00\x00\x00" + b"\x00" * 40,  # Arrow IPC stream
+    ],
+)
+def test_detect_headerless_media_and_arrow_stream_are_data(data: bytes) -> None:
+    assert detect_format(data, len(data), "x.bin") == FileFormat.DATA
