@@ -70,7 +70,7 @@ class Catalog:
         self._access_cache: TtlCache[tuple[RepoRef, str], bool] = TtlCache(ttl_s, clock)
         # The warm path: a commit's recorded info (short: access flags may change) and entries.
         self._recorded: TtlCache[tuple[RepoRef, str], tuple[RepoRecord, RepoInfo]] = TtlCache(
-            WARM_TTL_S, clock
+            max(ttl_s, WARM_TTL_S), clock
         )
         self._entries: TtlCache[tuple[int, str, str], TreeEntry] = TtlCache(IMMUTABLE_TTL_S, clock)
 

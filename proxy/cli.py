@@ -147,7 +147,16 @@ def _serve(args: argparse.Namespace) -> int:
         upstream,
         settings.data_dir,
     )
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    from proxy.hub.access import ACCESS_LOGGER, AccessLogger
+
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=ACCESS_LOGGER,
+        access_log_class=AccessLogger,
+    )
     return EXIT_OK
 
 

@@ -31,6 +31,8 @@ class OneLineFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
+        if line.isprintable():  # the common case, checked in C: one access line per request
+            return line
         return "".join(
             ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in line
         )
