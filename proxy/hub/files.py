@@ -13,6 +13,7 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import quote
 
 from aiohttp import web
@@ -26,7 +27,8 @@ from proxy.store.blobs import BlobStore
 
 logger = logging.getLogger(__name__)
 
-STREAM_CHUNK_BYTES = 1024 * 1024
+# Re-check the verdict at least this often while a cleared span goes out.
+STREAM_CHUNK_BYTES = 16 * 1024 * 1024
 SMALL_RANGE_BYTES = 1024 * 1024
 KEEPALIVE_WAIT_S = 2.0
 # hub-protocol.md §1.2: the client refuses plain-HTTP files over 50 GB when it knows the size.
@@ -169,15 +171,18 @@ async def _stream_in_flight(
     response.content_length = end - start
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    await response.prepare(request)
+    writer = await response.prepare(request)
     try:
         source = _open_source(job.temp, services.store, job)
     except FileNotFoundError:
         _cut(request)
         return response
     try:
-        if await _send_as_cleared(request, response, found, source, (start, end)):
-            await response.write_eof()
+        if writer is not None:
+            await writer.drain()  # the headers, before the kernel sends the body (as FileResponse)
+        with os.fdopen(source, "rb", closefd=False) as fileobj:
+            if await _send_as_cleared(request, found, fileobj, (start, end)):
+                await response.write_eof()
     except ConnectionResetError:
         logger.info("client went away during %s", found.target.entry.path)
     finally:
@@ -187,13 +192,16 @@ async def _stream_in_flight(
 
 async def _send_as_cleared(
     request: web.Request,
-    response: web.StreamResponse,
     found: InFlightBlob,
-    source: int,
+    fileobj: BinaryIO,
     wanted: tuple[int, int],
 ) -> bool:
-    """Send [start, end) as the ingest clears it. False: the connection was cut."""
+    """Send [start, end) by sendfile as the ingest clears it. False: the connection was cut."""
     job = found.job
+    transport = request.transport
+    if transport is None:
+        return False
+    loop = asyncio.get_running_loop()
     position, end = wanted
     while position < end:
         try:
@@ -206,12 +214,11 @@ async def _send_as_cleared(
             await job.wait_change(KEEPALIVE_WAIT_S)
             continue
         count = min(available - position, STREAM_CHUNK_BYTES)
-        data = await asyncio.to_thread(os.pread, source, count, position)
-        if not data:
+        sent = await loop.sendfile(transport, fileobj, position, count)
+        if not sent:
             await job.wait_change(KEEPALIVE_WAIT_S)
             continue
-        await response.write(data)
-        position += len(data)
+        position += sent
     return True
 
 
