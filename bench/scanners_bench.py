@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from scanners import Outcome, scan_file
 from scanners.limits import PickleLimits
-from scanners.pickles import scan_pickle_bytes
+from scanners.pickles import PickleWalker, scan_pickle_bytes
 from tests.scanners.corpus import Sample, benign_samples, malicious_samples
 
 
@@ -68,6 +68,13 @@ def ours(data: bytes) -> str:
     return "false alarm" if result.findings else "clean"
 
 
+def ours_loop_only(data: bytes) -> str:
+    """The walker with its torch-record fast path off: every opcode through the loop."""
+    walker = PickleWalker(data, len(data), PickleLimits(), fast_paths=False)
+    walker.walk_all(0)
+    return "false alarm" if walker.result.findings else "clean"
+
+
 def fickling_check(data: bytes) -> str:
     from fickling.analysis import Severity, check_safety
     from fickling.fickle import Pickled
@@ -93,6 +100,7 @@ def speed_table() -> None:
     }
     tools: dict[str, Callable[[bytes], str]] = {
         "hubwarden": ours,
+        "hw (loop)": ours_loop_only,
         "picklescan": picklescan_check,
         "fickling": fickling_check,
     }

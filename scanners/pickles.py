@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import codecs
 import copyreg
+import gc
 import mmap
+import re
 import struct
 from dataclasses import dataclass, field
 
@@ -112,6 +114,7 @@ class WalkResult:
     end: int = 0
     pickles: int = 0
     opcodes: int = 0
+    fast_records: int = 0  # torch tensor records built by the fast path
     complete: bool = False
 
 
@@ -152,8 +155,15 @@ class PickleWalker:
     """
 
     def __init__(
-        self, data: Buffer, end: int, limits: PickleLimits, *, joblib: bool = False
+        self,
+        data: Buffer,
+        end: int,
+        limits: PickleLimits,
+        *,
+        joblib: bool = False,
+        fast_paths: bool = True,
     ) -> None:
+        self.fast_paths = fast_paths  # False: every opcode through the loop (tests, benchmark)
         self.data = data
         self.end = end
         self.limits = limits
@@ -446,10 +456,22 @@ class PickleWalker:
         Deliberately one flat loop over one stack with a list of MARK positions (as CPython's
         `_pickle.c` does): a dispatch table of small functions costs several times the throughput
         on opcode-dense state dicts, and issue 4 asks for ≥ 20x fickling. Opcodes are tested in
-        the order of their frequency in real torch/numpy files. Reads past the end raise
-        IndexError/struct.error, turned into "truncated" below.
+        the order of their frequency in real torch/numpy files, and the memo store that follows
+        nearly every string, tuple and call in them is done in the same loop turn (a quarter of
+        all opcodes: counted against `max_opcodes` with the value they store). Reads past the
+        end raise IndexError/struct.error, turned into "truncated" below.
+
+        The cyclic garbage collector is paused meanwhile: the walk allocates a small object per
+        opcode and makes no cycles worth collecting, and in a process holding many objects each
+        automatic collection rescans them all (it halved the throughput in the benchmark).
         """
-        return self._loop(pos)
+        if not gc.isenabled():
+            return self._loop(pos)
+        gc.disable()
+        try:
+            return self._loop(pos)
+        finally:
+            gc.enable()
 
     def _loop(self, pos: int) -> int:
         data = self.data
@@ -463,6 +485,8 @@ class PickleWalker:
         marks: list[int] = []
         fence = 0
         memo: dict[int, object] = {}
+        shapes: dict[bytes, tuple[int, ...]] = {}  # the fast path's parsed size/stride tuples
+        fast = self.fast_paths
         ops_left = self._opcodes_left
         u32 = _U32
         at = pos
@@ -488,11 +512,18 @@ class PickleWalker:
                         idx = data[pos]
                         pos += 1
                         try:
-                            push(memo[idx])
+                            value = memo[idx]
                         except KeyError:
                             raise _Malformed(
                                 f"memo value {idx} read before it was stored", at
                             ) from None
+                        if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
+                            record = _torch_record(data, pos, memo, value, shapes)
+                            if record is not None:
+                                value, pos = record
+                                ops_left -= _RECORD_OPCODES
+                                self.result.fast_records += 1
+                        push(value)
                     elif op == 0x28:  # MARK
                         marks.append(len(stack))
                         fence = len(stack)
@@ -520,6 +551,12 @@ class PickleWalker:
                         else:
                             push(LongText(n, pos, True))
                         pos += n
+                        if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
+                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        elif data[pos] == 0x71:  # BINPUT
+                            memo[data[pos + 1]] = stack[-1]
+                            pos += 2
                     elif op == 0x74:  # TUPLE
                         if not marks:
                             raise _Malformed("TUPLE without MARK", at)
@@ -528,6 +565,12 @@ class PickleWalker:
                         items = tuple(stack[k:])
                         del stack[k:]
                         push(items)
+                        if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
+                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        elif data[pos] == 0x71:  # BINPUT
+                            memo[data[pos + 1]] = stack[-1]
+                            pos += 2
                     elif op == 0x85 or op == 0x86 or op == 0x87:  # TUPLE1 TUPLE2 TUPLE3
                         n = op - 0x84
                         if len(stack) - n < fence:
@@ -535,6 +578,12 @@ class PickleWalker:
                         items = tuple(stack[-n:])
                         del stack[-n:]
                         push(items)
+                        if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
+                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        elif data[pos] == 0x71:  # BINPUT
+                            memo[data[pos + 1]] = stack[-1]
+                            pos += 2
                     elif op == 0x52:  # REDUCE
                         if len(stack) - 2 < fence:
                             raise _Malformed("REDUCE with too few stack items", at)
@@ -543,10 +592,22 @@ class PickleWalker:
                         if callee.__class__ is not Global or not callee.plain:
                             self._note_call(callee, args, at)
                         stack[-1] = Made(callee, args)
+                        if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
+                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        elif data[pos] == 0x71:  # BINPUT
+                            memo[data[pos + 1]] = stack[-1]
+                            pos += 2
                     elif op == 0x51:  # BINPERSID
                         if len(stack) <= fence:
                             raise _Malformed("BINPERSID with an empty stack", at)
                         stack[-1] = Made("persistent", stack[-1])
+                        if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
+                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            pos += 5
+                        elif data[pos] == 0x71:  # BINPUT
+                            memo[data[pos + 1]] = stack[-1]
+                            pos += 2
                     elif op == 0x88 or op == 0x89:  # NEWTRUE NEWFALSE
                         push(op == 0x88)
                     elif op == 0x29:  # EMPTY_TUPLE
@@ -576,7 +637,14 @@ class PickleWalker:
                             idx = _int_arg(line, at, 10)
                         if idx not in memo:
                             raise _Malformed(f"memo value {idx} read before it was stored", at)
-                        push(memo[idx])
+                        value = memo[idx]
+                        if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
+                            record = _torch_record(data, pos, memo, value, shapes)
+                            if record is not None:
+                                value, pos = record
+                                ops_left -= _RECORD_OPCODES
+                                self.result.fast_records += 1
+                        push(value)
                     elif op == 0x4A:  # BININT
                         push(struct.unpack_from("<i", data, pos)[0])
                         pos += 4
@@ -861,6 +929,138 @@ class PickleWalker:
 _TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56})
 OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
 _OPCODE_BYTES = OPCODE_BYTES
+
+
+# ---- fast path: the tensor record torch.save writes thousands of times -------------------------
+#
+# After its first occurrence, every tensor in a torch `data.pkl` is the same 30-odd opcodes, with
+# the rebuild function, 'storage', the storage class, the location and OrderedDict fetched from
+# the memo:
+#   BINGET _rebuild_tensor_v2  MARK MARK  GET 'storage'  GET <class>  BINUNICODE '<key>' PUT
+#   GET 'cpu'  <numel>  TUPLE PUT  BINPERSID  <offset>  <size tuple> [PUT]  <stride tuple> [PUT]
+#   NEWFALSE|NEWTRUE  GET OrderedDict  EMPTY_TUPLE REDUCE PUT  TUPLE PUT  REDUCE [PUT]
+# One regular expression (C speed) recognises it after the BINGET of the rebuild function; the
+# values the opcodes would build are then built in one go, memo stores included, exactly as the
+# loop would build them. Its calls are to allowed globals that need no check, so the loop would
+# report nothing either; anything else (another callee, a memo miss, a string that is not a
+# plain storage key) leaves the record to the loop, opcode by opcode.
+_RB = rb"(h.|j.{4})"  # BINGET / LONG_BINGET: the index is what follows the opcode
+_RP = rb"(q.|r.{4})"  # BINPUT / LONG_BINPUT
+_RI = rb"(?:K.|M.{2}|J.{4})"  # BININT1 / BININT2 / BININT
+_RT = rb"(\)|" + _RI + rb"\x85|" + _RI + rb"{2}\x86|" + _RI + rb"{3}\x87|\(" + _RI + rb"{4,16}t)"
+_TORCH_RECORD = re.compile(
+    rb"\(\("
+    + _RB  # 1 'storage'
+    + _RB  # 2 storage class
+    + rb"(?:X(.)\x00\x00\x00|\x8c(.))([0-9]{1,12})"  # 3|4 key length, 5 the storage key
+    + _RP  # 6
+    + _RB  # 7 location
+    + rb"("
+    + _RI
+    + rb")t"  # 8 numel
+    + _RP  # 9
+    + rb"Q("
+    + _RI
+    + rb")"  # 10 offset
+    + _RT  # 11 size
+    + _RP
+    + rb"?"  # 12
+    + _RT  # 13 stride
+    + _RP
+    + rb"?"  # 14
+    + rb"([\x88\x89])"  # 15 requires_grad
+    + _RB  # 16 OrderedDict
+    + rb"\)R"
+    + _RP  # 17
+    + rb"t"
+    + _RP  # 18
+    + rb"R"
+    + _RP
+    + rb"?",  # 19
+    re.DOTALL,
+)
+_REBUILD_TENSOR_V2 = ("torch._utils", "_rebuild_tensor_v2")
+_RECORD_OPCODES = 30
+_from_bytes = int.from_bytes
+
+
+def _int_op(raw: bytes) -> int:
+    """The value of one BININT1 / BININT2 / BININT opcode (opcode byte included)."""
+    if len(raw) == 2:
+        return raw[1]
+    return _from_bytes(raw[1:], "little", signed=len(raw) == 5)
+
+
+def _tuple_op(raw: bytes, cache: dict[bytes, tuple[int, ...]]) -> tuple[int, ...]:
+    """The tuple of ints an EMPTY_TUPLE / TUPLEn / MARK...TUPLE run builds (regex-checked)."""
+    value = cache.get(raw)
+    if value is not None:
+        return value
+    out: list[int] = []
+    pos = 1 if raw[:1] == b"(" else 0
+    while raw[pos] in (0x4B, 0x4D, 0x4A):
+        width = 2 if raw[pos] == 0x4B else 3 if raw[pos] == 0x4D else 5
+        out.append(_int_op(raw[pos : pos + width]))
+        pos += width
+    value = tuple(out)
+    if len(cache) < 4096:
+        cache[raw] = value
+    return value
+
+
+def _torch_record(
+    data: Buffer,
+    pos: int,
+    memo: dict[int, object],
+    rebuild: Global,
+    cache: dict[bytes, tuple[int, ...]],
+) -> tuple[Made, int] | None:
+    """Build one steady-state tensor record starting at `pos` (after the rebuild BINGET): the
+    value the loop would push and where it would stop, memo stores done in the loop's order.
+    None (nothing changed) when the bytes or the memo are anything else."""
+    match = _TORCH_RECORD.match(data, pos)
+    if match is None or not rebuild.plain:
+        return None
+    (get_word, get_cls, len_x, len_c, key, put_key, get_loc, numel, put_storage, offset,
+     size_raw, put_size, stride_raw, put_stride, grad, get_od, put_od, put_args,
+     put_result) = match.groups()  # fmt: skip
+    if (len_x or len_c)[0] != len(key):
+        return None
+    i_word = _from_bytes(get_word[1:], "little")
+    i_cls = _from_bytes(get_cls[1:], "little")
+    i_loc = _from_bytes(get_loc[1:], "little")
+    i_od = _from_bytes(get_od[1:], "little")
+    i_key = _from_bytes(put_key[1:], "little")
+    i_storage = _from_bytes(put_storage[1:], "little")
+    i_size = _from_bytes(put_size[1:], "little") if put_size else -1
+    i_stride = _from_bytes(put_stride[1:], "little") if put_stride else -1
+    # a store before a later fetch of the same index changes what is fetched: the loop does it
+    if i_loc == i_key or i_od in (i_key, i_storage, i_size, i_stride):
+        return None
+    try:
+        word, cls, location, ordered = memo[i_word], memo[i_cls], memo[i_loc], memo[i_od]
+    except KeyError:
+        return None
+    if ordered.__class__ is not Global or not ordered.plain:
+        return None
+    text = key.decode("ascii")
+    storage = (word, cls, text, location, _int_op(numel))
+    size = _tuple_op(size_raw, cache)
+    stride = _tuple_op(stride_raw, cache)
+    memo[i_key] = text
+    memo[i_storage] = storage
+    if i_size >= 0:
+        memo[i_size] = size
+    if i_stride >= 0:
+        memo[i_stride] = stride
+    made_od = Made(ordered, ())
+    memo[_from_bytes(put_od[1:], "little")] = made_od
+    args = (Made("persistent", storage), _int_op(offset), size, stride, grad == b"\x88", made_od)
+    memo[_from_bytes(put_args[1:], "little")] = args
+    result = Made(rebuild, args)
+    if put_result:
+        memo[_from_bytes(put_result[1:], "little")] = result
+    return result, match.end()
 
 
 def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:
