@@ -73,6 +73,7 @@ class Catalog:
             max(ttl_s, WARM_TTL_S), clock
         )
         self._entries: TtlCache[tuple[int, str, str], TreeEntry] = TtlCache(IMMUTABLE_TTL_S, clock)
+        self._absent: TtlCache[tuple[int, str, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
 
     @property
     def offline(self) -> bool:
@@ -232,7 +233,12 @@ class Catalog:
         if commit is None:
             commit = await self._db.save_commit(resolved.repo.pk, resolved.commit, None)
         known = await self._db.get_entries(commit.pk, paths)
-        missing = sorted(set(paths) - {e.path for e in known})
+        absent_key = (resolved.repo.pk, resolved.commit)
+        missing = sorted(
+            p
+            for p in set(paths) - {e.path for e in known}
+            if self._absent.get((*absent_key, p)) is None
+        )
         if not missing or commit.tree_complete or self._upstream is None:
             return known
         fetched = await self._upstream.paths_info(
@@ -241,6 +247,9 @@ class Catalog:
         wanted = set(missing)
         fetched = [e for e in fetched if e.path in wanted]
         await self._db.save_entries(commit.pk, fetched)
+        # A commit never changes: remember what it lacks (clients probe optional files a lot).
+        for path in wanted - {e.path for e in fetched}:
+            self._absent.put((*absent_key, path), True)
         return known + fetched
 
     async def file_entry(self, resolved: Resolved, path: str, caller: Caller) -> TreeEntry:

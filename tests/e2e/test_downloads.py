@@ -196,3 +196,15 @@ async def test_documentation_files_are_not_pinned(
     repo.commit({"README.md": b"# updated card\n"})
     path = await download(proxy, "README.md")
     assert path.read_bytes() == b"# updated card\n"
+
+
+async def test_absent_file_probed_twice_at_a_commit_asks_upstream_once(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    api = hf.HfApi(endpoint=proxy.url, token=False)
+    for _ in range(2):
+        assert not await proxy.call(
+            api.file_exists, MODEL, "added_tokens.json", revision=repo.head()
+        )
+    assert fake_hub.count(f"/api/models/{MODEL}/paths-info/*") == 1
