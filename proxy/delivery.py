@@ -24,6 +24,8 @@ from proxy.store.repository import Repository
 
 logger = logging.getLogger(__name__)
 
+MAX_CACHED_PATHS = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class FileTarget:
@@ -68,6 +70,7 @@ class Delivery:
         self._gate = gate
         self._retry_after_s = retry_after_s
         self._released: TtlCache[str, str] = TtlCache(WARM_TTL_S)  # etag -> sha256
+        self._paths: dict[str, Path] = {}  # sha256 -> released path (derived, never stale)
 
     async def locate(
         self, repo: RepoRef, revision: Revision, path: RepoPath, caller: Caller
@@ -119,7 +122,12 @@ class Delivery:
 
     async def _released_blob(self, target: FileTarget, sha256: str) -> ReleasedBlob:
         await self._gate.pin(target.resolved.repo, target.commit, target.entry)
-        return ReleasedBlob(target, self._store.released_path(sha256))
+        path = self._paths.get(sha256)
+        if path is None:
+            if len(self._paths) >= MAX_CACHED_PATHS:
+                self._paths.clear()
+            path = self._paths[sha256] = self._store.released_path(sha256)
+        return ReleasedBlob(target, path)
 
     @staticmethod
     def _spec(target: FileTarget, caller: Caller) -> IngestSpec:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import fnmatch
 import logging
+import re
 from dataclasses import dataclass
 
 from proxy.caching import WARM_TTL_S, TtlCache
@@ -70,6 +71,10 @@ class Gate:
         self._blocks: TtlCache[int, tuple[BlockRecord | None]] = TtlCache(WARM_TTL_S)
         self._pins: TtlCache[tuple[int, str], PinRecord] = TtlCache(WARM_TTL_S)
         self._block_generation = 0
+        # One compiled regex for all unpinned globs: this runs on every GET.
+        self._unpinned = re.compile(
+            "|".join(f"(?:{fnmatch.translate(p)})" for p in rules.unpinned_paths) or "(?!)"
+        )
 
     async def _active_block(self, repo_pk: int) -> BlockRecord | None:
         cached = self._blocks.get(repo_pk)
@@ -96,10 +101,7 @@ class Gate:
 
     def is_pinned_path(self, path: str) -> bool:
         name = path.rsplit("/", 1)[-1]
-        return not any(
-            fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(name, pattern)
-            for pattern in self._rules.unpinned_paths
-        )
+        return self._unpinned.match(path) is None and self._unpinned.match(name) is None
 
     def held_message(self, path: str, reason: str, review_id: int | None) -> str:
         review = f"; review {review_id}" if review_id is not None else ""
