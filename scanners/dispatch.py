@@ -8,6 +8,7 @@ both end in `scan_stream`, which is why they give the same report for the same b
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -32,7 +33,8 @@ logger = logging.getLogger(__name__)
 
 SCANNER = "dispatch"
 SCANNER_VERSION = "1.0"
-_IN_MEMORY_BYTES = 256 * 1024 * 1024  # a pickle-bearing stream up to this is read, beyond mmapped
+IN_MEMORY_BYTES = 256 * 1024 * 1024  # a pickle-bearing stream up to this is read, beyond mmapped
+ZIP_TAIL_BYTES = 65536 + 22  # where a zip's end-of-central-directory record can start
 _REMOTE_CONFIG_NAMES = ("config.json", "tokenizer_config.json")
 
 
@@ -42,6 +44,7 @@ class _Context:
     budget: ArchiveBudget
     scanners: dict[str, str] = field(default_factory=dict)
     depth: int = 0
+    walked: pickles.Walked | None = None  # the top-level pickle walk, done as bytes arrived
 
     def ran(self, name: str, version: str) -> None:
         self.scanners[name] = version
@@ -74,10 +77,14 @@ def scan_stream(
     *,
     path: str | None = None,
     limits: ScanLimits = DEFAULT_LIMITS,
+    walked: pickles.Walked | None = None,
 ) -> ScanReport:
-    """Scan the `size` bytes of `fh` (seekable) as the file `name`. Never raises for content."""
+    """Scan the `size` bytes of `fh` (seekable) as the file `name`. Never raises for content.
+
+    `walked`: the stream is a pickle-family file whose pickles were already walked as its bytes
+    arrived (`StreamScan`); the rest of the scan is the same, and so is the report."""
     started = time.perf_counter()
-    ctx = _Context(limits, ArchiveBudget(limits.archive))
+    ctx = _Context(limits, ArchiveBudget(limits.archive), walked=walked)
     ctx.ran(SCANNER, SCANNER_VERSION)
     file_format, findings = scan_content(fh, size, name, ctx)
     return ScanReport(
@@ -124,7 +131,7 @@ def scan_content(
 @contextlib.contextmanager
 def _buffer(fh: BinaryIO, size: int, ctx: _Context) -> Iterator[bytes | mmap.mmap | None]:
     """The stream as one buffer the walker indexes: bytes when small, else a read-only mmap."""
-    if size <= _IN_MEMORY_BYTES:
+    if size <= IN_MEMORY_BYTES:
         fh.seek(0)
         yield fh.read(size)
         return
@@ -196,12 +203,20 @@ def _scan_pickle(
     fh: BinaryIO, size: int, name: str, ctx: _Context
 ) -> tuple[FileFormat | None, list[Finding]]:
     ctx.ran(pickles.SCANNER, pickles.SCANNER_VERSION)
+    walked, ctx.walked = (ctx.walked if ctx.depth == 0 else None), None
+    refined: FileFormat | None = None
+    if walked is not None:
+        if walked.legacy:
+            ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
+            refined = FileFormat.TORCH_LEGACY
+        result = walked.result
+        nested = _scan_nested(functools.partial(_read_at, fh), result, name, ctx)
+        return _pickle_findings(result, refined, nested)
     with _buffer(fh, size, ctx) as data:
         if data is None:
             return None, [_too_large(size)]
         walker = PickleWalker(data, len(data), ctx.limits.pickle, joblib=True)
         first_end = walker.walk_one(0)
-        refined: FileFormat | None = None
         if first_end is not None and walker.last_value == torch.LEGACY_MAGIC_NUMBER:
             ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
             refined = FileFormat.TORCH_LEGACY
@@ -209,14 +224,29 @@ def _scan_pickle(
         elif first_end is not None:
             walker.walk_all(first_end)
         result = walker.result
-        nested = _scan_nested(data, result, name, ctx)
+        nested = _scan_nested(functools.partial(_slice, data), result, name, ctx)
+    return _pickle_findings(result, refined, nested)
+
+
+def _pickle_findings(
+    result: pickles.WalkResult, refined: FileFormat | None, nested: list[Finding]
+) -> tuple[FileFormat | None, list[Finding]]:
     if any(g.module == "joblib.numpy_pickle" for g in result.globals):
         refined = refined or FileFormat.JOBLIB
     return refined, pickles.findings_with_calls(result) + nested
 
 
+def _slice(data: bytes | mmap.mmap, offset: int, length: int) -> bytes:
+    return bytes(data[offset : offset + length])
+
+
+def _read_at(fh: BinaryIO, offset: int, length: int) -> bytes:
+    fh.seek(offset)
+    return fh.read(length)
+
+
 def _scan_nested(
-    data: bytes | mmap.mmap, result: pickles.WalkResult, name: str, ctx: _Context
+    read: Callable[[int, int], bytes], result: pickles.WalkResult, name: str, ctx: _Context
 ) -> list[Finding]:
     """Scan the torch files embedded by `torch.storage._load_from_bytes` (torch.load runs them)."""
     findings: list[Finding] = []
@@ -229,7 +259,7 @@ def _scan_nested(
                 findings.append(_too_large(length))
                 continue
             ctx.budget.bytes_left -= length
-            blob, label = bytes(data[offset : offset + length]), f"embedded torch storage @{offset}"
+            blob, label = read(offset, length), f"embedded torch storage @{offset}"
             if text:  # `_codecs.encode(text, "latin1")`: the walker checked it is UTF-8
                 blob = blob.decode("utf-8", "surrogatepass").encode("latin-1", "replace")
         findings.extend(_scan_member(io.BytesIO(blob), len(blob), label, name, ctx))
@@ -405,7 +435,7 @@ def _not_opened(
 
 def _zip_polyglot(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Finding]:
     """A file that is something else at its start but ends with a zip directory (a polyglot)."""
-    tail_len = min(size, 65536 + 22)
+    tail_len = min(size, ZIP_TAIL_BYTES)
     fh.seek(size - tail_len)
     if b"PK\x05\x06" not in fh.read(tail_len):
         return []

@@ -5,12 +5,18 @@ Clearance by format (what the proxy may send before the verdict; it holds back t
 - zip (torch checkpoints, npz...): each member once its local entry is complete and scanned clean;
   the central directory is checked by `finish`.
 - data and text formats: everything.
-- pickles, legacy torch, numpy, tar, compressed streams, unknown: 0 (held whole until `finish`).
+- raw pickles, legacy torch and joblib dumps: as far as the pickle walk, run on the bytes as
+  they arrive, has found nothing (`scanners.pickle_stream`); legacy torch's raw storages after
+  its last pickle as they arrive.
+- numpy, tar, compressed streams, formats that are also pickles (polyglots), unknown: 0 (held
+  whole until `finish`).
 
-Memory: bytes are kept in a spooled temp file (memory up to `stream_memory_bytes`, then disk,
-removed by `finish`/`close`), except for header and data formats, which keep only the header or
-the detection prefix. `finish` runs exactly what `scan_file` runs on what was kept, so both give
-the same report for the same bytes.
+Memory: until the format is known, and for the formats held whole, bytes are kept in a spooled
+temp file (memory up to `stream_memory_bytes`, then disk, removed by `finish`/`close`). Header and
+data formats keep only the header or the detection prefix. Pickle-family streams keep only what
+their `finish` needs (`scanners.pickle_stream` says what): usually a window of about 64 KiB, the
+first and the last 64 KiB. `finish` runs exactly what `scan_file` runs, on what was kept (and,
+for pickles, on the walk already done), so both give the same report for the same bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from scanners import archives, dispatch, torch
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
+from scanners.pickle_stream import PickleStream
 from scanners.report import Finding, Outcome, ScanReport, Severity
 
 _HEADER_FORMATS = frozenset({FileFormat.SAFETENSORS, FileFormat.GGUF})
@@ -41,6 +48,7 @@ _CLEAR_ALL_FORMATS = frozenset(
 _PREFIX_ONLY_FORMATS = frozenset(
     {FileFormat.EMPTY, FileFormat.DATA, FileFormat.PROTOBUF, FileFormat.MSGPACK}
 )
+_STREAMED_PICKLES = frozenset({FileFormat.PICKLE, FileFormat.TORCH_LEGACY})
 _LOCAL = struct.Struct("<4s5H3L2H")
 _BAD = (Outcome.MALICIOUS, Outcome.ERROR)
 
@@ -64,6 +72,7 @@ class StreamScan:
         self._alarmed = False
         self._header_checked_at = 0
         self._zip = _ZipProgress()
+        self._pickles: PickleStream | None = None
         self._finished = False
 
     @property
@@ -71,6 +80,8 @@ class StreamScan:
         """How many bytes from the start may be sent before the verdict (never decreases)."""
         if self._clear_all:
             return self._received
+        if self._pickles is not None:
+            return self._pickles.cleared
         return self._cleared
 
     @property
@@ -82,10 +93,15 @@ class StreamScan:
         """Take the next bytes, in order. Cheap once the format's header is decided."""
         if self._finished:
             raise ValueError("StreamScan.feed after finish")
-        self._keep(chunk)
         self._received += len(chunk)
         if self._received > self._size:
             self._alarm()
+        if self._pickles is not None:
+            self._pickles.feed(chunk)
+            if self._pickles.alarmed:
+                self._alarm()
+            return
+        self._keep(chunk)
         if self._format is None:
             self._detect()
         if self._format is None or self._alarmed:
@@ -98,9 +114,14 @@ class StreamScan:
     def finish(self) -> ScanReport:
         """The final report, after the last byte; removes any temp file."""
         self._finished = True
+        if self._pickles is not None:
+            return self._finish_pickles(self._pickles)
         try:
             if self._format is None:
                 self._detect(final=True)
+            stream = self._pickle_stream()
+            if stream is not None:
+                return self._finish_pickles(stream)
             self._spool.seek(0)
             report = dispatch.scan_stream(
                 cast(BinaryIO, self._spool), self._report_size(), self._name, limits=self._limits
@@ -115,6 +136,36 @@ class StreamScan:
         """Drop what was kept (when the ingest gives up before `finish`)."""
         self._finished = True
         self._spool.close()
+        if self._pickles is not None:
+            self._pickles.close()
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes held for `finish` in a temp file (memory, then disk): the whole stream for the
+        formats held whole, only what `finish` needs for pickle-family streams (tests, bench)."""
+        if self._pickles is not None:
+            return self._pickles.kept_bytes
+        return 0 if self._spool.closed else self._kept
+
+    def _pickle_stream(self) -> PickleStream | None:
+        return self._pickles
+
+    def _finish_pickles(self, stream: PickleStream) -> ScanReport:
+        try:
+            walked, view = stream.finish()
+            with view:
+                report = dispatch.scan_stream(
+                    cast(BinaryIO, view),
+                    self._received,
+                    self._name,
+                    limits=self._limits,
+                    walked=walked,
+                )
+        finally:
+            stream.close()
+        if self._received != self._size:
+            report = _with_finding(report, _size_mismatch(self._received, self._size))
+        return report
 
     # ---- internals ----------------------------------------------------------------------------
     def _report_size(self) -> int:
@@ -143,12 +194,26 @@ class StreamScan:
             return
         prefix = self._prefix(need)
         self._format = detect_format(prefix, self._size, self._name)
+        if self._format in _STREAMED_PICKLES:
+            self._start_pickles()
+            return
         if pickle_prefix(prefix, len(prefix), self._size) != PicklePrefix.NOT_PICKLE:
             return  # also a pickle (a polyglot) or not yet ruled out: held whole, all kept
         if self._format in _CLEAR_ALL_FORMATS:
             self._clear_all = True
         if self._format in _PREFIX_ONLY_FORMATS:
             self._keep_limit = self._limits.detect_prefix_bytes
+
+    def _start_pickles(self) -> None:
+        """Hand the stream to the pickle walk, with the bytes so far; stop spooling."""
+        stream = PickleStream(self._size, self._limits)
+        self._spool.seek(0)
+        while chunk := self._spool.read(1 << 20):
+            stream.feed(chunk)
+        self._spool.close()
+        self._pickles = stream
+        if stream.alarmed:
+            self._alarm()
 
     def _check_header(self) -> None:
         module = dispatch._optional_module(self._format.value if self._format else "")

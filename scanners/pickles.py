@@ -20,6 +20,7 @@ import mmap
 import re
 import struct
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from scanners.allowlist import GlobalVerdict, canonical_global, judge_global
 from scanners.limits import PickleLimits
@@ -101,6 +102,57 @@ class _LimitHit(_Malformed):
     pass
 
 
+class _Truncated(_Malformed):
+    """The bytes end before this opcode does. Malformed in a complete stream; in a streaming walk
+    that has not seen the last byte it means "wait for more". Raised before the opcode changes
+    anything, so the walk resumes at the same opcode."""
+
+
+class _Skip(Exception):
+    """Streaming only: an opcode whose argument need not be kept (a long string, a joblib array)
+    is done without its bytes; the walk resumes at `to` (a data index) once `value` is pushed
+    (`peek`: the memo store folded into the opcode is still to do)."""
+
+    def __init__(self, to: int, value: object = None, *, push: bool = False, peek: bool = False):
+        super().__init__()
+        self.to = to
+        self.value = value
+        self.push = push
+        self.peek = peek
+
+
+class _Suspend(Exception):
+    """Streaming only: this opcode needs bytes far ahead (a joblib object array's own pickle, an
+    array to walk as opcodes): the streaming walk stops here, before the opcode changes anything,
+    and resumes from it once every byte is there."""
+
+
+@dataclass(slots=True)
+class Frame:
+    """A paused streaming walk of one pickle: the stack machine's state at an opcode boundary.
+
+    `_loop` resumed from a frame does exactly what it would have done had it not stopped: same
+    stack, memo and MARKs, and the same place in its batch of opcodes (so the limits are checked
+    at the same opcodes and the opcode count is the same)."""
+
+    pos: int  # absolute offset where the walk resumes
+    at: int  # absolute offset of the opcode being finished when `peek`
+    stack: list[object]
+    marks: list[int]
+    memo: dict[int, object]
+    shapes: dict[bytes, tuple[int, ...]]
+    ops_left: int
+    index: int  # the next turn in the current batch of opcodes; `_BATCH`: a new batch
+    peek: bool = False  # the memo store folded into a skipped string is still to do
+    suspended: bool = False  # stopped for good until the last byte (see `_Suspend`)
+
+
+class _Pause(Exception):
+    def __init__(self, frame: Frame) -> None:
+        super().__init__()
+        self.frame = frame
+
+
 @dataclass(slots=True)
 class WalkResult:
     """What walking one stream found. `end` is where the last complete pickle stopped."""
@@ -116,6 +168,15 @@ class WalkResult:
     opcodes: int = 0
     fast_records: int = 0  # torch tensor records built by the fast path
     complete: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Walked:
+    """A pickle-family stream already walked (by `scanners.pickle_stream`, as bytes arrived):
+    what `dispatch._scan_pickle` would have found walking it, and whether it is legacy torch."""
+
+    result: WalkResult
+    legacy: bool
 
 
 _JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -137,6 +198,8 @@ _CHECKED_CALLS = frozenset(
 )
 _NUMPY_ITEMSIZE = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 0, "a": 0, "V": 0}
 _HIGHEST_PROTOCOL = 5
+_NO_STOP = 1 << 62  # a whole-file walk never stops between batches
+_RECORD_MAX = 512  # > the longest byte run `_TORCH_RECORD` can match
 _BATCH = 4096
 _BATCH_RANGE = range(_BATCH)
 _U32 = struct.Struct("<I").unpack_from
@@ -152,6 +215,12 @@ class PickleWalker:
 
     Usage: `walker.walk_one(pos)` walks one pickle from `pos` and returns where it stopped
     (raising nothing: problems become findings in `walker.result`).
+
+    Streaming (`scanners.pickle_stream`): `data` is a window of the stream starting at absolute
+    offset `base` (every offset the walker reports is absolute), `end` is where the bytes that
+    may be read end (the window's end minus a margin), `limit` where the stream itself ends;
+    `step` walks as far as `end` allows and returns a `Frame` to resume from. With
+    `final` (the last byte is there) a streaming walk is exactly a whole-file walk.
     """
 
     def __init__(
@@ -166,6 +235,11 @@ class PickleWalker:
         self.fast_paths = fast_paths  # False: every opcode through the loop (tests, benchmark)
         self.data = data
         self.end = end
+        self.limit = end  # where the stream ends (streaming: beyond `end`)
+        self.base = 0  # absolute offset of data[0]
+        self.streaming = False
+        self.final = True
+        self.first_payload = -1  # absolute offset of the first string/bytes too long to keep
         self.limits = limits
         self.joblib = joblib
         self.result = WalkResult()
@@ -178,11 +252,48 @@ class PickleWalker:
     # ---- public --------------------------------------------------------------------------
     def walk_one(self, pos: int) -> int | None:
         """Walk one pickle from `pos`; its end offset, or None when it is malformed."""
-        if self.result.pickles >= self.limits.max_pickles:
+        found = self._walk(pos, None)
+        if isinstance(found, Frame):  # only a streaming walk pauses, and it calls `step`
+            raise RuntimeError("walk_one paused: use step() for a streaming walk")
+        return found
+
+    def rebase(self, data: Buffer, base: int, end: int, limit: int, *, final: bool) -> None:
+        """Streaming: walk `data`, which holds the stream from absolute offset `base`; read no
+        further than absolute `end`; the stream ends at absolute `limit`."""
+        self.data = data
+        self.base = base
+        self.end = end - base
+        self.limit = limit - base
+        self.streaming = True
+        self.final = final
+
+    def step(self, pos: int, frame: Frame | None) -> int | Frame | None:
+        """Streaming `walk_one` from absolute `pos`, or resuming `frame`: the pickle's absolute
+        end, a `Frame` when the bytes ran out first, or None when it is malformed."""
+        found = self._walk(pos - self.base, frame)
+        if isinstance(found, int):
+            return found + self.base
+        return found
+
+    def trailing(self, pos: int) -> None:
+        """The finding for non-pickle bytes after the last pickle, from data index `pos`."""
+        self.flag(
+            "PICKLE_TRAILING_DATA",
+            Severity.LOW,
+            Outcome.REVIEW,
+            f"{self.limit - pos} bytes follow the last pickle and are not a pickle; a loader "
+            "reading them in a loop could act on them",
+            offset=self.base + pos,
+        )
+
+    def _walk(self, pos: int, frame: Frame | None) -> int | Frame | None:
+        if frame is None and self.result.pickles >= self.limits.max_pickles:
             self._malformed("more pickles in one stream than the limit", pos, limit=True)
             return None
         try:
-            end = self._run(pos)
+            end = self._run(pos, frame)
+        except _Pause as pause:
+            return pause.frame
         except _LimitHit as exc:
             self._malformed(exc.reason, exc.offset, limit=True)
             return None
@@ -190,7 +301,7 @@ class PickleWalker:
             self._malformed(exc.reason, exc.offset)
             return None
         self.result.pickles += 1
-        self.result.end = end
+        self.result.end = self.base + end
         return end
 
     def walk_all(self, pos: int) -> None:
@@ -198,14 +309,7 @@ class PickleWalker:
         first = True
         while pos < self.end:
             if not first and not self._starts_like_pickle(pos):
-                self.flag(
-                    "PICKLE_TRAILING_DATA",
-                    Severity.LOW,
-                    Outcome.REVIEW,
-                    f"{self.end - pos} bytes follow the last pickle and are not a pickle; a loader "
-                    "reading them in a loop could act on them",
-                    offset=pos,
-                )
+                self.trailing(pos)
                 return
             next_pos = self.walk_one(pos)
             if next_pos is None:
@@ -228,6 +332,7 @@ class PickleWalker:
         return self.data[pos] in _OPCODE_BYTES
 
     def _malformed(self, reason: str, offset: int, *, limit: bool = False) -> None:
+        offset += self.base
         code = "PICKLE_LIMIT_EXCEEDED" if limit else "PICKLE_MALFORMED"
         what = "exceeds a scanning limit" if limit else "does not parse"
         self.flag(
@@ -241,6 +346,7 @@ class PickleWalker:
         )
 
     def _new_global(self, module: str, name: str, offset: int) -> Global:
+        offset += self.base
         key = (module, name)
         verdict = self._judged.get(key)
         if verdict is None:
@@ -284,6 +390,7 @@ class PickleWalker:
 
     def _note_call(self, callee: object, args: object, offset: int) -> None:
         """Check a call/instantiation; remember a readable form of calls to non-allowed globals."""
+        offset += self.base
         if isinstance(callee, Global):
             if callee.verdict != GlobalVerdict.ALLOWED:
                 key = callee.dotted[:200]
@@ -401,14 +508,18 @@ class PickleWalker:
                 Outcome.ERROR,
                 f"the pickle uses extension code {code}, which is not registered: a loader "
                 "that registered it could import anything",
-                offset=offset,
+                offset=self.base + offset,
                 extension_code=code,
             )
             raise _Malformed(f"unregistered extension code {code}", offset)
         return self._new_global(str(pair[0]), str(pair[1]), offset)
 
     def _joblib_skip(self, state: object, pos: int) -> int:
-        """Skip the raw array bytes joblib writes right after a NumpyArrayWrapper's BUILD."""
+        """Skip the raw array bytes joblib writes right after a NumpyArrayWrapper's BUILD.
+
+        Streaming, the skip may land beyond the bytes there are (the caller pauses); what needs
+        the array's bytes (an object array's pickle, a walk of the array as opcodes) suspends."""
+        waiting = self.streaming and not self.final
         if not isinstance(state, DictV):
             raise _Malformed("joblib array wrapper without a state dict", pos)
         shape = state.items.get("shape")
@@ -419,6 +530,8 @@ class PickleWalker:
         if not isinstance(descr, str):
             raise _Malformed("joblib array wrapper with an unreadable dtype", pos)
         if descr.lstrip("<>|=").startswith("O"):
+            if waiting:
+                raise _Suspend
             nested = self.walk_one(pos)  # object arrays are a nested pickle
             if nested is None:
                 raise _Malformed("nested joblib pickle is malformed", pos)
@@ -431,26 +544,61 @@ class PickleWalker:
             count *= dim
         start = pos
         if state.items.get("numpy_array_alignment_bytes") is not None:
-            if pos >= self.end:
+            if pos >= self.limit:
                 raise _Malformed("joblib padding byte missing", pos)
             pos += 1 + self.data[pos]
         pos += count * itemsize
-        if pos > self.end:
+        if pos > self.limit:
             raise _Malformed("joblib array data runs past the end", start)
-        if start < self.end and self.data[start] in _OPCODE_BYTES:
+        if start < self.limit and self.data[start] in _OPCODE_BYTES:
+            if waiting and pos > self.end:
+                raise _Suspend
             self._shadow_walk(start, pos)
         return pos
 
     def _shadow_walk(self, start: int, end: int) -> None:
         """A plain `pickle.load` reads joblib's array bytes as opcodes: report its globals too."""
         shadow = PickleWalker(self.data, end, self.limits)
+        shadow.base = self.base
         shadow.walk_one(start)
         for finding in shadow.result.findings:
             if finding.code in ("PICKLE_GLOBAL_DENIED", "PICKLE_GLOBAL_UNKNOWN"):
                 self.result.findings.append(finding)
 
     # ---- the stack machine ---------------------------------------------------------------
-    def _run(self, pos: int) -> int:
+    def _long(self, length: int, pos: int, text: bool) -> LongText:
+        """A string or bytes too long to keep, starting at data index `pos`."""
+        offset = self.base + pos
+        if self.first_payload < 0:
+            self.first_payload = offset
+        return LongText(length, offset, text)
+
+    def _beyond(self, n: int, pos: int, at: int, reason: str, kind: int) -> NoReturn:
+        """An argument of `n` bytes at `pos` runs past `end`: malformed in a complete stream;
+        streaming, wait for it (short), or push it by its length and skip its bytes (long).
+        `kind`: 0 text and 1 bytes (kept by offset), 2 anything else (by length only)."""
+        if self.streaming and not self.final:
+            if n > self.limit - pos:
+                raise _Malformed(reason, at)
+            if n > self.limits.max_kept_string_chars:
+                value = LongText(n) if kind == 2 else self._long(n, pos, kind == 0)
+                raise _Skip(pos + n, value, push=True, peek=kind == 0)
+        raise _Truncated(reason, at)
+
+    def _frame(self, pos: int, at: int, index: int, state: tuple[object, ...]) -> Frame:
+        stack, marks, memo, shapes, ops_left = state
+        return Frame(
+            self.base + pos,
+            self.base + at,
+            stack,  # type: ignore[arg-type]
+            marks,  # type: ignore[arg-type]
+            memo,  # type: ignore[arg-type]
+            shapes,  # type: ignore[arg-type]
+            ops_left,  # type: ignore[arg-type]
+            index,
+        )
+
+    def _run(self, pos: int, frame: Frame | None = None) -> int:
         """Walk opcodes from `pos` to STOP.
 
         Deliberately one flat loop over one stack with a list of MARK positions (as CPython's
@@ -466,36 +614,66 @@ class PickleWalker:
         automatic collection rescans them all (it halved the throughput in the benchmark).
         """
         if not gc.isenabled():
-            return self._loop(pos)
+            return self._loop(pos, frame)
         gc.disable()
         try:
-            return self._loop(pos)
+            return self._loop(pos, frame)
         finally:
             gc.enable()
 
-    def _loop(self, pos: int) -> int:
+    def _loop(self, pos: int, frame: Frame | None = None) -> int:
         data = self.data
         end = self.end
+        limit = self.limit
         limits = self.limits
         max_keep = limits.max_kept_string_chars
         max_depth = limits.max_stack_depth
         max_memo_index = limits.max_memo_index
-        stack: list[object] = []
+        if frame is None:
+            stack: list[object] = []
+            marks: list[int] = []
+            memo: dict[int, object] = {}
+            shapes: dict[bytes, tuple[int, ...]] = {}  # the fast path's parsed size/stride tuples
+            ops_left = self._opcodes_left
+            first = _BATCH
+        else:
+            stack, marks, memo, shapes = frame.stack, frame.marks, frame.memo, frame.shapes
+            ops_left, first, pos = frame.ops_left, frame.index, frame.pos - self.base
         push = stack.append
-        marks: list[int] = []
-        fence = 0
-        memo: dict[int, object] = {}
-        shapes: dict[bytes, tuple[int, ...]] = {}  # the fast path's parsed size/stride tuples
+        fence = marks[-1] if marks else 0
         fast = self.fast_paths
-        ops_left = self._opcodes_left
+        # streaming, before the last byte: stop between batches once `end` is reached (see
+        # `scanners.pickle_stream` for why a batch that starts before `end` reads no further than
+        # the bytes there are)
+        waiting = self.streaming and not self.final
+        stop = end if waiting else _NO_STOP
         u32 = _U32
         at = pos
+        step_i = first
         try:
+            if frame is not None and frame.peek:  # the memo store folded into a skipped string
+                at = frame.at - self.base
+                if data[pos] == 0x72:
+                    memo[u32(data, pos + 1)[0]] = stack[-1]
+                    pos += 5
+                elif data[pos] == 0x71:
+                    memo[data[pos + 1]] = stack[-1]
+                    pos += 2
             while True:
-                # Bounds are checked between batches of opcodes: a counter per opcode costs ~10%.
-                ops_left -= _BATCH
-                self._check_bounds(ops_left, len(stack) + len(marks), len(memo), pos)
-                for _ in _BATCH_RANGE:
+                if first < _BATCH:  # resuming in the middle of a batch
+                    turns = range(first, _BATCH)
+                    first = _BATCH
+                else:
+                    if pos >= stop:
+                        raise _Pause(
+                            self._frame(pos, pos, _BATCH, (stack, marks, memo, shapes, ops_left))
+                        )
+                    # Bounds are checked between batches of opcodes: a counter per opcode costs
+                    # ~10%.
+                    ops_left -= _BATCH
+                    self._check_bounds(ops_left, len(stack) + len(marks), len(memo), pos)
+                    turns = _BATCH_RANGE
+                for step_i in turns:
                     at = pos
                     op = data[pos]
                     pos += 1
@@ -518,7 +696,9 @@ class PickleWalker:
                                 f"memo value {idx} read before it was stored", at
                             ) from None
                         if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
-                            record = _torch_record(data, pos, memo, value, shapes)
+                            if waiting and end - pos < _RECORD_MAX:  # match on all of it
+                                raise _Truncated("a tensor record may continue", at)
+                            record = _torch_record(data, pos, end, memo, value, shapes)
                             if record is not None:
                                 value, pos = record
                                 ops_left -= _RECORD_OPCODES
@@ -542,14 +722,14 @@ class PickleWalker:
                             n = struct.unpack_from("<Q", data, pos)[0]
                             pos += 8
                         if n > end - pos:
-                            raise _Malformed("string longer than the data left", at)
+                            self._beyond(n, pos, at, "string longer than the data left", 0)
                         if n <= max_keep:
                             try:
                                 push(str(data[pos : pos + n], "utf-8", "surrogatepass"))
                             except UnicodeDecodeError:
                                 raise _Malformed("string is not UTF-8", at) from None
                         else:
-                            push(LongText(n, pos, True))
+                            push(self._long(n, pos, True))
                         pos += n
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
                             memo[u32(data, pos + 1)[0]] = stack[-1]
@@ -639,7 +819,9 @@ class PickleWalker:
                             raise _Malformed(f"memo value {idx} read before it was stored", at)
                         value = memo[idx]
                         if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
-                            record = _torch_record(data, pos, memo, value, shapes)
+                            if waiting and end - pos < _RECORD_MAX:  # match on all of it
+                                raise _Truncated("a tensor record may continue", at)
+                            record = _torch_record(data, pos, end, memo, value, shapes)
                             if record is not None:
                                 value, pos = record
                                 ops_left -= _RECORD_OPCODES
@@ -685,15 +867,19 @@ class PickleWalker:
                     elif op == 0x62:  # BUILD
                         if len(stack) - 2 < fence:
                             raise _Malformed("BUILD with too few stack items", at)
-                        state = stack.pop()
-                        target = stack[-1]
-                        if target.__class__ is Global:
-                            self._mutates_global(target, at)
-                        elif self.joblib and self._is_joblib_wrapper(target):
+                        target = stack[-2]
+                        if self.joblib and self._is_joblib_wrapper(target):
                             self._opcodes_left = ops_left
-                            pos = self._joblib_skip(state, pos)
+                            pos = self._joblib_skip(stack[-1], pos)  # first: it may suspend
                             ops_left = self._opcodes_left
+                            del stack[-1]
                             stack[-1] = Made("joblib array", None)
+                            if pos > end:  # streaming only: the array's bytes are skipped
+                                raise _Skip(pos)
+                        else:
+                            del stack[-1]
+                            if target.__class__ is Global:
+                                self._mutates_global(target, at)
                     elif op == 0x8A or op == 0x8B:  # LONG1 LONG4
                         if op == 0x8A:
                             n = data[pos]
@@ -704,7 +890,7 @@ class PickleWalker:
                             if n < 0:
                                 raise _Malformed("LONG4 with a negative length", at)
                         if n > end - pos:
-                            raise _Malformed("LONG longer than the data left", at)
+                            self._beyond(n, pos, at, "LONG longer than the data left", 2)
                         push(
                             int.from_bytes(data[pos : pos + n], "little", signed=True)
                             if n <= 16
@@ -725,8 +911,12 @@ class PickleWalker:
                             n = struct.unpack_from("<Q", data, pos)[0]
                             pos += 8
                         if n > end - pos:
-                            raise _Malformed("bytes longer than the data left", at)
-                        push(bytes(data[pos : pos + n]) if n <= max_keep else LongText(n, pos))
+                            self._beyond(n, pos, at, "bytes longer than the data left", 1)
+                        push(
+                            bytes(data[pos : pos + n])
+                            if n <= max_keep
+                            else self._long(n, pos, False)
+                        )
                         pos += n
                     elif op == 0x55 or op == 0x54:  # SHORT_BINSTRING BINSTRING
                         if op == 0x55:
@@ -738,7 +928,7 @@ class PickleWalker:
                             if n < 0:
                                 raise _Malformed("BINSTRING with a negative length", at)
                         if n > end - pos:
-                            raise _Malformed("string longer than the data left", at)
+                            self._beyond(n, pos, at, "string longer than the data left", 2)
                         push(str(data[pos : pos + n], "latin-1") if n <= max_keep else LongText(n))
                         pos += n
                     elif op == 0x63 or op == 0x69:  # GLOBAL INST
@@ -794,14 +984,14 @@ class PickleWalker:
                     elif op == 0x95:  # FRAME
                         n = struct.unpack_from("<Q", data, pos)[0]
                         pos += 8
-                        if n > end - pos:
+                        if n > limit - pos:
                             raise _Malformed("FRAME longer than the data left", at)
                     elif op == 0x2E:  # STOP
                         if len(stack) <= fence:
                             raise _Malformed("STOP with an empty stack", at)
                         self.last_value = stack[-1]
                         self._opcodes_left = ops_left
-                        self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + _ + 1
+                        self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + step_i + 1
                         return pos
                     elif (
                         op == 0x30
@@ -869,6 +1059,22 @@ class PickleWalker:
                         push(_text_value(op, line, at, max_keep))
                     else:
                         raise _Malformed(f"unknown opcode 0x{op:02x}", at)
+        except _Truncated:
+            if not waiting:
+                raise
+            raise _Pause(
+                self._frame(at, at, step_i, (stack, marks, memo, shapes, ops_left))
+            ) from None
+        except _Skip as skip:
+            if skip.push:
+                stack.append(skip.value)
+            paused = self._frame(skip.to, at, step_i + 1, (stack, marks, memo, shapes, ops_left))
+            paused.peek = skip.peek
+            raise _Pause(paused) from None
+        except _Suspend:
+            paused = self._frame(at, at, step_i, (stack, marks, memo, shapes, ops_left))
+            paused.suspended = True
+            raise _Pause(paused) from None
         except (IndexError, struct.error):
             raise _Malformed("the data ends inside an opcode or before STOP", at) from None
 
@@ -894,10 +1100,10 @@ class PickleWalker:
             "PICKLE_GLOBAL_DYNAMIC",
             Severity.CRITICAL,
             Outcome.MALICIOUS,
-            f"STACK_GLOBAL at offset {at} imports a name that is not a plain string "
+            f"STACK_GLOBAL at offset {self.base + at} imports a name that is not a plain string "
             f"({describe(module_v)}, {describe(name_v)}): a global assembled at load time to "
             "hide what it imports",
-            offset=at,
+            offset=self.base + at,
         )
         raise _Malformed("STACK_GLOBAL requires two strings", at)
 
@@ -918,9 +1124,9 @@ class PickleWalker:
             "PICKLE_MUTATES_GLOBAL",
             Severity.HIGH,
             Outcome.MALICIOUS,
-            f"the pickle changes {target.dotted[:200]} itself at offset {at} (BUILD, SETITEMS or "
-            "APPENDS on an imported object): monkey-patching code while loading",
-            offset=at,
+            f"the pickle changes {target.dotted[:200]} itself at offset {self.base + at} (BUILD, "
+            "SETITEMS or APPENDS on an imported object): monkey-patching code while loading",
+            offset=self.base + at,
             target=target.dotted[:200],
         )
 
@@ -1011,6 +1217,7 @@ def _tuple_op(raw: bytes, cache: dict[bytes, tuple[int, ...]]) -> tuple[int, ...
 def _torch_record(
     data: Buffer,
     pos: int,
+    end: int,
     memo: dict[int, object],
     rebuild: Global,
     cache: dict[bytes, tuple[int, ...]],
@@ -1018,7 +1225,7 @@ def _torch_record(
     """Build one steady-state tensor record starting at `pos` (after the rebuild BINGET): the
     value the loop would push and where it would stop, memo stores done in the loop's order.
     None (nothing changed) when the bytes or the memo are anything else."""
-    match = _TORCH_RECORD.match(data, pos)
+    match = _TORCH_RECORD.match(data, pos, end)
     if match is None or not rebuild.plain:
         return None
     (get_word, get_cls, len_x, len_c, key, put_key, get_loc, numel, put_storage, offset,
@@ -1066,7 +1273,7 @@ def _torch_record(
 def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:
     nl = data.find(b"\n", pos, end)
     if nl < 0:
-        raise _Malformed("line argument without a newline", at)
+        raise _Truncated("line argument without a newline", at)
     return bytes(data[pos:nl]), nl + 1
 
 

@@ -6,6 +6,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -126,9 +127,10 @@ def test_stream_scan_lying_safetensors_is_alarmed_and_never_cleared(
     assert (scan.cleared, scan.alarmed) == (0, True)
 
 
-def test_stream_scan_raw_pickle_is_held_whole(tmp_path: Path) -> None:
-    path = _write(tmp_path / "x.pkl", pickle.dumps(list(range(50000)), protocol=4))
-    scan, report = _stream(path, "x.pkl")
+def test_stream_scan_numpy_object_array_is_held_whole(tmp_path: Path) -> None:
+    path = tmp_path / "o.npy"
+    np.save(path, np.array([1, "x", None] * 20000, dtype=object), allow_pickle=True)
+    scan, report = _stream(path, "o.npy")
     assert (scan.cleared, report.outcome) == (0, Outcome.CLEAN)
 
 
