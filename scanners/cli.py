@@ -10,6 +10,9 @@ path that does not exist counts as "could not scan").
 
 where each report is `{"path", "format", "size", "outcome", "findings": [{"scanner", "code",
 "severity", "outcome", "message", "details"}], "scanners": {name: version}, "elapsed_s"}`.
+Pickle findings' details carry `offset` (in the file or `member`), `global`, `call` (our
+decompiled call) and, when the pickle has a finding, `fickling`: fickling's decompiled view of
+that pickle, `{"decompiled": text, "cut": bool}` or `{"error": why}` (`scanners.second_opinion`).
 """
 
 from __future__ import annotations

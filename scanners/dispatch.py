@@ -22,12 +22,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, BinaryIO
 
-from scanners import archives, numpy, pickles, torch
+from scanners import archives, numpy, pickles, second_opinion, torch
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickles import PickleWalker
-from scanners.report import Finding, Outcome, ScanReport, Severity
+from scanners.report import Finding, JsonValue, Outcome, ScanReport, Severity
+from scanners.second_opinion import SecondOpinion, fickling_view
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class _Context:
     scanners: dict[str, str] = field(default_factory=dict)
     depth: int = 0
     walked: pickles.Walked | None = None  # the top-level pickle walk, done as bytes arrived
+    second_opinion: SecondOpinion | None = fickling_view  # on pickles with a finding only
 
     def ran(self, name: str, version: str) -> None:
         self.scanners[name] = version
@@ -54,11 +56,17 @@ Handler = Callable[[BinaryIO, int, str, _Context], tuple[FileFormat | None, list
 
 
 def scan_file(
-    path: str | os.PathLike[str], *, name: str | None = None, limits: ScanLimits = DEFAULT_LIMITS
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    limits: ScanLimits = DEFAULT_LIMITS,
+    second_opinion: SecondOpinion | None = fickling_view,
 ) -> ScanReport:
     """Scan one file; `name` is its path inside its repo (a hint, never a reason to trust it).
 
-    Never raises for the file's content; raises OSError when the file cannot be opened."""
+    `second_opinion` decompiles a pickle that raised a finding into the finding's details
+    (fickling by default; None: off). Never raises for the file's content; raises OSError when
+    the file cannot be opened."""
     with Path(path).open("rb") as fh:
         size = os.fstat(fh.fileno()).st_size
         return scan_stream(
@@ -67,6 +75,7 @@ def scan_file(
             name if name is not None else os.fspath(path),
             path=os.fspath(path),
             limits=limits,
+            second_opinion=second_opinion,
         )
 
 
@@ -78,13 +87,16 @@ def scan_stream(
     path: str | None = None,
     limits: ScanLimits = DEFAULT_LIMITS,
     walked: pickles.Walked | None = None,
+    second_opinion: SecondOpinion | None = fickling_view,
 ) -> ScanReport:
     """Scan the `size` bytes of `fh` (seekable) as the file `name`. Never raises for content.
 
     `walked`: the stream is a pickle-family file whose pickles were already walked as its bytes
     arrived (`StreamScan`); the rest of the scan is the same, and so is the report."""
     started = time.perf_counter()
-    ctx = _Context(limits, ArchiveBudget(limits.archive), walked=walked)
+    ctx = _Context(
+        limits, ArchiveBudget(limits.archive), walked=walked, second_opinion=second_opinion
+    )
     ctx.ran(SCANNER, SCANNER_VERSION)
     file_format, findings = scan_content(fh, size, name, ctx)
     return ScanReport(
@@ -209,9 +221,9 @@ def _scan_pickle(
         if walked.legacy:
             ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
             refined = FileFormat.TORCH_LEGACY
-        result = walked.result
-        nested = _scan_nested(functools.partial(_read_at, fh), result, name, ctx)
-        return _pickle_findings(result, refined, nested)
+        read = functools.partial(_read_at, fh)
+        nested = _scan_nested(read, walked.result, name, ctx)
+        return _pickle_findings(walked.result, refined, nested, read, size, ctx)
     with _buffer(fh, size, ctx) as data:
         if data is None:
             return None, [_too_large(size)]
@@ -223,17 +235,59 @@ def _scan_pickle(
             torch.walk_legacy_rest(walker, first_end)
         elif first_end is not None:
             walker.walk_all(first_end)
-        result = walker.result
-        nested = _scan_nested(functools.partial(_slice, data), result, name, ctx)
-    return _pickle_findings(result, refined, nested)
+        read = functools.partial(_slice, data)
+        nested = _scan_nested(read, walker.result, name, ctx)
+        return _pickle_findings(walker.result, refined, nested, read, size, ctx)
 
 
 def _pickle_findings(
-    result: pickles.WalkResult, refined: FileFormat | None, nested: list[Finding]
+    result: pickles.WalkResult,
+    refined: FileFormat | None,
+    nested: list[Finding],
+    read: Callable[[int, int], bytes],
+    size: int,
+    ctx: _Context,
 ) -> tuple[FileFormat | None, list[Finding]]:
     if any(g.module == "joblib.numpy_pickle" for g in result.globals):
         refined = refined or FileFormat.JOBLIB
-    return refined, pickles.findings_with_calls(result) + nested
+    return refined, _walk_findings(result, read, size, ctx) + nested
+
+
+def _walk_findings(
+    result: pickles.WalkResult,
+    read: Callable[[int, int], bytes],
+    size: int,
+    ctx: _Context,
+    member: str | None = None,
+) -> list[Finding]:
+    """The walk's findings, each with the second opinion on the pickle it is in (if any)."""
+    findings = pickles.findings_with_calls(result, member)
+    opinion = ctx.second_opinion
+    if opinion is None or not findings:
+        return findings
+    limits = ctx.limits.fickling
+    views: dict[tuple[int, int], dict[str, JsonValue]] = {}
+    out: list[Finding] = []
+    for finding in findings:
+        offset = finding.details.get("offset")
+        if finding.scanner != pickles.SCANNER or type(offset) is not int:
+            out.append(finding)
+            continue
+        span = pickles.pickle_span(result, offset, size)
+        view = views.get(span)
+        if view is None:
+            length = span[1] - span[0]
+            if length > limits.max_pickle_bytes:
+                view = {
+                    "error": f"the pickle is {length} bytes, over the {limits.max_pickle_bytes}"
+                    "-byte limit for decompiling it"
+                }
+            else:
+                ctx.ran(second_opinion.SCANNER, second_opinion.version())
+                view = opinion(read(span[0], length), limits)
+            views[span] = view
+        out.append(replace(finding, details={**finding.details, "fickling": view}))
+    return out
 
 
 def _slice(data: bytes | mmap.mmap, offset: int, length: int) -> bytes:
@@ -290,7 +344,7 @@ def _scan_npy(
             )
         else:
             walker.walk_one(header.data_offset)
-        return None, pickles.findings_with_calls(walker.result)
+        return None, _walk_findings(walker.result, functools.partial(_slice, data), size, ctx)
 
 
 # ---- containers ---------------------------------------------------------------------------------
@@ -398,7 +452,8 @@ def _scan_tar_member(content: IO[bytes], member: str, outer: str, ctx: _Context)
     data = content.read(size)
     walker = PickleWalker(data, len(data), ctx.limits.pickle)
     (torch.walk_tar_storages if member == "storages" else torch.walk_tar_tensors)(walker)
-    return [_in_member(f, member) for f in pickles.findings_with_calls(walker.result)]
+    found = _walk_findings(walker.result, functools.partial(_slice, data), size, ctx)
+    return [_in_member(f, member) for f in found]
 
 
 def _compressed(kind: str) -> Handler:

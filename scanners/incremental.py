@@ -33,6 +33,7 @@ from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_pref
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickle_stream import PickleStream
 from scanners.report import Finding, Outcome, ScanReport, Severity
+from scanners.second_opinion import SecondOpinion, fickling_view
 
 _HEADER_FORMATS = frozenset({FileFormat.SAFETENSORS, FileFormat.GGUF})
 _CLEAR_ALL_FORMATS = frozenset(
@@ -56,10 +57,18 @@ _BAD = (Outcome.MALICIOUS, Outcome.ERROR)
 class StreamScan:
     """The incremental interface the ingest feeds as bytes arrive (see the module docstring)."""
 
-    def __init__(self, *, name: str, size: int, limits: ScanLimits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        size: int,
+        limits: ScanLimits = DEFAULT_LIMITS,
+        second_opinion: SecondOpinion | None = fickling_view,
+    ) -> None:
         self._name = name
         self._size = size
         self._limits = limits
+        self._second_opinion = second_opinion
         self._spool: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed in finish
             max_size=limits.stream_memory_bytes
         )
@@ -124,7 +133,11 @@ class StreamScan:
                 return self._finish_pickles(stream)
             self._spool.seek(0)
             report = dispatch.scan_stream(
-                cast(BinaryIO, self._spool), self._report_size(), self._name, limits=self._limits
+                cast(BinaryIO, self._spool),
+                self._report_size(),
+                self._name,
+                limits=self._limits,
+                second_opinion=self._second_opinion,
             )
         finally:
             self._spool.close()
@@ -160,6 +173,7 @@ class StreamScan:
                     self._name,
                     limits=self._limits,
                     walked=walked,
+                    second_opinion=self._second_opinion,
                 )
         finally:
             stream.close()
@@ -320,7 +334,13 @@ class StreamScan:
             return exc.finding.outcome
         self._spool.seek(0, io.SEEK_END)
         with content:
-            report = dispatch.scan_stream(content, info.file_size, name, limits=self._limits)  # type: ignore[arg-type]
+            report = dispatch.scan_stream(
+                content,  # type: ignore[arg-type]
+                info.file_size,
+                name,
+                limits=self._limits,
+                second_opinion=None,  # only the outcome matters here: `finish` has the details
+            )
         worst = report.outcome
         for finding in found:
             if finding.outcome.rank > worst.rank:

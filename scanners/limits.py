@@ -58,11 +58,26 @@ class ArchiveLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class FicklingLimits:
+    """Bounds of fickling's second opinion on a pickle that raised a finding (never on a clean
+    file): the pickle it decompiles, the time it may take, the text kept."""
+
+    max_pickle_bytes: int = 256 * 1024  # a larger pickle is not decompiled (said in the finding)
+    max_seconds: float = 1.0
+    max_chars: int = 4000
+
+    def __post_init__(self) -> None:
+        if self.max_pickle_bytes <= 0 or self.max_seconds <= 0 or self.max_chars <= 0:
+            raise ValueError("FicklingLimits values must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class ScanLimits:
     """Everything `scan_file` and `StreamScan` bound."""
 
     pickle: PickleLimits = field(default_factory=PickleLimits)
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
+    fickling: FicklingLimits = field(default_factory=FicklingLimits)
     detect_prefix_bytes: int = 64 * 1024  # detection looks at this much of the start
     max_text_bytes: int = 64 * MIB  # JSON / Python / Jinja read whole only up to this
     max_pickle_bytes: int = 4 * 1024 * MIB  # a pickle stream longer than this is not walked

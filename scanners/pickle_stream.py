@@ -26,15 +26,18 @@ arrive; the proxy holds back the tail of every file anyway.
 
 **What is kept** for `finish` (no copy of the whole file, unlike other held formats):
 - the window the walk still needs: `MARGIN` plus at most `MAX_PENDING` bytes of an argument that
-  has not fully arrived (beyond that the walk suspends, below);
+  has not fully arrived (beyond that the walk suspends, below), and the current pickle from its
+  start while it is no longer than fickling's `max_pickle_bytes` (a finding in it gets fickling's
+  decompiled view of it, `scanners.second_opinion`);
 - the first `detect_prefix_bytes` (format detection) and the last `ZIP_TAIL_BYTES` (the
   zip-polyglot check looks for an end-of-central-directory record there);
 - everything from the first *trigger* on, in a spooled temp file (memory, then disk). Triggers:
   the first zip signature (a zip polyglot's members and directory are read from there; torch zips
   embedded for `torch.storage._load_from_bytes` start with one), the first string or bytes too
   long for the walker to keep (a nested torch load's payload is read from there), and the point
-  where the walk suspended. Common raw pickles, legacy torch files and joblib dumps of plain
-  arrays have no trigger, and keep nothing but the window, the prefix and the tail.
+  where the walk suspended, and the start of the pickle of the first finding. Common raw pickles,
+  legacy torch files and joblib dumps of plain arrays have no trigger, and keep nothing but the
+  window, the prefix and the tail.
 
 **Suspension.** What needs bytes far ahead (a joblib object array's own pickle, a joblib array
 that also reads as opcodes, an argument longer than `MAX_PENDING` still arriving) stops the
@@ -57,7 +60,7 @@ from typing import IO
 from scanners import torch
 from scanners.dispatch import IN_MEMORY_BYTES, ZIP_TAIL_BYTES
 from scanners.limits import ScanLimits
-from scanners.pickles import OPCODE_BYTES, Buffer, Frame, PickleWalker, Walked
+from scanners.pickles import OPCODE_BYTES, Buffer, Frame, PickleWalker, Walked, pickle_span
 from scanners.report import Outcome
 
 MARGIN = 64 * 1024 + 512  # > 5 + 4,096 x 14 bytes, and a tensor record's 512: see above
@@ -136,8 +139,12 @@ class PickleStream:
         if self._walk_on():
             self._finish_walk()
         walked = Walked(self._walker.result, self._legacy) if self._walking else None
+        parts = ((0, bytes(self._prefix)), (self._base, bytes(self._window)))
         view = _KeptView(
-            bytes(self._prefix), self._kept, self._keep_from, bytes(self._tail), self._received
+            (*parts, (self._received - len(self._tail), bytes(self._tail))),
+            self._kept,
+            self._keep_from,
+            self._received,
         )
         return walked, view
 
@@ -220,7 +227,7 @@ class PickleStream:
         if not frame.suspended and self._received - frame.pos > MAX_PENDING + MARGIN:
             frame.suspended = True  # an argument that long is still arriving: see the module doc
         if frame.suspended:
-            self._trigger(frame.pos)
+            self._trigger(self._retained_from())
 
     def _finish_walk(self) -> None:
         frame = self._frame
@@ -284,12 +291,27 @@ class PickleStream:
         self._searched = self._received
 
     def _needed_from(self) -> int:
-        """The first byte the walk still needs."""
+        """The first byte the walk (or fickling, on a finding) may still need."""
         if not self._walking or self._phase == _Phase.DONE:
             return self._received
         if self._frame is not None and self._frame.suspended:
             return self._received
+        return self._retained_from()
+
+    def _retained_from(self) -> int:
+        starts = self._walker.result.starts
+        if starts and self._pos - starts[-1] <= self._limits.fickling.max_pickle_bytes:
+            return min(self._pos, starts[-1])
         return self._pos
+
+    def _finding_trigger(self) -> int:
+        """Where the pickle of the first finding with an offset starts (fickling reads it)."""
+        result = self._walker.result
+        for finding in result.findings:
+            offset = finding.details.get("offset")
+            if type(offset) is int:
+                return max(pickle_span(result, offset, self._received)[0], self._base)
+        return -1
 
     def _drop(self) -> None:
         """Forget the window's bytes the walk is past (after keeping them if a trigger says so)."""
@@ -297,7 +319,7 @@ class PickleStream:
         if drop_to <= self._base:
             return
         if self._keep_from < 0:
-            triggers = [self._first_signature, self._walker.first_payload]
+            triggers = [self._first_signature, self._walker.first_payload, self._finding_trigger()]
             hit = [t for t in triggers if 0 <= t < drop_to]
             if hit:
                 self._trigger(min(hit))
@@ -316,18 +338,21 @@ class PickleStream:
 
 
 class _KeptView(io.RawIOBase):
-    """The stream as far as `PickleStream` kept it: prefix, everything from `keep_from`, tail;
-    zeros elsewhere (see the module doc for why only the zip reader goes there)."""
+    """The stream as far as `PickleStream` kept it: prefix, window, tail (`parts`: offset and
+    bytes) and everything from `keep_from`; zeros elsewhere (see the module doc for why only the
+    zip reader goes there)."""
 
     def __init__(
-        self, prefix: bytes, kept: IO[bytes] | None, keep_from: int, tail: bytes, size: int
+        self,
+        parts: tuple[tuple[int, bytes], ...],
+        kept: IO[bytes] | None,
+        keep_from: int,
+        size: int,
     ) -> None:
         super().__init__()
-        self._prefix = prefix
+        self._parts = parts
         self._kept = kept
         self._keep_from = keep_from if kept is not None else size
-        self._tail = tail
-        self._tail_from = size - len(tail)
         self._size = size
         self._pos = 0
 
@@ -350,8 +375,8 @@ class _KeptView(io.RawIOBase):
         if stop <= self._pos:
             return b""
         out = bytearray(stop - self._pos)
-        self._copy(out, self._pos, self._prefix, 0)
-        self._copy(out, self._pos, self._tail, self._tail_from)
+        for part_from, part in self._parts:
+            self._copy(out, self._pos, part, part_from)
         if self._kept is not None and stop > self._keep_from:
             start = max(self._pos, self._keep_from)
             self._kept.seek(start - self._keep_from)

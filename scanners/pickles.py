@@ -13,6 +13,7 @@ Named `pickles.py` so no import of the standard `pickle` module can ever resolve
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import copyreg
 import gc
@@ -164,6 +165,7 @@ class WalkResult:
     # (offset, length, is UTF-8 text to encode as latin-1) for payloads too long to keep
     nested: list[bytes | tuple[int, int, bool]] = field(default_factory=list)
     end: int = 0
+    starts: list[int] = field(default_factory=list)  # where each pickle walked starts
     pickles: int = 0
     opcodes: int = 0
     fast_records: int = 0  # torch tensor records built by the fast path
@@ -287,9 +289,11 @@ class PickleWalker:
         )
 
     def _walk(self, pos: int, frame: Frame | None) -> int | Frame | None:
-        if frame is None and self.result.pickles >= self.limits.max_pickles:
-            self._malformed("more pickles in one stream than the limit", pos, limit=True)
-            return None
+        if frame is None:
+            if self.result.pickles >= self.limits.max_pickles:
+                self._malformed("more pickles in one stream than the limit", pos, limit=True)
+                return None
+            self.result.starts.append(self.base + pos)
         try:
             end = self._run(pos, frame)
         except _Pause as pause:
@@ -1369,6 +1373,17 @@ def scan_pickle_bytes(
         return walker.result
     walker.walk_all(start)
     return walker.result
+
+
+def pickle_span(result: WalkResult, offset: int, size: int) -> tuple[int, int]:
+    """The pickle (start, end) that `offset` falls in; `size`: where the stream ends."""
+    start = bisect.bisect_right(result.starts, offset) - 1
+    if start < 0:
+        return 0, size
+    begin = result.starts[start]
+    if start + 1 < len(result.starts):
+        return begin, result.starts[start + 1]
+    return begin, result.end if result.end > begin else size
 
 
 def findings_with_calls(result: WalkResult, member: str | None = None) -> list[Finding]:
