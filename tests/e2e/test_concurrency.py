@@ -141,3 +141,42 @@ async def test_killed_server_mid_ingest_restarts_with_a_consistent_store(
     finally:
         server.terminate()
         await server.wait()
+
+
+def legacy_torch_bytes(megabytes: int) -> bytes:
+    """A benign pre-zip `torch.save` file: a sequence of pickles, the kind that acts on load."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    rows = megabytes * 1024 * 1024 // (4 * 256)
+    state = {"weight": torch.arange(rows * 256, dtype=torch.float32).reshape(rows, 256)}
+    torch.save(state, buffer, _use_new_zipfile_serialization=False)
+    return buffer.getvalue()
+
+
+async def test_legacy_pickle_checkpoint_streams_as_far_as_the_walk_cleared_it(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    data = legacy_torch_bytes(6)
+    repo = fake_hub.create_repo(MODEL, files={"pytorch_model.bin": data})
+    fake_hub.throttle(1024 * 1024, "*/pytorch_model.bin")
+    url = f"{proxy.url}/{MODEL}/resolve/{repo.head()}/pytorch_model.bin"
+    timeout = aiohttp.ClientTimeout(sock_read=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        body = b""
+        served_when_first_arrived = None
+        for _ in range(30):
+            async with session.get(url) as response:
+                if response.status == 429:
+                    await asyncio.sleep(int(response.headers["Retry-After"]))
+                    continue
+                assert response.status == 200
+                first = await response.content.readexactly(64 * 1024)
+                served_when_first_arrived = fake_hub.bytes_served("*/pytorch_model.bin")
+                body = first + await response.content.read()
+                break
+    assert body == data
+    assert served_when_first_arrived is not None
+    assert served_when_first_arrived < len(data)
