@@ -1,14 +1,23 @@
 """Scanner benchmark: pickle walker speed and detection vs fickling, picklescan and modelscan.
 
-Run: `python bench/scanners_bench.py` (needs `pip install picklescan modelscan`; fickling is a
-project dependency). Prints, in one run:
+Run: `python bench/scanners_bench.py` (needs `pip install picklescan modelscan modelaudit`;
+fickling is a project dependency; a tool that is missing is reported as such, not fatal). ModelAudit
+(promptfoo's `modelaudit`) runs in-process with its telemetry off
+(`PROMPTFOO_DISABLE_TELEMETRY=1`). Prints, in one run:
 
 1. Walker throughput (MB/s) on two state-dict pickles, against fickling (`Pickled.load` +
    `check_safety`) and picklescan (`scan_pickle_bytes`): a ~7 MB pickle of 3,000 tensors with
    their data inline, and the opcode-dense worst case (`data.pkl` of 60,000 tiny tensors).
    Whether each tool raised a false alarm on these benign files is printed beside its speed.
 2. Detection on the generated corpus (`tests/scanners/corpus.py`): how many malicious samples
-   each tool flags, how many benign samples it flags (false alarms), per tool.
+   each tool flags, how many benign samples it flags (false alarms), per tool. "Flagged" means
+   what would make a careful user hold the file: any issue or scan error (picklescan,
+   modelscan), a non-zero exit code of its CLI (ModelAudit: security issues, or an inconclusive
+   scan), an outcome other than clean (ours). A crash of a tool on a sample counts as flagged.
+3. Streaming pickles (`StreamScan` fed 1 MiB chunks, as the proxy feeds it): MB/s, how much was
+   cleared to go out before the last chunk, how many bytes were kept for `finish` (before this
+   work every pickle-family stream kept all of it in a temp file), and whether `finish` gave the
+   same report as `scan_file`.
 
 Nothing here decides pass or fail; numbers vary with the machine.
 """
@@ -19,6 +28,7 @@ import contextlib
 import functools
 import io
 import logging
+import os
 import pickle
 import sys
 import tempfile
@@ -32,7 +42,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scanners import Outcome, scan_file
+from scanners import Outcome, StreamScan, scan_file
 from scanners.limits import PickleLimits
 from scanners.pickles import PickleWalker, scan_pickle_bytes
 from tests.scanners.corpus import Sample, benign_samples, malicious_samples
@@ -118,12 +128,36 @@ def speed_table() -> None:
         )
 
 
-def verdicts(samples: list[Sample]) -> dict[str, dict[str, bool]]:
-    """tool -> sample name -> flagged (held)."""
+TOOLS = ("hubwarden", "picklescan", "modelscan", "modelaudit")
+
+
+def modelaudit_flags() -> Callable[[Path], bool] | str:
+    """ModelAudit's verdict on one file, or why it cannot run here."""
+    os.environ.setdefault("PROMPTFOO_DISABLE_TELEMETRY", "1")
+    try:
+        from modelaudit import scan_model_directory_or_file
+        from modelaudit.core_results import determine_exit_code
+    except ImportError as exc:
+        return f"not installed ({exc}); pip install modelaudit"
+
+    def flags(path: Path) -> bool:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            result = scan_model_directory_or_file(str(path), timeout=120)
+        return determine_exit_code(result) != 0  # its CLI's verdict: 1 issues, 2 inconclusive
+
+    return flags
+
+
+def verdicts(samples: list[Sample]) -> tuple[dict[str, dict[str, bool]], dict[str, str]]:
+    """tool -> sample name -> flagged (held); and tool -> why it could not run."""
     from modelscan.modelscan import ModelScan
     from picklescan.scanner import scan_file_path
 
-    out: dict[str, dict[str, bool]] = {"hubwarden": {}, "picklescan": {}, "modelscan": {}}
+    out: dict[str, dict[str, bool]] = {tool: {} for tool in TOOLS}
+    unavailable: dict[str, str] = {}
+    modelaudit = modelaudit_flags()
+    if isinstance(modelaudit, str):
+        unavailable["modelaudit"] = modelaudit
     for sample in samples:
         out["hubwarden"][sample.name] = (
             scan_file(sample.path, name=sample.name).outcome != Outcome.CLEAN
@@ -139,7 +173,12 @@ def verdicts(samples: list[Sample]) -> dict[str, dict[str, bool]]:
             out["modelscan"][sample.name] = flagged
         except Exception:  # noqa: BLE001
             out["modelscan"][sample.name] = True
-    return out
+        if not isinstance(modelaudit, str):
+            try:
+                out["modelaudit"][sample.name] = modelaudit(sample.path)
+            except Exception:  # noqa: BLE001 - a crash of another tool counts as "flagged"
+                out["modelaudit"][sample.name] = True
+    return out, unavailable
 
 
 def detection_table() -> None:
@@ -147,10 +186,13 @@ def detection_table() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         benign = benign_samples(Path(tmp) / "benign")
         malicious = malicious_samples(Path(tmp) / "malicious")
-        flagged_benign = verdicts(benign)
-        flagged_malicious = verdicts(malicious)
+        flagged_benign, unavailable = verdicts(benign)
+        flagged_malicious, _ = verdicts(malicious)
     print(f"   {len(malicious)} malicious samples, {len(benign)} benign samples")
-    for tool in ("hubwarden", "picklescan", "modelscan"):
+    for tool in TOOLS:
+        if tool in unavailable:
+            print(f"   {tool:<11} could not run here: {unavailable[tool]}")
+            continue
         caught = sum(flagged_malicious[tool].values())
         alarms = sum(flagged_benign[tool].values())
         print(
@@ -165,9 +207,63 @@ def detection_table() -> None:
             print(f"      false alarms: {', '.join(sorted(wrong))}")
 
 
+def _streamed(path: Path, chunk: int = 1 << 20) -> tuple[float, int, int, bool]:
+    """Seconds, cleared before the last chunk, bytes kept, same report as scan_file."""
+    size = path.stat().st_size
+    scan = StreamScan(name=path.name, size=size)
+    started = time.perf_counter()
+    cleared = kept = 0
+    with path.open("rb") as fh:
+        while data := fh.read(chunk):
+            cleared = scan.cleared
+            scan.feed(data)
+            kept = max(kept, scan.kept_bytes)
+    report = scan.finish()
+    seconds = time.perf_counter() - started
+    whole = scan_file(path, name=path.name)
+    same = (report.file_format, report.findings) == (whole.file_format, whole.findings)
+    return seconds, cleared, kept, same
+
+
+def streaming_table() -> None:
+    print("== streaming pickles (StreamScan, 1 MiB chunks) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        files = {
+            "legacy torch, 200 tensors x 1 MB": root / "legacy.bin",
+            "joblib, 100 arrays x 1 MB": root / "model.joblib",
+            "raw pickle, 3000 numpy arrays inline": root / "arrays.pkl",
+            "raw pickle, 2000 torch tensors inline": root / "tensors.pkl",
+        }
+        tensors = {f"w{i}": torch.zeros(250_000) for i in range(200)}
+        torch.save(tensors, files["legacy torch, 200 tensors x 1 MB"], pickle_protocol=2,
+                   _use_new_zipfile_serialization=False)  # fmt: skip
+        joblib_dump({f"w{i}": np.zeros(125_000) for i in range(100)},
+                    files["joblib, 100 arrays x 1 MB"])  # fmt: skip
+        files["raw pickle, 3000 numpy arrays inline"].write_bytes(numpy_state_dict_pickle())
+        files["raw pickle, 2000 torch tensors inline"].write_bytes(
+            inline_state_dict_pickle(tensors=2000)
+        )
+        for label, path in files.items():
+            size = path.stat().st_size
+            seconds, cleared, kept, same = _streamed(path)
+            print(
+                f"-- {label}: {size / 1e6:.1f} MB  {size / 1e6 / seconds:8.1f} MB/s  "
+                f"cleared before the last chunk {cleared / size:6.1%}  kept {kept / size:6.1%}  "
+                f"{'same report' if same else 'REPORT DIFFERS'}"
+            )
+
+
+def joblib_dump(obj: object, path: Path) -> None:
+    import joblib
+
+    joblib.dump(obj, path)
+
+
 def main() -> None:
     logging.disable(logging.CRITICAL)
     speed_table()
+    streaming_table()
     detection_table()
 
 
