@@ -143,8 +143,8 @@ async def _requested_paths(request: web.Request) -> list[str]:
     if request.content_type == "application/json":
         try:
             body = json.loads(await request.read())
-        except ValueError as exc:
-            raise InvalidInput("request body", "…", "is not JSON") from exc
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInput("request body", "…", 'is not JSON {"paths": [...]}') from exc
         raw = body.get("paths", []) if isinstance(body, dict) else []
         paths = [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
     else:

@@ -114,3 +114,20 @@ async def test_fast_forward_of_a_branch_is_not_a_rewrite(
         repo.commit({"b.txt": f"{n}".encode()})
     path = await proxy.download(MODEL, "b.txt")
     assert path.name == "b.txt"
+
+
+async def test_paths_info_with_a_deeply_nested_json_body_gets_400(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    body = b"[" * 200_000 + b"]" * 200_000
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{proxy.url}/api/models/{MODEL}/paths-info/{repo.head()}",
+            data=body,
+            headers={"Content-Type": "application/json"},
+        ) as response,
+    ):
+        assert response.status == 400
+        assert "not JSON" in response.headers["X-Error-Message"]
