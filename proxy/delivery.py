@@ -71,6 +71,9 @@ class Delivery:
         self._retry_after_s = retry_after_s
         self._released: TtlCache[str, str] = TtlCache(WARM_TTL_S)  # etag -> sha256
         self._paths: dict[str, Path] = {}  # sha256 -> released path (derived, never stale)
+        # The warm path: (raw request path, caller key) -> released blob, checked at most
+        # WARM_TTL_S ago, and only while no block was placed since (the gate's generation).
+        self._warm: TtlCache[tuple[str, str], tuple[int, ReleasedBlob]] = TtlCache(WARM_TTL_S)
 
     async def locate(
         self, repo: RepoRef, revision: Revision, path: RepoPath, caller: Caller
@@ -119,6 +122,16 @@ class Delivery:
                 return await self._released_blob(target, blob.sha256)
             raise NotReady(entry.path, self._retry_after_s)
         return InFlightBlob(target, job)
+
+    def warm(self, key: tuple[str, str]) -> ReleasedBlob | None:
+        """A released blob this exact request was answered with less than WARM_TTL_S ago."""
+        item = self._warm.get(key)
+        if item is None or item[0] != self._gate.generation:
+            return None
+        return item[1]
+
+    def remember_warm(self, key: tuple[str, str], found: ReleasedBlob) -> None:
+        self._warm.put(key, (self._gate.generation, found))
 
     async def _released_blob(self, target: FileTarget, sha256: str) -> ReleasedBlob:
         await self._gate.pin(target.resolved.repo, target.commit, target.entry)

@@ -96,6 +96,11 @@ class Gate:
         return pin
 
     @property
+    def generation(self) -> int:
+        """Bumped by every block this process places: caches of "may be served" compare it."""
+        return self._block_generation
+
+    @property
     def contact(self) -> str:
         return self._rules.contact
 

@@ -94,10 +94,15 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 async def resolve_file(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
+    caller = caller_of(request)
+    warm_key = (request.raw_path, caller.key)
+    if request.method == "GET":
+        warm = services.delivery.warm(warm_key)
+        if warm is not None:
+            return await _send_released(request, warm, file_headers(warm.target))
     repo = repo_of(request)
     wanted = revision_and_path(request)
     path = file_path(wanted.path)
-    caller = caller_of(request)
     if not wanted.revision.is_commit:
         resolved = await services.catalog.resolve(repo, wanted.revision, caller)
         location = f"/{repo.file_path}/resolve/{resolved.commit}/{quote(path.value)}"
@@ -115,14 +120,21 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         return web.Response(status=200, headers=headers)
     found = await services.delivery.open(target, caller)
     if isinstance(found, ReleasedBlob):
-        if _etag_matches(request.headers.get("If-None-Match", ""), target.entry.etag):
-            return web.Response(status=304, headers=headers)
-        if "Range" in request.headers:
-            small = await _small_range(request.headers["Range"], found, headers)
-            if small is not None:
-                return small
-        return BlobFileResponse(found.path, headers=headers)
+        services.delivery.remember_warm(warm_key, found)
+        return await _send_released(request, found, headers)
     return await _stream_in_flight(request, found, headers)
+
+
+async def _send_released(
+    request: web.Request, found: ReleasedBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    if _etag_matches(request.headers.get("If-None-Match", ""), found.target.entry.etag):
+        return web.Response(status=304, headers=headers)
+    if "Range" in request.headers:
+        small = await _small_range(request.headers["Range"], found, headers)
+        if small is not None:
+            return small
+    return BlobFileResponse(found.path, headers=headers)
 
 
 async def _small_range(

@@ -131,3 +131,20 @@ async def test_paths_info_with_a_deeply_nested_json_body_gets_400(
     ):
         assert response.status == 400
         assert "not JSON" in response.headers["X-Error-Message"]
+
+
+async def test_block_applies_at_once_to_files_served_a_moment_ago(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    url = f"{proxy.url}/{MODEL}/resolve/{repo.head()}/config.json"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):  # the second answer comes from the warm path
+            async with session.get(url) as response:
+                assert response.status == 200
+        repo.tamper("model.safetensors")
+        with pytest.raises(HfHubHTTPError, match="tampered"):
+            await proxy.download(MODEL, "model.safetensors")
+        async with session.get(url) as response:
+            assert response.status == 403
+            assert "blocked" in response.headers["X-Error-Message"]
