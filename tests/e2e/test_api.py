@@ -239,3 +239,22 @@ async def test_tree_pages_link_to_the_mirror_never_to_upstream(
     commit = repo.resolve("main")
     assert {p for p in seen if p in commit.files} == set(commit.files)
     assert len(seen) == len(set(seen)) > 4
+
+
+async def test_whoami_answers_for_the_callers_token(proxy: RunningProxy, fake_hub: FakeHub) -> None:
+    token = fake_hub.add_user("carol", orgs=["acme"])
+    me = await proxy.call(api_for(proxy, token).whoami)
+    assert me["name"] == "carol"
+    assert [org["name"] for org in me["orgs"]] == ["acme"]
+
+
+async def test_agent_harnesses_and_datasets_server_info_are_answered_locally(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{proxy.url}/api/agent-harnesses") as harnesses:
+            assert harnesses.status == 200
+            assert await harnesses.json() == {"standardEnvVars": [], "harnesses": {}}
+        async with session.get(f"{proxy.url}/info?dataset=org/x") as info:
+            assert info.status == 404
+    assert fake_hub.requests == []
