@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, cut_text
 from scanners.templates import scan_template
 
 SCANNER = "gguf"
@@ -171,12 +171,7 @@ class _NeedBytes(Exception):
 
 
 def _finding(code: str, outcome: Outcome, message: str, **details: JsonValue) -> Finding:
-    severity = {
-        Outcome.MALICIOUS: Severity.CRITICAL,
-        Outcome.ERROR: Severity.HIGH,
-        Outcome.REVIEW: Severity.MEDIUM,
-        Outcome.CLEAN: Severity.INFO,
-    }[outcome]
+    severity = outcome.default_severity
     return Finding(SCANNER, code, severity, outcome, message, dict(details))
 
 
@@ -185,7 +180,7 @@ def _malformed(code: str, message: str, **details: JsonValue) -> GGUFMalformed:
 
 
 def _cut(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut_text(text, limit)
 
 
 class _Parser:

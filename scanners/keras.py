@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "keras"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -136,7 +136,7 @@ def _finding(
 
 
 def _cut(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut_text(text, limit)
 
 
 class _Refused(Exception):

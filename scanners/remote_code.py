@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 from scanners.templates import scan_template
 
 SCANNER = "remote_code"
@@ -140,7 +140,7 @@ def _finding(
 
 
 def _cut(text: str, limit: int = 160) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut_text(text, limit)
 
 
 def scan_python(

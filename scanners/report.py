@@ -59,11 +59,27 @@ class Outcome(enum.StrEnum):
     def rank(self) -> int:
         return _OUTCOME_RANK[self]
 
+    @property
+    def default_severity(self) -> Severity:
+        """The severity a finding with this outcome has unless its scanner says otherwise."""
+        return _OUTCOME_SEVERITY[self]
+
 
 _OUTCOME_EXIT = {Outcome.CLEAN: 0, Outcome.REVIEW: 1, Outcome.MALICIOUS: 2, Outcome.ERROR: 3}
 # "error" ranks below "malicious": a file we know to be malicious stays malicious even if a later
 # part of it could not be read.
 _OUTCOME_RANK = {Outcome.CLEAN: 0, Outcome.REVIEW: 1, Outcome.ERROR: 2, Outcome.MALICIOUS: 3}
+_OUTCOME_SEVERITY = {
+    Outcome.CLEAN: Severity.INFO,
+    Outcome.REVIEW: Severity.MEDIUM,
+    Outcome.ERROR: Severity.HIGH,
+    Outcome.MALICIOUS: Severity.CRITICAL,
+}
+
+
+def cut_text(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters (an ellipsis marks the cut), for messages and details."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass(frozen=True, slots=True)

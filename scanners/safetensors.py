@@ -17,7 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, cut_text
 
 SCANNER = "safetensors"
 
@@ -79,17 +79,12 @@ class _HeaderRefused(Exception):
 
 
 def _finding(code: str, outcome: Outcome, message: str, **details: JsonValue) -> Finding:
-    severity = {
-        Outcome.MALICIOUS: Severity.CRITICAL,
-        Outcome.ERROR: Severity.HIGH,
-        Outcome.REVIEW: Severity.MEDIUM,
-        Outcome.CLEAN: Severity.INFO,
-    }[outcome]
+    severity = outcome.default_severity
     return Finding(SCANNER, code, severity, outcome, message, dict(details))
 
 
 def _cut(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut_text(text, limit)
 
 
 def header_size(prefix: bytes, size: int, limits: SafetensorsLimits = DEFAULT_LIMITS) -> int | None:

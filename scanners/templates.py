@@ -35,7 +35,7 @@ from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import Namespace
 
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "templates"
 
@@ -173,17 +173,12 @@ def _finding(
     **details: JsonValue,
 ) -> Finding:
     if severity is None:
-        severity = {
-            Outcome.MALICIOUS: Severity.CRITICAL,
-            Outcome.ERROR: Severity.HIGH,
-            Outcome.REVIEW: Severity.MEDIUM,
-            Outcome.CLEAN: Severity.INFO,
-        }[outcome]
+        severity = outcome.default_severity
     return Finding(SCANNER, code, severity, outcome, message, dict(details))
 
 
 def _cut(text: str, limit: int = 120) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return cut_text(text, limit)
 
 
 def scan_template(
