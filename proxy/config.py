@@ -97,6 +97,36 @@ class PinnedChange(enum.StrEnum):
     ALLOW = "allow"
 
 
+class RuleAction(enum.StrEnum):
+    """What a policy rule does with a file it matches: serve it, hold it for review, refuse it."""
+
+    ALLOW = "allow"
+    HOLD = "hold"
+    REJECT = "reject"
+
+
+class NewRepos(enum.StrEnum):
+    """Clean files of a repo never seen before: released at once, or held until an admin says."""
+
+    AUTO = "auto"
+    REVIEW = "review"
+
+
+# The policy rules a refusal names, and that `audit_rules` may put in audit mode ("*": all).
+POLICY_RULES = (
+    "allow_publishers",
+    "deny_publishers",
+    "allow_pull_requests",
+    "max_file_bytes",
+    "allowed_formats",
+    "remote_code",
+    "unknown_formats",
+    "scanner_errors",
+    "opaque_data",
+    "new_repos",
+)
+
+
 # -- per-key rules ----------------------------------------------------------------------------
 
 Check = Callable[[object], object]
@@ -178,6 +208,22 @@ def _database_url(value: object) -> object:
     return f"{driver}://{rest}"
 
 
+def _fail_closed(value: object) -> object:
+    """Scanner errors may be held or refused, never served (DESIGN.md rule 6)."""
+    if value is RuleAction.ALLOW:
+        raise ValueError(value)
+    return value
+
+
+def _rule_names(value: object) -> object:
+    if not isinstance(value, tuple):
+        raise TypeError(value)
+    for name in value:
+        if name != "*" and name not in POLICY_RULES:
+            raise ValueError(name)
+    return value
+
+
 def _path_patterns(value: object) -> object:
     if not isinstance(value, tuple):
         raise TypeError(value)
@@ -204,6 +250,8 @@ class FetchSettings:
     max_json_bytes: int = field(default=64 * MiB, metadata=_rule(minimum=1024, maximum=4096 * MiB))
     max_tree_entries: int = field(default=1_000_000, metadata=_rule(minimum=1, maximum=100_000_000))
     chunk_bytes: int = field(default=MiB, metadata=_rule(minimum=4096, maximum=256 * MiB))
+    access_ttl_s: float = field(default=300.0, metadata=_rule(minimum=0, maximum=86400))
+    anonymous_uses_service_token: bool = field(default=False, metadata=_rule())
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +264,7 @@ class IngestSettings:
     write_batch_bytes: int = field(
         default=8 * MiB, metadata=_rule(minimum=4096, maximum=1024 * MiB)
     )
+    stream_before_release: bool = field(default=True, metadata=_rule())
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,11 +281,39 @@ class ScanSettings:
 class PolicySettings:
     """What findings, pins and blocks make of a file (`[policy]`, `HUBWARDEN_POLICY_*`)."""
 
-    pinned_change: PinnedChange = field(default=PinnedChange.BLOCK, metadata=_rule())
+    pinned_change: PinnedChange = field(default=PinnedChange.HOLD, metadata=_rule())
     unpinned_paths: tuple[str, ...] = field(
         default=("*.md", ".gitattributes"),
         metadata=_rule(check=_path_patterns, allowed="a list of glob patterns"),
     )
+    allow_pull_requests: bool = field(default=True, metadata=_rule())
+    allowed_formats: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(check=_path_patterns, allowed="a list of format names, e.g. safetensors"),
+    )
+    allow_publishers: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(check=_path_patterns, allowed='a list of repo globs, e.g. "google/*"'),
+    )
+    deny_publishers: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(check=_path_patterns, allowed='a list of repo globs, e.g. "evil-org/*"'),
+    )
+    max_file_bytes: int = field(default=0, metadata=_rule(minimum=0, maximum=2**62))
+    remote_code: RuleAction = field(default=RuleAction.HOLD, metadata=_rule())
+    unknown_formats: RuleAction = field(default=RuleAction.HOLD, metadata=_rule())
+    scanner_errors: RuleAction = field(
+        default=RuleAction.HOLD, metadata=_rule(check=_fail_closed, allowed="hold or reject")
+    )
+    opaque_data: RuleAction = field(default=RuleAction.ALLOW, metadata=_rule())
+    new_repos: NewRepos = field(default=NewRepos.AUTO, metadata=_rule())
+    audit_rules: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(
+            check=_rule_names, allowed='a list of policy rule names, or ["*"] for every rule'
+        ),
+    )
+    file: Path | None = field(default=None, metadata=_rule())
 
 
 @dataclass(frozen=True, slots=True)
@@ -636,3 +713,24 @@ def load_settings(
     sections = {name: cls(**values[name]) for name, cls in SECTIONS.items()}
     top = typing.cast(dict[str, typing.Any], values[""])
     return Settings(**top, **sections)
+
+
+def load_policy_file(path: Path, base: PolicySettings) -> PolicySettings:
+    """`base` overlaid with a separate policy file: TOML holding `[policy]` keys, at the top level
+    or in a `[policy]` table (`file` itself excepted).
+
+    Raises ConfigError naming the file and key at fault, as for the main config file.
+    """
+    document = _read_file(path)
+    table = document.get("policy", document) if set(document) <= {"policy"} else document
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f'{path}: key "policy" must be a table ([policy])', source=str(path), key="policy"
+        )
+    keys = {name: key for name, key in _keys_of(PolicySettings, "policy").items() if name != "file"}
+    values: dict[str, object] = {}
+    for name, raw in table.items():
+        if name not in keys:
+            raise _unknown(f"{path}: key in [policy]", name, list(keys), source=str(path))
+        values[name] = _convert(keys[name], _file_origin(path, f"policy.{name}"), raw)
+    return dataclasses.replace(base, **values)  # type: ignore[arg-type]

@@ -59,7 +59,7 @@ def test_load_settings_nothing_given_uses_defaults(
         f"sqlite+aiosqlite:///{tmp_path}/hubwarden-data/hubwarden.db"
     )
     assert settings.fetch.token is None
-    assert settings.policy.pinned_change is PinnedChange.BLOCK
+    assert settings.policy.pinned_change is PinnedChange.HOLD
 
 
 def test_load_settings_file_beats_defaults(tmp_path: Path) -> None:
