@@ -17,12 +17,17 @@ from proxy.hub.context import SERVICES
 from proxy.hub.errors import error_middleware
 from proxy.hub.routes import add_hub_routes
 from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
-from proxy.policy import Gate, PolicyRules
+from proxy.lifecycle import BlobLifecycle
+from proxy.policy import default_settlement
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.services import Services
 from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
+from proxy.trust.blocks import Blocks
+from proxy.trust.gate import Gate
+from proxy.trust.lineage import Lineage
+from proxy.trust.pins import Pins
 from proxy.upstream import Upstream, UpstreamConfig
 
 logger = logging.getLogger(__name__)
@@ -96,6 +101,7 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
         retries=fetch.retries,
         max_json_bytes=fetch.max_json_bytes,
         max_tree_entries=fetch.max_tree_entries,
+        anonymous_uses_service_token=fetch.anonymous_uses_service_token,
     )
     return Upstream(config, session)
 
@@ -111,15 +117,22 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             logger.info("forgot %d blobs a previous run left unfinished", forgotten)
         upstream = _upstream(settings, app[HTTP])
         policy = settings.policy
+        blocks = Blocks(repository, settings.contact)
         gate = Gate(
             repository,
-            PolicyRules(policy.pinned_change, policy.unpinned_paths, settings.contact),
+            blocks,
+            Pins(repository, policy.unpinned_paths),
+            Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s),
+            pinned_change=lambda: policy.pinned_change,
+            contact=settings.contact,
         )
+        lifecycle = BlobLifecycle(repository, store, blocks, settings.contact)
         catalog = Catalog(
             repository,
             upstream,
             ttl_s=settings.fetch.metadata_ttl_s,
-            on_history_rewritten=gate.history_rewritten,
+            access_ttl_s=settings.fetch.access_ttl_s,
+            guard=gate,
         )
         scan = settings.scan
         scanner = ScannerPool(
@@ -127,11 +140,12 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         )
         ingest = settings.ingest
         ingestor = Ingestor(
-            repository,
+            lifecycle,
             store,
             upstream,
             scanner,
             gate,
+            default_settlement,
             stream_scan,
             IngestSettings(
                 hold_tail_bytes=ingest.hold_tail_bytes,
@@ -140,7 +154,9 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
                 retries=settings.fetch.retries,
             ),
         )
-        delivery = Delivery(catalog, repository, store, ingestor, gate, ingest.retry_after_s)
+        delivery = Delivery(
+            catalog, repository, store, ingestor, gate, lifecycle, ingest.retry_after_s
+        )
         app[SERVICES] = Services(
             settings=settings,
             repository=repository,

@@ -13,20 +13,37 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from proxy.caching import IMMUTABLE_TTL_S, WARM_TTL_S, TtlCache
 from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound
 from proxy.metadata import EntryType, RepoInfo, TreeEntry, strip_xet
 from proxy.repos import RepoRef, Revision
 from proxy.store.repository import RepoRecord, Repository
+from proxy.trust.access import AccessChecker
 from proxy.upstream import Upstream
 from scanners.report import JsonValue
 
 logger = logging.getLogger(__name__)
 
 MAX_PATHS_PER_QUERY = 1000
-MAX_HISTORY_PAGES = 100
-HistoryRewritten = Callable[[RepoRecord, str], Awaitable[None]]
+EntriesAt = Callable[[list[str]], Awaitable[list[TreeEntry]]]
+
+
+class TrustGuard(Protocol):
+    """What the catalog asks of the trust rules (`proxy.trust.gate.Gate`) about refs."""
+
+    async def check_repo(self, repo: RepoRecord) -> None: ...
+
+    async def on_new_commit(self, repo: RepoRecord, commit: str, token: str | None) -> None: ...
+
+    async def on_ref_moved(
+        self, repo: RepoRecord, name: str, moved: tuple[str, str], token: str | None
+    ) -> None: ...
+
+    async def served_commit(
+        self, repo: RepoRecord, name: str, head: str, entries_at: EntriesAt, token: str | None
+    ) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +77,15 @@ class Catalog:
         upstream: Upstream | None,
         *,
         ttl_s: float,
+        access_ttl_s: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
-        on_history_rewritten: HistoryRewritten | None = None,
+        guard: TrustGuard | None = None,
     ) -> None:
         self._db = repository
         self._upstream = upstream
-        self._on_history_rewritten = on_history_rewritten
+        self._guard = guard
         self._info_cache: TtlCache[tuple[RepoRef, str, str], RepoInfo] = TtlCache(ttl_s, clock)
-        self._access_cache: TtlCache[tuple[RepoRef, str], bool] = TtlCache(ttl_s, clock)
+        self._access = AccessChecker(upstream, access_ttl_s, clock)
         # The warm path: a commit's recorded info (short: access flags may change) and entries.
         self._recorded: TtlCache[tuple[RepoRef, str], tuple[RepoRecord, RepoInfo]] = TtlCache(
             max(ttl_s, WARM_TTL_S), clock
@@ -82,10 +100,25 @@ class Catalog:
     # -- repo info and revisions ---------------------------------------------------------------
 
     async def repo_info(
+        self,
+        repo: RepoRef,
+        revision: Revision | None,
+        caller: Caller,
+        *,
+        allow_blocked: bool = False,
+    ) -> tuple[RepoRecord, RepoInfo]:
+        """Repo info at a revision (None: default branch). A branch or tag gives its approved
+        commit (`Gate.served_commit`). Raises RepoNotFound, GatedRepo, RevisionNotFound,
+        Upstream* errors, OfflineMiss, and Held when the repo is blocked (unless
+        `allow_blocked`: the file routes answer HEAD from metadata and refuse the GET)."""
+        found = await self._repo_info(repo, revision, caller)
+        if self._guard is not None and not allow_blocked:
+            await self._guard.check_repo(found[0])
+        return found
+
+    async def _repo_info(
         self, repo: RepoRef, revision: Revision | None, caller: Caller
     ) -> tuple[RepoRecord, RepoInfo]:
-        """Repo info at a revision (None: default branch). Raises RepoNotFound, GatedRepo,
-        RevisionNotFound, Upstream* errors, OfflineMiss."""
         if revision is not None and revision.is_commit:
             recorded = await self._recorded_info(repo, revision.name, caller)
             if recorded is not None:
@@ -101,7 +134,21 @@ class Catalog:
             )
             self._info_cache.put(cache_key, info)
         record = await self._record_info(repo, info, revision, caller)
-        return record, info
+        if revision is not None and revision.is_commit:
+            return record, info
+        served = await self._served_commit(record, rev_key, info.sha, caller)
+        if served == info.sha:
+            return record, info
+        return await self._repo_info(repo, Revision(served), caller)
+
+    async def _served_commit(self, record: RepoRecord, name: str, head: str, caller: Caller) -> str:
+        if self._guard is None or name.startswith("refs/"):
+            return head
+
+        async def entries_at(paths: list[str]) -> list[TreeEntry]:
+            return await self.entries(Resolved(record, head), paths, caller)
+
+        return await self._guard.served_commit(record, name, head, entries_at, caller.token)
 
     async def _record_info(
         self, repo: RepoRef, info: RepoInfo, revision: Revision | None, caller: Caller
@@ -109,36 +156,19 @@ class Catalog:
         record = await self._db.upsert_repo(
             repo, private=info.private, gated=str(info.gated).lower()
         )
+        is_new = await self._db.get_commit(record.pk, info.sha) is None
         await self._db.save_commit(record.pk, info.sha, dict(info.raw))
+        guard = self._guard
         if revision is None or not revision.is_commit:
             name = revision.name if revision is not None else ""
             previous = await self._db.set_ref(record.pk, name, info.sha)
-            if previous is not None and previous != info.sha and not name.startswith("refs/"):
-                await self._check_descends(record, name, (previous, info.sha), caller)
+            if guard is not None and previous is not None and previous != info.sha:
+                await guard.on_ref_moved(record, name, (previous, info.sha), caller.token)
+        if guard is not None and is_new:
+            # A commit never seen: every ref of a pinned repo is checked before any of its files
+            # is served, whether it was asked for by branch or by hash (DESIGN.md rule 4).
+            await guard.on_new_commit(record, info.sha, caller.token)
         return record
-
-    async def _check_descends(
-        self, record: RepoRecord, name: str, moved: tuple[str, str], caller: Caller
-    ) -> None:
-        """A branch or tag that moved must still have its previous commit in its history
-        (DESIGN.md rule 4); the Hub's listing carries no parents, its order is the history."""
-        assert self._upstream is not None
-        previous, head = moved
-        cursor: str | None = None
-        for _ in range(MAX_HISTORY_PAGES):
-            page = await self._upstream.commits_page(record.ref, head, cursor, caller.token)
-            if any(c.commit_id == previous for c in page.items):
-                return
-            cursor = page.cursor
-            if cursor is None:
-                break
-        detail = (
-            f'"{name or "default branch"}" moved from {previous[:12]} to {head[:12]}, '
-            f"which does not descend from it"
-        )
-        logger.warning("history of %s rewritten: %s", record.ref, detail)
-        if self._on_history_rewritten is not None:
-            await self._on_history_rewritten(record, detail)
 
     async def _recorded_info(
         self, repo: RepoRef, sha: str, caller: Caller
@@ -167,11 +197,11 @@ class Catalog:
         name = revision.name if revision is not None else ""
         sha = name if revision is not None and revision.is_commit else None
         if sha is None:
-            sha = await self._db.get_ref(record.pk, name)
+            sha = await self._served_ref(record.pk, name)
         if sha is None and not name:
             # The default branch is recorded as "" when asked for without a revision; most
             # clients name it, and it is nearly always "main".
-            sha = await self._db.get_ref(record.pk, "main")
+            sha = await self._served_ref(record.pk, "main")
         if sha is None:
             raise RevisionNotFound(name or "main")
         commit = await self._db.get_commit(record.pk, sha)
@@ -179,32 +209,29 @@ class Catalog:
             raise RevisionNotFound(name or sha)
         return record, _info_from_json(repo, sha, commit.info, record)
 
-    async def resolve(self, repo: RepoRef, revision: Revision, caller: Caller) -> Resolved:
+    async def _served_ref(self, repo_pk: int, name: str) -> str | None:
+        """Offline: the approved commit of a recorded ref (its head if never judged)."""
+        ref = await self._db.get_ref_record(repo_pk, name)
+        if ref is None:
+            return None
+        return ref.approved_commit or ref.commit
+
+    async def resolve(
+        self, repo: RepoRef, revision: Revision, caller: Caller, *, allow_blocked: bool = False
+    ) -> Resolved:
         """The commit a revision names. Raises as `repo_info`."""
-        record, info = await self.repo_info(repo, revision, caller)
+        record, info = await self.repo_info(repo, revision, caller, allow_blocked=allow_blocked)
         return Resolved(record, info.sha)
 
     async def check_access(
         self, record: RepoRecord, caller: Caller, probe: tuple[str, str] | None = None
     ) -> None:
-        """For private and gated repos, ask upstream (cached) whether the caller may see them;
-        for gated repos the file `probe` = (commit, path) is asked for, since gated metadata is
-        public. Raises RepoNotFound or GatedRepo. Offline the recorded copy is served (no local
-        ACL yet)."""
-        gated = record.gated not in ("false", "")
-        if not record.private and not gated:
-            return
-        if self._upstream is None:
-            return
-        key = (record.ref, caller.key)
-        if self._access_cache.get(key):
-            return
-        if gated and probe is not None:
-            commit, path = probe
-            await self._upstream.file_metadata(record.ref, commit, path, caller.token)
-        else:
-            await self._upstream.repo_info(record.ref, None, caller.token)
-        self._access_cache.put(key, True)
+        """Whether the caller may see a private or gated repo (DESIGN.md rule 8): asked upstream
+        with the caller's own token, for a file request by its `probe` = (commit, path), since
+        gated metadata is public; positive answers cached for `access_ttl_s`. Raises RepoNotFound
+        or GatedRepo; offline, gated and private repos are refused (no local access list yet).
+        See `proxy.trust.access.AccessChecker`."""
+        await self._access.check(record, caller, probe)
 
     # -- trees and entries ---------------------------------------------------------------------
 

@@ -13,14 +13,15 @@ from pathlib import Path
 
 from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.catalog import Caller, Catalog, Resolved
-from proxy.errors import Held, NotReady
+from proxy.errors import NotReady
 from proxy.ingest import IngestJob, Ingestor, IngestSpec
+from proxy.lifecycle import BlobLifecycle
 from proxy.metadata import TreeEntry
-from proxy.policy import Gate
 from proxy.repos import RepoPath, RepoRef, Revision
 from proxy.store.blobs import BlobStore
 from proxy.store.models import BlobState
 from proxy.store.repository import Repository
+from proxy.trust.gate import Gate
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ class Delivery:
         store: BlobStore,
         ingestor: Ingestor,
         gate: Gate,
+        lifecycle: BlobLifecycle,
         retry_after_s: int,
     ) -> None:
+        self._lifecycle = lifecycle
         self._catalog = catalog
         self._db = repository
         self._store = store
@@ -81,13 +84,16 @@ class Delivery:
         """The file's entry at a commit revision, after the access check (blocks and pins are
         checked by `open`: a HEAD answers from metadata even for held files, hub-protocol §6.3).
         Raises RepoNotFound, GatedRepo, RevisionNotFound, EntryNotFound, Upstream*."""
-        resolved = await self._catalog.resolve(repo, revision, caller)
+        resolved = await self._catalog.resolve(repo, revision, caller, allow_blocked=True)
         entry = await self._catalog.file_entry(resolved, path.value, caller)
         await self._catalog.check_access(resolved.repo, caller, probe=(resolved.commit, entry.path))
         return FileTarget(resolved, entry)
 
     async def prefetch(self, target: FileTarget, caller: Caller) -> None:
-        """For HEAD: start the ingest of an absent blob in the background; never waits."""
+        """For HEAD: start the ingest of an absent blob in the background; never waits. Nothing
+        is fetched for a blocked repo."""
+        if await self._gate.blocks.active(target.resolved.repo.pk) is not None:
+            return
         blob = await self._db.get_blob(target.entry.etag)
         if blob is None:
             await self._ingestor.start(self._spec(target, caller))
@@ -95,10 +101,10 @@ class Delivery:
     async def open(self, target: FileTarget, caller: Caller) -> ReleasedBlob | InFlightBlob:
         """What to send for a GET. Raises Held (quarantined, rejected) or NotReady."""
         entry = target.entry
-        await self._gate.check(target.resolved.repo, target.commit, entry)
+        await self._gate.check(target.resolved.repo, target.commit, entry, caller.token)
         sha256 = self._released.get(entry.etag)
         if sha256 is not None:
-            return await self._released_blob(target, sha256)
+            return await self._released_blob(target, sha256, caller)
         blob = await self._db.get_blob(entry.etag)
         if blob is None:
             job = await self._ingestor.start(self._spec(target, caller))
@@ -107,19 +113,15 @@ class Delivery:
             return InFlightBlob(target, job)
         if blob.state is BlobState.RELEASED and blob.sha256:
             self._released.put(entry.etag, blob.sha256)
-            return await self._released_blob(target, blob.sha256)
+            return await self._released_blob(target, blob.sha256, caller)
         if blob.state in (BlobState.QUARANTINED, BlobState.REJECTED):
-            raise Held(
-                self._gate.held_message(entry.path, blob.reason or blob.state.value, blob.pk),
-                path=entry.path,
-                review_id=blob.pk,
-            )
+            raise self._lifecycle.held(blob, entry.path)
         job = self._ingestor.job(entry.etag)
         if job is None:
             # Between our read and now the ingest may have finished: read the state once more.
             blob = await self._db.get_blob(entry.etag)
             if blob is not None and blob.state is BlobState.RELEASED and blob.sha256:
-                return await self._released_blob(target, blob.sha256)
+                return await self._released_blob(target, blob.sha256, caller)
             raise NotReady(entry.path, self._retry_after_s)
         return InFlightBlob(target, job)
 
@@ -133,8 +135,10 @@ class Delivery:
     def remember_warm(self, key: tuple[str, str], found: ReleasedBlob) -> None:
         self._warm.put(key, (self._gate.generation, found))
 
-    async def _released_blob(self, target: FileTarget, sha256: str) -> ReleasedBlob:
-        await self._gate.pin(target.resolved.repo, target.commit, target.entry)
+    async def _released_blob(self, target: FileTarget, sha256: str, caller: Caller) -> ReleasedBlob:
+        await self._gate.after_release(
+            target.resolved.repo, target.commit, target.entry, caller.token
+        )
         path = self._paths.get(sha256)
         if path is None:
             if len(self._paths) >= MAX_CACHED_PATHS:

@@ -15,18 +15,19 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from proxy.errors import Held, HubwardenError, IntegrityError, UpstreamUnavailable, shown
+from proxy.errors import HubwardenError, IntegrityError, UpstreamUnavailable
+from proxy.lifecycle import BlobLifecycle, BlobOrigin, Settlement
 from proxy.metadata import TreeEntry
-from proxy.policy import SYSTEM_ACTOR, BlockReason, Gate, Verdict, summary, verdict_for
 from proxy.scanning import ScannerPool
 from proxy.store.blobs import BlobStore
-from proxy.store.models import BlobState
-from proxy.store.repository import RepoRecord, Repository
+from proxy.store.repository import RepoRecord
+from proxy.trust.gate import Gate
 from proxy.upstream import Upstream
 from scanners.report import ScanReport
 
@@ -51,6 +52,7 @@ class StreamScanLike(Protocol):
 
 
 StreamScanFactory = Callable[[str, int], StreamScanLike]
+VerdictFor = Callable[["IngestSpec", ScanReport], Awaitable[Settlement]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,10 @@ class IngestSpec:
     commit: str
     entry: TreeEntry
     token: str | None
+
+    @property
+    def origin(self) -> BlobOrigin:
+        return BlobOrigin(self.repo, self.commit, self.entry)
 
 
 @dataclass
@@ -91,6 +97,7 @@ class IngestJob:
         self.tail = min(tail, self.size)
         self.flushed = 0
         self.released = False
+        self.started_s = time.monotonic()
         self.sha256: str | None = None
         self.failure: HubwardenError | None = None
         self._changed = asyncio.Condition()
@@ -113,6 +120,14 @@ class IngestJob:
             return 0
         return max(0, min(self.flushed, self.scan.cleared, self.size - self.tail))
 
+    def retry_after_s(self, floor_s: int) -> int:
+        """Seconds a waiting client should sleep, from the fetch rate so far: about a fifth of
+        what remains (the client retries 5 times), at least `floor_s`, at most 60."""
+        elapsed = max(time.monotonic() - self.started_s, 0.001)
+        rate = self.flushed / elapsed
+        remaining_s = (self.size - self.flushed) / rate if rate > 0 else 5.0 * floor_s
+        return int(max(floor_s, min(60.0, remaining_s / 5 + 1)))
+
     async def wait_change(self, timeout_s: float) -> None:
         """Wait until progress or the verdict (or the timeout)."""
         async with self._changed:
@@ -129,15 +144,17 @@ class Ingestor:
 
     def __init__(
         self,
-        repository: Repository,
+        lifecycle: BlobLifecycle,
         store: BlobStore,
         upstream: Upstream | None,
         scanner: ScannerPool,
         gate: Gate,
+        verdict_for: VerdictFor,
         stream_scan: StreamScanFactory,
         settings: IngestSettings,
     ) -> None:
-        self._db = repository
+        self._lifecycle = lifecycle
+        self._verdict_for = verdict_for
         self._store = store
         self._upstream = upstream
         self._scanner = scanner
@@ -175,12 +192,14 @@ class Ingestor:
 
     async def _claim_and_launch(self, spec: IngestSpec) -> IngestJob | None:
         etag = spec.entry.etag
-        if not await self._db.claim_blob(etag, spec.entry.size, spec.repo.pk, spec.entry.path):
+        if not await self._lifecycle.claim(spec.origin):
             return self._jobs.get(etag)
         try:
             temp = await asyncio.to_thread(self._store.new_temp)
-        except OSError:
-            await self._db.forget_blob(etag)
+        except OSError as exc:
+            await self._lifecycle.abandon(
+                spec.origin, Path(os.devnull), UpstreamUnavailable(str(exc))
+            )
             raise
         job = IngestJob(
             spec,
@@ -192,13 +211,6 @@ class Ingestor:
         task = asyncio.create_task(self._run(job), name=f"ingest {etag[:12]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        logger.info(
-            "blob %s (%s %s, %d bytes): absent -> fetching",
-            etag,
-            spec.repo.ref,
-            spec.entry.path,
-            spec.entry.size,
-        )
         return job
 
     async def cleanup(self) -> None:
@@ -214,11 +226,11 @@ class Ingestor:
             digests = await self._fetch(job)
             sha256 = digests.sha256.hexdigest()
             job.sha256 = sha256  # before any rename: readers find the blob by it
-            await self._db.set_blob_state(job.etag, BlobState.SCANNING, sha256=sha256)
+            await self._lifecycle.verified(spec.origin, sha256)
             report = await self._scanner.scan(job.temp, spec.entry.path)
-            await self._settle(job, sha256, report)
+            await self._settle(job, report)
         except IntegrityError as exc:
-            await self._tampered(job, exc)
+            job.failure = await self._lifecycle.tampered(spec.origin, job.temp, exc)
         except HubwardenError as exc:
             await self._abandon(job, exc)
         except asyncio.CancelledError:
@@ -323,72 +335,20 @@ class Ingestor:
             if got != entry.oid:
                 raise IntegrityError(entry.path, "git blob sha1", entry.oid, got)
 
-    async def _settle(self, job: IngestJob, sha256: str, report: ScanReport) -> None:
+    async def _settle(self, job: IngestJob, report: ScanReport) -> None:
         spec = job.spec
-        verdict = verdict_for(report)
-        blob = await self._db.get_blob(job.etag)
-        assert blob is not None
-        await self._db.add_findings(blob.pk, report.findings)
-        fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
-        if verdict is Verdict.RELEASE:
-            await asyncio.to_thread(self._store.release, job.temp, sha256)
-            await self._db.set_blob_state(job.etag, BlobState.RELEASED, **fields)
-            await self._gate.pin(spec.repo, spec.commit, spec.entry)
-            job.released = True
-            state = BlobState.RELEASED
-        else:
-            reason = summary(report)
-            await asyncio.to_thread(self._store.quarantine, job.temp, sha256)
-            state = BlobState.QUARANTINED if verdict is Verdict.QUARANTINE else BlobState.REJECTED
-            await self._db.set_blob_state(job.etag, state, reason=reason, **fields)
-            job.failure = Held(
-                self._gate.held_message(spec.entry.path, reason, blob.pk),
-                path=spec.entry.path,
-                review_id=blob.pk,
-            )
-        await self._db.audit(
-            SYSTEM_ACTOR,
-            f"blob.{state.value}",
-            repo_pk=spec.repo.pk,
-            blob_pk=blob.pk,
-            details={
-                "path": spec.entry.path,
-                "commit": spec.commit,
-                "sha256": sha256,
-                "outcome": report.outcome.value,
-            },
-        )
-        logger.info(
-            "blob %s (%s %s): scanning -> %s (%s)",
-            job.etag,
-            spec.repo.ref,
-            spec.entry.path,
-            state.value,
-            report.outcome.value,
-        )
-
-    async def _tampered(self, job: IngestJob, exc: IntegrityError) -> None:
-        spec = job.spec
-        await asyncio.to_thread(self._store.discard, job.temp)
-        # Block before the state change: a GET in between must already see the block.
-        await self._gate.block(spec.repo, BlockReason.TAMPERED, exc.message)
-        await self._db.set_blob_state(
-            job.etag, BlobState.REJECTED, reason=f"tampered: {exc.message}"
-        )
-        blob = await self._db.get_blob(job.etag)
-        job.failure = Held(
-            f"blocked: {spec.repo.ref} (tampered: {shown(exc.message)}); ask {self._gate.contact}",
-            path=spec.entry.path,
-            review_id=blob.pk if blob else None,
-        )
-        logger.warning("blob %s: fetching -> rejected (%s)", job.etag, exc.message)
+        verdict = await self._verdict_for(spec, report)
+        refusal = await self._lifecycle.settle(spec.origin, job.temp, report, verdict)
+        if refusal is not None:
+            job.failure = refusal
+            return
+        await self._gate.after_release(spec.repo, spec.commit, spec.entry, spec.token)
+        job.released = True
 
     async def _abandon(self, job: IngestJob, exc: HubwardenError) -> None:
         """Upstream trouble: nothing is recorded as verified; the next request starts again."""
         job.failure = exc
-        await asyncio.to_thread(self._store.discard, job.temp)
-        await self._db.forget_blob(job.etag)
-        logger.warning("blob %s: fetching -> abandoned (%s)", job.etag, exc.message)
+        await self._lifecycle.abandon(job.spec.origin, job.temp, exc)
 
 
 def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) -> None:

@@ -3,7 +3,9 @@
 Everything upstream says is hostile input: JSON bodies are read up to a bound, decoded into the
 typed values of `proxy.metadata`, and every Xet key is dropped on the way in. Foreign exceptions
 (aiohttp errors, timeouts) become `UpstreamUnavailable`; the Hub's error codes become the matching
-domain exceptions. The caller's token goes only to the upstream origin, never to a CDN host.
+domain exceptions. A token goes only to the upstream origin, never to a CDN host or another origin
+(DESIGN.md rule 9), and a client without a token is asked for without one: the service token never
+widens what an anonymous client may see (rule 8) unless the admin says so.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import aiohttp
@@ -60,13 +62,16 @@ class UpstreamConfig:
     """How to reach the upstream; built by the app factory from the settings."""
 
     base_url: str
-    service_token: str | None
+    service_token: str | None = field(repr=False)
     connect_timeout_s: float
     read_timeout_s: float
     retries: int
     max_json_bytes: int
     max_tree_entries: int
     user_agent: str = "hubwarden/0.1"
+    # `[fetch] anonymous_uses_service_token`: lend the service token to clients without one
+    # (widens what anonymous clients see to what the service account sees; off by default).
+    anonymous_uses_service_token: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +100,15 @@ def _clean_etag(value: str | None) -> str:
 
 
 class Upstream:
-    """Speaks to the upstream Hub with one aiohttp session owned by the app factory."""
+    """Speaks to the upstream Hub with one aiohttp session owned by the app factory.
+
+    Every call takes `token`: the token of the client on whose behalf it is made, or None for a
+    client without one. A call with None goes upstream without any token, unless the config's
+    `anonymous_uses_service_token` lends it the service token. Hubwarden's own calls that are
+    made on behalf of no client (history checks, refs refresh, the policy-check command) pass
+    `token=upstream.service_token` explicitly. Whatever the token, it is sent to the upstream
+    origin only: dropped on a redirect to a CDN host or any other origin.
+    """
 
     def __init__(self, config: UpstreamConfig, session: aiohttp.ClientSession) -> None:
         self._config = config
@@ -106,11 +119,26 @@ class Upstream:
     def base_url(self) -> str:
         return self._config.base_url
 
+    @property
+    def service_token(self) -> str | None:
+        """The mirror's own token (config or HF_TOKEN), for calls made on behalf of no client:
+        pass it as `token=`. Never pass it for a client's request (DESIGN.md rule 8)."""
+        return self._config.service_token
+
     # -- plumbing ------------------------------------------------------------------------------
+
+    def _effective_token(self, token: str | None) -> str | None:
+        """The token a call carries: the one given, else the service token only when the admin
+        lends it to clients without one."""
+        if token:
+            return token
+        if self._config.anonymous_uses_service_token:
+            return self._config.service_token
+        return None
 
     def _headers(self, token: str | None) -> dict[str, str]:
         headers = {"User-Agent": self._config.user_agent, "Accept-Encoding": "identity"}
-        effective = token or self._config.service_token
+        effective = self._effective_token(token)
         if effective:
             headers["Authorization"] = f"Bearer {effective}"
         return headers
@@ -140,7 +168,7 @@ class Upstream:
             return
         code = headers.get("X-Error-Code", "")
         message = headers.get("X-Error-Message", "")
-        authenticated = bool(token or self._config.service_token)
+        authenticated = self._effective_token(token) is not None
         if code == "RevisionNotFound":
             raise RevisionNotFound(message.removeprefix("Invalid rev id: ") or what)
         if code == "EntryNotFound":

@@ -104,7 +104,7 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     wanted = revision_and_path(request)
     path = file_path(wanted.path)
     if not wanted.revision.is_commit:
-        resolved = await services.catalog.resolve(repo, wanted.revision, caller)
+        resolved = await services.catalog.resolve(repo, wanted.revision, caller, allow_blocked=True)
         location = f"/{repo.file_path}/resolve/{resolved.commit}/{quote(path.value)}"
         if request.query_string:
             location += f"?{request.query_string}"
@@ -172,8 +172,15 @@ def _read_span(path: Path, start: int, count: int) -> bytes:
 async def _stream_in_flight(
     request: web.Request, found: InFlightBlob, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """Send an ingesting blob as far as it is cleared; cut the connection on a bad verdict."""
+    """Send an ingesting blob as far as it is cleared; cut the connection on a bad verdict.
+    A Range (complete for its span, so it must be verified: DESIGN.md rule 1) and, with
+    `stream_before_release = false`, every GET waits for the verdict instead."""
     services = services_of(request)
+    ingest = services.settings.ingest
+    if "Range" in request.headers or not ingest.stream_before_release:
+        released = await _wait_for_verdict(found, ingest.first_byte_wait_s, ingest.retry_after_s)
+        path = services.store.released_path(released)
+        return await _send_released(request, ReleasedBlob(found.target, path), headers)
     job, size = found.job, found.target.entry.size
     wanted = (0, size)
     status = 200
@@ -183,7 +190,6 @@ async def _stream_in_flight(
             return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
         wanted, status = parsed, 206
     start, end = wanted
-    ingest = services.settings.ingest
     await _wait_first_bytes(job, start, ingest.first_byte_wait_s, ingest.retry_after_s)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = end - start
@@ -238,6 +244,22 @@ async def _send_as_cleared(
             continue
         position += sent
     return True
+
+
+async def _wait_for_verdict(found: InFlightBlob, wait_s: float, retry_s: int) -> str:
+    """The released blob's sha256 once the ingest releases it within `wait_s`; else NotReady
+    with a Retry-After sized from the fetch's progress. Raises the ingest's failure (Held...)."""
+    job = found.job
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while not job.done:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise NotReady(job.spec.entry.path, job.retry_after_s(retry_s))
+        await job.wait_change(remaining)
+    job.sendable()  # raises the failure, if that is how it ended
+    assert job.sha256 is not None
+    return job.sha256
 
 
 async def _wait_first_bytes(job: IngestJob, start: int, wait_s: float, retry_s: int) -> None:

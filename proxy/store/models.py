@@ -155,7 +155,25 @@ class Ref(Base):
     repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(256))
     commit: Mapped[str] = mapped_column(String(40))
+    # The newest commit of this ref served to clients: its head, unless a newer head changes a
+    # pinned file and waits for review (`pinned_change = "hold"`).
+    approved_commit: Mapped[str | None] = mapped_column(String(40), nullable=True)
     updated_at: Mapped[dt.datetime] = _updated()
+
+
+class Ancestry(Base):
+    """A recorded answer to "is `older` in the history of `newer`?" (commits never change, so
+    neither does the answer): each pair is asked upstream at most once."""
+
+    __tablename__ = "ancestry"
+    __table_args__ = (UniqueConstraint("repo_pk", "older", "newer"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    older: Mapped[str] = mapped_column(String(40))
+    newer: Mapped[str] = mapped_column(String(40))
+    is_ancestor: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[dt.datetime] = _created()
 
 
 class Commit(Base):

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from proxy.metadata import EntryType, LfsInfo, TreeEntry
 from proxy.repos import RepoRef, RepoType
 from proxy.store.models import (
+    Ancestry,
     AuditEvent,
     Blob,
     BlobState,
@@ -77,6 +78,16 @@ class BlockRecord:
     pk: int
     reason: str
     detail: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RefRecord:
+    """Where a branch or tag pointed upstream (`commit`) and what clients are served."""
+
+    name: str
+    commit: str
+    approved_commit: str | None
 
 
 def _entry(row: Entry) -> TreeEntry:
@@ -181,6 +192,53 @@ class Repository:
                 row.commit, row.updated_at = commit, utcnow()
                 await session.commit()
             return previous
+
+    async def list_refs(self, repo_pk: int) -> list[RefRecord]:
+        async with self._read() as session:
+            result = await session.execute(
+                select(Ref).where(Ref.repo_pk == repo_pk).order_by(Ref.name)
+            )
+            return [RefRecord(r.name, r.commit, r.approved_commit) for r in result.scalars()]
+
+    async def get_ref_record(self, repo_pk: int, name: str) -> RefRecord | None:
+        async with self._read() as session:
+            result = await session.execute(
+                select(Ref).where(Ref.repo_pk == repo_pk, Ref.name == name)
+            )
+            row = result.scalar_one_or_none()
+            return None if row is None else RefRecord(row.name, row.commit, row.approved_commit)
+
+    async def set_approved(self, repo_pk: int, name: str, commit: str) -> None:
+        """Record the commit clients asking for ref `name` are served."""
+        async with self._sessions() as session:
+            await session.execute(
+                update(Ref)
+                .where(Ref.repo_pk == repo_pk, Ref.name == name)
+                .values(approved_commit=commit)
+            )
+            await session.commit()
+
+    async def get_ancestry(self, repo_pk: int, older: str, newer: str) -> bool | None:
+        """The recorded answer to "is `older` in the history of `newer`?", None if never asked."""
+        async with self._read() as session:
+            result = await session.execute(
+                select(Ancestry.is_ancestor).where(
+                    Ancestry.repo_pk == repo_pk, Ancestry.older == older, Ancestry.newer == newer
+                )
+            )
+            return result.scalar_one_or_none()
+
+    async def record_ancestry(
+        self, repo_pk: int, older: str, newer: str, *, is_ancestor: bool
+    ) -> None:
+        async with self._sessions() as session:
+            session.add(
+                Ancestry(repo_pk=repo_pk, older=older, newer=newer, is_ancestor=is_ancestor)
+            )
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()  # another task recorded the same (immutable) answer
 
     async def get_ref(self, repo_pk: int, name: str) -> str | None:
         async with self._read() as session:
@@ -380,6 +438,18 @@ class Repository:
             row = result.scalar_one_or_none()
             return None if row is None else PinRecord(row.path, row.etag, row.commit)
 
+    async def list_pins(self, repo_pk: int) -> list[PinRecord]:
+        async with self._read() as session:
+            result = await session.execute(
+                select(Pin).where(Pin.repo_pk == repo_pk).order_by(Pin.path)
+            )
+            return [PinRecord(row.path, row.etag, row.commit) for row in result.scalars()]
+
+    async def has_pins(self, repo_pk: int) -> bool:
+        async with self._read() as session:
+            result = await session.execute(select(Pin.id).where(Pin.repo_pk == repo_pk).limit(1))
+            return result.scalar_one_or_none() is not None
+
     async def set_pin(self, repo_pk: int, path: str, etag: str, commit: str, by: str) -> None:
         """Pin (repo, path) to a verified etag; an existing pin is replaced."""
         async with self._sessions() as session:
@@ -405,12 +475,16 @@ class Repository:
                 .limit(1)
             )
             row = result.scalar_one_or_none()
-            return None if row is None else BlockRecord(row.id, row.reason, row.detail)
+            if row is None:
+                return None
+            return BlockRecord(row.id, row.reason, row.detail, row.created_at)
 
-    async def add_block(self, repo_pk: int, reason: str, detail: str, by: str) -> None:
+    async def add_block(self, repo_pk: int, reason: str, detail: str, by: str) -> BlockRecord:
         async with self._sessions() as session:
-            session.add(Block(repo_pk=repo_pk, reason=reason, detail=detail, created_by=by))
+            row = Block(repo_pk=repo_pk, reason=reason, detail=detail, created_by=by)
+            session.add(row)
             await session.commit()
+            return BlockRecord(row.id, row.reason, row.detail, row.created_at)
 
     async def audit(
         self,

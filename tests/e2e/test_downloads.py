@@ -178,16 +178,6 @@ async def test_renamed_repo_old_id_still_downloads(proxy: RunningProxy, fake_hub
     assert path.read_bytes() == b"renamed\n"
 
 
-async def test_new_commit_changing_a_pinned_file_blocks_the_repo(
-    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
-) -> None:
-    repo = make_tiny_model(fake_hub, tiny_model_files)
-    await download(proxy, "model.safetensors")
-    repo.commit({"model.safetensors": tiny_model_files["model.safetensors"] + b" "})
-    with pytest.raises(HfHubHTTPError, match="pinned file changed"):
-        await download(proxy, "model.safetensors")
-
-
 async def test_documentation_files_are_not_pinned(
     proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
 ) -> None:

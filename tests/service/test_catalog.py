@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.catalog import Caller, Catalog
-from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound
+from proxy.config import PinnedChange
+from proxy.errors import EntryNotFound, Held, OfflineMiss, RepoNotFound, RevisionNotFound
 from proxy.repos import RepoRef, RepoType, Revision
-from proxy.store.repository import RepoRecord, Repository
+from proxy.store.models import BlockReason
+from proxy.store.repository import Repository
+from proxy.trust.blocks import Blocks
+from proxy.trust.gate import Gate
+from proxy.trust.lineage import Lineage
+from proxy.trust.pins import Pins
 from proxy.upstream import Upstream, UpstreamConfig
 from tests.fakehub.hub import FakeHub
 from tests.fakehub.model import Repo
@@ -33,12 +39,16 @@ class FakeClock:
 
 @dataclass
 class Rewrites:
-    """What `on_history_rewritten` was told."""
+    """The history_rewritten blocks the catalog's guard (the real `Gate`) placed."""
 
-    seen: list[tuple[str, str]] = field(default_factory=list)
+    repository: Repository
 
-    async def __call__(self, record: RepoRecord, detail: str) -> None:
-        self.seen.append((record.ref.repo_id, detail))
+    async def seen(self) -> list[tuple[str, str]]:
+        record = await self.repository.find_repo(MODEL)
+        block = None if record is None else await self.repository.active_block(record.pk)
+        if block is None or block.reason != BlockReason.HISTORY_REWRITTEN:
+            return []
+        return [(MODEL.repo_id, block.detail)]
 
 
 @pytest.fixture
@@ -58,15 +68,23 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def rewrites() -> Rewrites:
-    return Rewrites()
+def rewrites(repository: Repository) -> Rewrites:
+    return Rewrites(repository)
 
 
 @pytest.fixture
 def catalog(
     repository: Repository, upstream: Upstream, clock: FakeClock, rewrites: Rewrites
 ) -> Catalog:
-    return Catalog(repository, upstream, ttl_s=30.0, clock=clock, on_history_rewritten=rewrites)
+    gate = Gate(
+        repository,
+        Blocks(repository, "sec@example"),
+        Pins(repository, ("*.md",)),
+        Lineage(repository, upstream, refs_ttl_s=30.0, clock=clock),
+        pinned_change=lambda: PinnedChange.HOLD,
+        contact="sec@example",
+    )
+    return Catalog(repository, upstream, ttl_s=30.0, clock=clock, guard=gate)
 
 
 @pytest.fixture
@@ -128,7 +146,7 @@ async def test_catalog_branch_moving_forward_is_not_a_rewrite(
         repo.commit({f"f{n}.txt": b"x"})
     clock.now += 31
     await catalog.resolve(MODEL, MAIN, ANONYMOUS)
-    assert rewrites.seen == []
+    assert await rewrites.seen() == []
 
 
 async def test_catalog_force_pushed_branch_is_reported_as_rewritten(
@@ -138,9 +156,11 @@ async def test_catalog_force_pushed_branch_is_reported_as_rewritten(
     await catalog.resolve(MODEL, MAIN, ANONYMOUS)
     new = repo.force_push({"config.json": b'{"evil": true}'})
     clock.now += 31
-    await catalog.resolve(MODEL, MAIN, ANONYMOUS)
-    assert len(rewrites.seen) == 1
-    repo_id, detail = rewrites.seen[0]
+    with pytest.raises(Held, match="history_rewritten"):
+        await catalog.resolve(MODEL, MAIN, ANONYMOUS)
+    seen = await rewrites.seen()
+    assert len(seen) == 1
+    repo_id, detail = seen[0]
     assert repo_id == "org/m"
     assert old[:12] in detail and new[:12] in detail
 
@@ -153,7 +173,7 @@ async def test_catalog_pr_ref_moving_is_not_checked_for_ancestry(
     repo.pull_requests[1] = repo.force_push({"b.txt": b"b"}, branch="scratch")
     clock.now += 31
     await catalog.resolve(MODEL, pr, ANONYMOUS)
-    assert rewrites.seen == []
+    assert await rewrites.seen() == []
 
 
 async def test_catalog_tree_is_recorded_and_served_from_the_database(

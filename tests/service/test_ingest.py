@@ -16,12 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from proxy.config import PinnedChange
 from proxy.errors import Held, UpstreamUnavailable
 from proxy.ingest import IngestJob, Ingestor, IngestSettings, IngestSpec
-from proxy.policy import Gate, PolicyRules
+from proxy.lifecycle import BlobLifecycle
+from proxy.policy import default_settlement
 from proxy.repos import RepoRef, RepoType
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store.blobs import BlobStore
 from proxy.store.models import AuditEvent, BlobState
 from proxy.store.repository import Repository
+from proxy.trust.blocks import Blocks
+from proxy.trust.gate import Gate
+from proxy.trust.lineage import Lineage
+from proxy.trust.pins import Pins
 from proxy.upstream import Upstream, UpstreamConfig
 from scanners import StreamScan
 from tests.fakehub.hub import FakeHub
@@ -46,6 +51,35 @@ def _safetensors(values: int = 50_000) -> bytes:
 
 
 WEIGHTS = _safetensors()
+
+
+def _ingestor(
+    repository: Repository,
+    store: BlobStore,
+    upstream: Upstream | None,
+    scanner: ScannerPool,
+    settings: IngestSettings,
+) -> Ingestor:
+    """An Ingestor wired as `create_app` wires it, with the real trust rules."""
+    blocks = Blocks(repository, "sec@example")
+    gate = Gate(
+        repository,
+        blocks,
+        Pins(repository, ("*.md",)),
+        Lineage(repository, upstream, refs_ttl_s=0),
+        pinned_change=lambda: PinnedChange.BLOCK,
+        contact="sec@example",
+    )
+    return Ingestor(
+        BlobLifecycle(repository, store, blocks, "sec@example"),
+        store,
+        upstream,
+        scanner,
+        gate,
+        default_settlement,
+        lambda name, size: StreamScan(name=name, size=size),
+        settings,
+    )
 
 
 @dataclass
@@ -75,14 +109,11 @@ async def rig(
         upstream = Upstream(
             UpstreamConfig(fake_hub.url, None, 5.0, 5.0, 0, 1024 * 1024, 10_000), session
         )
-        gate = Gate(repository, PolicyRules(PinnedChange.BLOCK, ("*.md",), "sec@example"))
-        ingestor = Ingestor(
+        ingestor = _ingestor(
             repository,
             store,
             upstream,
             ScannerPool(ScanLimits(timeout_s=60.0, max_memory_mb=1024, max_cpu_s=30, workers=2)),
-            gate,
-            lambda name, size: StreamScan(name=name, size=size),
             IngestSettings(
                 hold_tail_bytes=1024,
                 write_batch_bytes=64 * 1024,
@@ -359,13 +390,11 @@ async def test_ingestor_cleanup_abandons_an_ingest_in_flight(
 @SQLITE_ONLY
 async def test_ingestor_offline_starts_nothing(rig: Rig, repo: Repo, tmp_path: Path) -> None:
     spec = await _spec(rig, repo, "model.safetensors")
-    offline = Ingestor(
+    offline = _ingestor(
         rig.repository,
         rig.store,
         None,
         ScannerPool(ScanLimits(timeout_s=1.0, max_memory_mb=256, max_cpu_s=1, workers=1)),
-        Gate(rig.repository, PolicyRules(PinnedChange.BLOCK, (), "x")),
-        lambda name, size: StreamScan(name=name, size=size),
         IngestSettings(hold_tail_bytes=1, write_batch_bytes=4096, chunk_bytes=4096, retries=0),
     )
     assert await offline.start(spec) is None

@@ -250,8 +250,72 @@ async def test_upstream_open_file_service_token_never_reaches_the_cdn(
         "org/m", files={"model.safetensors": WEIGHTS}, private=True, readers=["svc"]
     )
     upstream = _upstream_with(fake_hub, session, service_token=token)
-    async with upstream.open_file(MODEL, private.head(), "model.safetensors", None) as body:
+    head = private.head()
+    async with upstream.open_file(MODEL, head, "model.safetensors", upstream.service_token) as body:
         assert await body.content.read() == WEIGHTS
+    assert fake_hub.cdn_requests_with_auth() == []
+
+
+# -- which token goes upstream (DESIGN.md rules 8 and 9) ------------------------------------------
+
+
+async def test_upstream_anonymous_call_carries_no_token_despite_a_service_token(
+    fake_hub: FakeHub, session: aiohttp.ClientSession, repo: Repo
+) -> None:
+    upstream = _upstream_with(fake_hub, session, service_token=fake_hub.add_user("svc"))
+    await upstream.repo_info(MODEL, None, None)
+    await upstream.file_metadata(MODEL, repo.head(), "config.json", None)
+    async with upstream.open_file(MODEL, repo.head(), "model.safetensors", None) as body:
+        await body.content.read()
+    assert fake_hub.requests
+    assert [r.path for r in fake_hub.requests if r.has_auth] == []
+
+
+async def test_upstream_anonymous_call_without_access_is_refused_despite_a_service_token(
+    fake_hub: FakeHub, session: aiohttp.ClientSession
+) -> None:
+    token = fake_hub.add_user("svc")
+    make_private_repo(fake_hub, repo_id="org/m", readers=["svc"])
+    upstream = _upstream_with(fake_hub, session, service_token=token)
+    with pytest.raises(RepoNotFound) as caught:
+        await upstream.repo_info(MODEL, None, None)
+    assert not caught.value.authenticated
+
+
+async def test_upstream_anonymous_call_uses_the_service_token_when_the_admin_lends_it(
+    fake_hub: FakeHub, session: aiohttp.ClientSession
+) -> None:
+    token = fake_hub.add_user("svc")
+    private = make_private_repo(fake_hub, repo_id="org/m", readers=["svc"])
+    upstream = _upstream_with(
+        fake_hub, session, service_token=token, anonymous_uses_service_token=True
+    )
+    assert (await upstream.repo_info(MODEL, None, None)).sha == private.head()
+    async with upstream.open_file(MODEL, private.head(), "model.safetensors", None) as body:
+        await body.content.read()
+    assert fake_hub.cdn_requests_with_auth() == []
+
+
+async def test_upstream_service_token_is_explicit_and_hidden_from_repr(
+    fake_hub: FakeHub, session: aiohttp.ClientSession
+) -> None:
+    config = _config(fake_hub.url, service_token="hf_service_secret")
+    upstream = Upstream(config, session)
+    assert upstream.service_token == "hf_service_secret"
+    assert "hf_service_secret" not in repr(config)
+
+
+async def test_upstream_json_redirect_to_another_origin_drops_the_token(
+    fake_hub: FakeHub, session: aiohttp.ClientSession, repo: Repo
+) -> None:
+    token = fake_hub.add_user("alice")
+    upstream = _upstream_with(fake_hub, session)
+    fake_hub.inject(
+        "/api/models/org/m", status=307, headers={"Location": f"{fake_hub.cdn_url}/elsewhere"}
+    )
+    with pytest.raises((RepoNotFound, UpstreamRejected)):
+        await upstream.repo_info(MODEL, None, token)
+    assert fake_hub.count(origin=Origin.CDN) == 1
     assert fake_hub.cdn_requests_with_auth() == []
 
 

@@ -1,0 +1,164 @@
+"""The blob lifecycle: every state change of a blob, with its audit event, log line and held
+message, happens here and nowhere else (DESIGN.md, "One blob lifecycle").
+
+    absent ──claim──▶ fetching ──verified──▶ scanning ──verdict──▶ released | quarantined | rejected
+                         │ bytes differ from what upstream advertised ──▶ rejected (repo blocked)
+                         └ upstream trouble, stop ──▶ absent again (abandoned; a retry refetches)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from proxy.errors import Held, HubwardenError, IntegrityError, shown
+from proxy.metadata import TreeEntry
+from proxy.store.blobs import BlobStore
+from proxy.store.models import BlobState, BlockReason
+from proxy.store.repository import BlobRecord, RepoRecord, Repository
+from proxy.trust.blocks import SYSTEM_ACTOR, Blocks
+from scanners.report import ScanReport
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobOrigin:
+    """Where a blob was first asked for: the repo, commit and file."""
+
+    repo: RepoRecord
+    commit: str
+    entry: TreeEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What the trust rules made of a scan: `state` released, quarantined or rejected."""
+
+    state: BlobState
+    reason: str
+
+
+class BlobLifecycle:
+    """Moves blobs between states in the database and the blob store."""
+
+    def __init__(
+        self, repository: Repository, store: BlobStore, blocks: Blocks, contact: str
+    ) -> None:
+        self._db = repository
+        self._store = store
+        self._blocks = blocks
+        self._contact = contact
+
+    def held_message(self, path: str, reason: str, review_id: int | None) -> str:
+        review = f"; review {review_id}" if review_id is not None else ""
+        return f"held in quarantine: {shown(path)} ({reason}){review}; ask {self._contact}"
+
+    def held(self, blob: BlobRecord, path: str) -> Held:
+        """The refusal for a blob that is quarantined or rejected."""
+        return Held(
+            self.held_message(path, blob.reason or blob.state.value, blob.pk),
+            path=path,
+            review_id=blob.pk,
+        )
+
+    async def claim(self, origin: BlobOrigin) -> bool:
+        """absent → fetching; False when another task or replica holds the claim."""
+        entry = origin.entry
+        if not await self._db.claim_blob(entry.etag, entry.size, origin.repo.pk, entry.path):
+            return False
+        logger.info(
+            "blob %s (%s %s, %d bytes): absent -> fetching",
+            entry.etag,
+            origin.repo.ref,
+            entry.path,
+            entry.size,
+        )
+        return True
+
+    async def unclaim(self, origin: BlobOrigin) -> None:
+        """fetching → absent before any byte was fetched (no temp file could be made)."""
+        await self._db.forget_blob(origin.entry.etag)
+        logger.warning("blob %s: fetching -> absent (no temp file)", origin.entry.etag)
+
+    async def verified(self, origin: BlobOrigin, sha256: str) -> None:
+        """fetching → scanning: the bytes hash to what upstream advertised."""
+        await self._db.set_blob_state(origin.entry.etag, BlobState.SCANNING, sha256=sha256)
+
+    async def settle(
+        self, origin: BlobOrigin, temp: Path, report: ScanReport, settlement: Settlement
+    ) -> Held | None:
+        """scanning → released, quarantined or rejected; returns the refusal unless released."""
+        entry = origin.entry
+        blob = await self._db.get_blob(entry.etag)
+        assert blob is not None and blob.sha256 is not None
+        await self._db.add_findings(blob.pk, report.findings)
+        fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
+        state = settlement.state
+        if state is BlobState.RELEASED:
+            await asyncio.to_thread(self._store.release, temp, blob.sha256)
+        else:
+            await asyncio.to_thread(self._store.quarantine, temp, blob.sha256)
+        reason = "" if state is BlobState.RELEASED else settlement.reason
+        await self._db.set_blob_state(entry.etag, state, reason=reason, **fields)
+        await self._audit(origin, blob.pk, f"blob.{state.value}", report, settlement.reason)
+        logger.info(
+            "blob %s (%s %s): scanning -> %s (%s)",
+            entry.etag,
+            origin.repo.ref,
+            entry.path,
+            state.value,
+            shown(settlement.reason) or report.outcome.value,
+        )
+        if state is BlobState.RELEASED:
+            return None
+        return Held(
+            self.held_message(entry.path, reason, blob.pk), path=entry.path, review_id=blob.pk
+        )
+
+    async def _audit(
+        self, origin: BlobOrigin, blob_pk: int, action: str, report: ScanReport, reason: str
+    ) -> None:
+        blob = await self._db.get_blob(origin.entry.etag)
+        await self._db.audit(
+            SYSTEM_ACTOR,
+            action,
+            repo_pk=origin.repo.pk,
+            blob_pk=blob_pk,
+            details={
+                "path": origin.entry.path,
+                "commit": origin.commit,
+                "sha256": blob.sha256 if blob else None,
+                "outcome": report.outcome.value,
+                "format": report.file_format,
+                "reason": reason,
+            },
+        )
+
+    async def tampered(self, origin: BlobOrigin, temp: Path, exc: IntegrityError) -> Held:
+        """fetching → rejected: the bytes differ from what upstream advertised. The repo is
+        blocked first, so a request in between already sees the block (DESIGN.md rule 3)."""
+        entry = origin.entry
+        await asyncio.to_thread(self._store.discard, temp)
+        block = await self._blocks.place(origin.repo, BlockReason.TAMPERED, exc.message)
+        await self._db.set_blob_state(
+            entry.etag, BlobState.REJECTED, reason=f"tampered: {exc.message}"
+        )
+        blob = await self._db.get_blob(entry.etag)
+        await self._db.audit(
+            SYSTEM_ACTOR,
+            "blob.rejected",
+            repo_pk=origin.repo.pk,
+            blob_pk=blob.pk if blob else None,
+            details={"path": entry.path, "commit": origin.commit, "reason": exc.message},
+        )
+        logger.warning("blob %s: fetching -> rejected (%s)", entry.etag, shown(exc.message))
+        return self._blocks.held(origin.repo, block, entry.path)
+
+    async def abandon(self, origin: BlobOrigin, temp: Path, exc: HubwardenError) -> None:
+        """fetching → absent: nothing is recorded as verified; the next request starts again."""
+        await asyncio.to_thread(self._store.discard, temp)
+        await self._db.forget_blob(origin.entry.etag)
+        logger.warning("blob %s: fetching -> abandoned (%s)", origin.entry.etag, shown(exc.message))
