@@ -124,7 +124,7 @@ class Catalog:
             if recorded is not None:
                 return recorded
         if self._upstream is None:
-            return await self._offline_info(repo, revision)
+            return await self._offline_info(repo, revision, caller)
         rev_key = revision.name if revision is not None else ""
         cache_key = (repo, rev_key, caller.key)
         info = self._info_cache.get(cache_key)
@@ -189,11 +189,12 @@ class Catalog:
         return found
 
     async def _offline_info(
-        self, repo: RepoRef, revision: Revision | None
+        self, repo: RepoRef, revision: Revision | None, caller: Caller
     ) -> tuple[RepoRecord, RepoInfo]:
         record = await self._db.find_repo(repo)
         if record is None:
             raise RepoNotFound(repo.repo_id, authenticated=True)
+        await self.check_access(record, caller)
         name = revision.name if revision is not None else ""
         sha = name if revision is not None and revision.is_commit else None
         if sha is None:

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
 from tests.fakehub.hub import FakeHub
@@ -193,3 +194,15 @@ async def test_offline_mirror_refuses_its_gated_copy_even_to_the_client_that_fet
     async with _proxy_with(fake_hub, tmp_path, offline=True) as offline:
         with pytest.raises(GatedRepoError, match=r"offline.*local access list"):
             await offline.download(GATED, WEIGHTS, token=alice, cache_dir=tmp_path / "again")
+
+
+async def test_offline_mirror_refuses_private_repo_info_by_branch_to_anonymous(
+    fake_hub: FakeHub, alice: str, tmp_path: Path
+) -> None:
+    make_private_repo(fake_hub, readers=["alice"])
+    async with _proxy_with(fake_hub, tmp_path) as online:
+        await online.download(PRIVATE, WEIGHTS, token=alice)
+    async with _proxy_with(fake_hub, tmp_path, offline=True) as offline:
+        api = HfApi(endpoint=offline.url, token=False)
+        with pytest.raises(RepositoryNotFoundError):
+            await offline.call(api.model_info, PRIVATE)
