@@ -8,6 +8,7 @@ offline mode everything comes from the database.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.caching import IMMUTABLE_TTL_S, WARM_TTL_S, TtlCache
-from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound
+from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound, shown
 from proxy.metadata import EntryType, RepoInfo, TreeEntry, strip_xet
 from proxy.repos import RepoRef, Revision
 from proxy.store.repository import RepoRecord, Repository
@@ -66,6 +67,7 @@ class Resolved:
 
     repo: RepoRecord
     commit: str
+    notice: str = ""
 
 
 class Catalog:
@@ -139,7 +141,13 @@ class Catalog:
         served = await self._served_commit(record, rev_key, info.sha, caller)
         if served == info.sha:
             return record, info
-        return await self._repo_info(repo, Revision(served), caller)
+        record, approved = await self._repo_info(repo, Revision(served), caller)
+        branch = shown(rev_key) or "the default branch"
+        notice = (
+            f"serving the last approved commit {served[:12]} of {branch}; its newer head "
+            f"{info.sha[:12]} changes a pinned file and awaits review"
+        )
+        return record, dataclasses.replace(approved, notice=notice)
 
     async def _served_commit(self, record: RepoRecord, name: str, head: str, caller: Caller) -> str:
         if self._guard is None or name.startswith("refs/"):
@@ -222,7 +230,7 @@ class Catalog:
     ) -> Resolved:
         """The commit a revision names. Raises as `repo_info`."""
         record, info = await self.repo_info(repo, revision, caller, allow_blocked=allow_blocked)
-        return Resolved(record, info.sha)
+        return Resolved(record, info.sha, info.notice)
 
     async def check_access(
         self, record: RepoRecord, caller: Caller, probe: tuple[str, str] | None = None

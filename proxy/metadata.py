@@ -82,6 +82,8 @@ class RepoInfo:
     gated: str | bool
     disabled: bool
     raw: Mapping[str, JsonValue] = field(default_factory=dict)
+    # Set when a branch is served at its last approved commit rather than its upstream head.
+    notice: str = ""
 
 
 @dataclass(frozen=True, slots=True)

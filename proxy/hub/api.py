@@ -57,7 +57,12 @@ async def repo_info(request: web.Request) -> web.Response:
             for e in entries
             if e.entry_type is EntryType.FILE
         ]
-    return _json(strip_xet(body))
+    return _json(strip_xet(body), headers=_warning(info.notice))
+
+
+def _warning(notice: str) -> dict[str, str]:
+    """`X-HF-Warning`, which the client logs once per topic (hub-protocol.md §2)."""
+    return {"X-HF-Warning": f"hubwarden; {notice}"} if notice else {}
 
 
 def _sibling(entry: TreeEntry, *, blobs: bool) -> JsonValue:

@@ -108,9 +108,10 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         location = f"/{repo.file_path}/resolve/{resolved.commit}/{quote(path.value)}"
         if request.query_string:
             location += f"?{request.query_string}"
-        return web.Response(
-            status=307, headers={"Location": location, "X-Repo-Commit": resolved.commit}
-        )
+        headers = {"Location": location, "X-Repo-Commit": resolved.commit}
+        if resolved.notice:
+            headers["X-HF-Warning"] = f"hubwarden; {resolved.notice}"
+        return web.Response(status=307, headers=headers)
     target = await services.delivery.locate(repo, wanted.revision, path, caller)
     headers = file_headers(target)
     if request.method == "HEAD":

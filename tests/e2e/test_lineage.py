@@ -111,6 +111,7 @@ async def test_new_commit_changing_pin_is_held_and_main_serves_the_approved_comm
         url = f"{proxy.url}/{MODEL}/resolve/main/{WEIGHTS}"
         async with session.head(url, allow_redirects=False) as head:
             assert head.headers["X-Repo-Commit"] == approved
+            assert "awaits review" in head.headers["X-HF-Warning"]
         async with session.get(f"{proxy.url}/{MODEL}/resolve/{new}/{WEIGHTS}") as direct:
             assert direct.status == 403
             assert "awaits review" in direct.headers["X-Error-Message"]
