@@ -218,6 +218,28 @@ class Catalog:
             raise RevisionNotFound(name or sha)
         return record, _info_from_json(repo, sha, commit.info, record)
 
+    async def refs(
+        self, repo: RepoRef, caller: Caller, *, include_prs: bool
+    ) -> dict[str, JsonValue]:
+        """The refs listing, each branch and tag at the commit clients are served (its approved
+        commit while a newer head awaits review). Raises as `repo_info`, OfflineMiss."""
+        record, _ = await self.repo_info(repo, None, caller)
+        if self._upstream is None:
+            raise OfflineMiss(f"offline: the refs of {repo} are not mirrored")
+        body = await self._upstream.refs(repo, caller.token, include_prs=include_prs)
+        assert isinstance(body, dict)
+        approved = {
+            r.name: r.approved_commit
+            for r in await self._db.list_refs(record.pk)
+            if r.approved_commit and r.approved_commit != r.commit
+        }
+        for key in ("branches", "converts", "tags"):
+            items = body.setdefault(key, [])
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and approved.get(str(item.get("name"))):
+                    item["targetCommit"] = approved[str(item.get("name"))]
+        return body
+
     async def _served_ref(self, repo_pk: int, name: str) -> str | None:
         """Offline: the approved commit of a recorded ref (its head if never judged)."""
         ref = await self._db.get_ref_record(repo_pk, name)

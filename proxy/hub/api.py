@@ -164,15 +164,7 @@ async def refs(request: web.Request) -> web.Response:
     services = services_of(request)
     repo = repo_of(request)
     caller = caller_of(request)
-    if services.upstream is None:
-        raise OfflineMiss(f"offline: the refs of {repo} are not mirrored")
-    await services.catalog.repo_info(repo, None, caller)
-    body = await services.upstream.refs(
-        repo, caller.token, include_prs=query_bool(request, "include_prs")
-    )
-    assert isinstance(body, dict)
-    for key in ("branches", "converts", "tags"):
-        body.setdefault(key, [])
+    body = await services.catalog.refs(repo, caller, include_prs=query_bool(request, "include_prs"))
     return _json(body)
 
 

@@ -96,6 +96,8 @@ async def test_new_commit_changing_pin_is_held_and_main_serves_the_approved_comm
     assert (await proxy.call(api.model_info, MODEL)).sha == approved
     files = await proxy.call(api.list_repo_files, MODEL)
     assert "extra.txt" not in files
+    refs = await proxy.call(api.list_repo_refs, MODEL)
+    assert [b.target_commit for b in refs.branches if b.name == "main"] == [approved]
     path = await proxy.download(MODEL, WEIGHTS, force_download=True)
     assert path.read_bytes() == tiny_model_files[WEIGHTS]
     snapshot = await proxy.call(
