@@ -18,7 +18,6 @@ from proxy.hub.errors import error_middleware
 from proxy.hub.routes import add_hub_routes
 from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
 from proxy.lifecycle import BlobLifecycle
-from proxy.policy import default_settlement
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.services import Services
 from proxy.store import db
@@ -28,6 +27,8 @@ from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
+from proxy.trust.policy_gate import PolicyGate
+from proxy.trust.policy_source import PolicySource
 from proxy.upstream import Upstream, UpstreamConfig
 
 logger = logging.getLogger(__name__)
@@ -116,15 +117,18 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         if forgotten:
             logger.info("forgot %d blobs a previous run left unfinished", forgotten)
         upstream = _upstream(settings, app[HTTP])
-        policy = settings.policy
+        policies = PolicySource(settings.policy)  # raises ConfigError on a bad policy file
         blocks = Blocks(repository, settings.contact)
+        lineage = Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s)
+        policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact)
         gate = Gate(
             repository,
             blocks,
-            Pins(repository, policy.unpinned_paths),
-            Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s),
-            pinned_change=lambda: policy.pinned_change,
+            Pins(repository, lambda: policies.current().settings.unpinned_paths),
+            lineage,
+            pinned_change=lambda: policies.current().settings.pinned_change,
             contact=settings.contact,
+            policy=policy_gate,
         )
         lifecycle = BlobLifecycle(repository, store, blocks, settings.contact)
         catalog = Catalog(
@@ -145,7 +149,7 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             upstream,
             scanner,
             gate,
-            default_settlement,
+            lambda spec, report: policy_gate.settle(spec.origin, report),
             stream_scan,
             IngestSettings(
                 hold_tail_bytes=ingest.hold_tail_bytes,

@@ -34,7 +34,7 @@ EntriesAt = Callable[[list[str]], Awaitable[list[TreeEntry]]]
 class TrustGuard(Protocol):
     """What the catalog asks of the trust rules (`proxy.trust.gate.Gate`) about refs."""
 
-    async def check_repo(self, repo: RepoRecord) -> None: ...
+    async def check_repo(self, repo: RepoRecord, revision: Revision | None) -> None: ...
 
     async def on_new_commit(self, repo: RepoRecord, commit: str, token: str | None) -> None: ...
 
@@ -115,7 +115,7 @@ class Catalog:
         `allow_blocked`: the file routes answer HEAD from metadata and refuse the GET)."""
         found = await self._repo_info(repo, revision, caller)
         if self._guard is not None and not allow_blocked:
-            await self._guard.check_repo(found[0])
+            await self._guard.check_repo(found[0], revision)
         return found
 
     async def _repo_info(

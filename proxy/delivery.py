@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.catalog import Caller, Catalog, Resolved
-from proxy.errors import NotReady
+from proxy.errors import Held, NotReady
 from proxy.ingest import IngestJob, Ingestor, IngestSpec
 from proxy.lifecycle import BlobLifecycle
 from proxy.metadata import TreeEntry
@@ -91,8 +91,10 @@ class Delivery:
 
     async def prefetch(self, target: FileTarget, caller: Caller) -> None:
         """For HEAD: start the ingest of an absent blob in the background; never waits. Nothing
-        is fetched for a blocked repo."""
-        if await self._gate.blocks.active(target.resolved.repo.pk) is not None:
+        is fetched that the GET would refuse (blocked repo, policy rule, pin)."""
+        try:
+            await self._gate.check(target.resolved.repo, target.commit, target.entry, caller.token)
+        except Held:
             return
         blob = await self._db.get_blob(target.entry.etag)
         if blob is None:

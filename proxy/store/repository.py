@@ -82,6 +82,16 @@ class BlockRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditRecord:
+    at: dt.datetime
+    actor: str
+    action: str
+    repo_pk: int | None
+    blob_pk: int | None
+    details: dict[str, JsonValue]
+
+
+@dataclass(frozen=True, slots=True)
 class RefRecord:
     """Where a branch or tag pointed upstream (`commit`) and what clients are served."""
 
@@ -506,3 +516,15 @@ class Repository:
                 )
             )
             await session.commit()
+
+    async def list_audit(self, action: str | None = None, limit: int = 1000) -> list[AuditRecord]:
+        """Audit events, oldest first, optionally of one action (at most `limit`)."""
+        async with self._read() as session:
+            query = select(AuditEvent).order_by(AuditEvent.id).limit(limit)
+            if action is not None:
+                query = query.where(AuditEvent.action == action)
+            result = await session.execute(query)
+            return [
+                AuditRecord(e.at, e.actor, e.action, e.repo_pk, e.blob_pk, e.details or {})
+                for e in result.scalars()
+            ]

@@ -21,11 +21,13 @@ from proxy.caching import IMMUTABLE_TTL_S, TtlCache
 from proxy.config import PinnedChange
 from proxy.errors import Held, shown
 from proxy.metadata import TreeEntry
+from proxy.repos import Revision
 from proxy.store.models import BlockReason
 from proxy.store.repository import PinRecord, RepoRecord, Repository
 from proxy.trust.blocks import SYSTEM_ACTOR, Blocks
 from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
+from proxy.trust.policy_gate import PolicyGate
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,10 @@ class Gate:
         *,
         pinned_change: Callable[[], PinnedChange],
         contact: str,
+        policy: PolicyGate | None = None,
     ) -> None:
         self._db = repository
+        self._policy = policy
         self.blocks = blocks
         self.pins = pins
         self._lineage = lineage
@@ -113,8 +117,11 @@ class Gate:
     async def check(
         self, repo: RepoRecord, commit: str, entry: TreeEntry, token: str | None
     ) -> Judged:
-        """Raise Held when the repo is blocked or the file's pin forbids it at this commit."""
+        """Raise Held when the repo is blocked, a policy rule refuses the file (PolicyRefused)
+        or the file's pin forbids it at this commit."""
         await self.blocks.check(repo, entry.path)
+        if self._policy is not None:
+            await self._policy.check_file(repo, commit, entry, token)
         judged = await self.judge(repo, commit, entry, token)
         if judged.standing is Standing.TAMPERED:
             raise await self._tampered(repo, commit, entry, judged)
@@ -200,8 +207,12 @@ class Gate:
 
     # -- refs ----------------------------------------------------------------------------------
 
-    async def check_repo(self, repo: RepoRecord) -> None:
+    async def check_repo(self, repo: RepoRecord, revision: Revision | None) -> None:
+        """Raise Held when the repo is blocked, PolicyRefused when a repo-level rule refuses
+        it (publishers, pull requests)."""
         await self.blocks.check(repo)
+        if self._policy is not None:
+            await self._policy.check_repo(repo, revision)
 
     async def on_ref_moved(
         self, repo: RepoRecord, name: str, moved: tuple[str, str], token: str | None

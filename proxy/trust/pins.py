@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Callable
 
 from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.store.repository import PinRecord, Repository
@@ -16,18 +17,32 @@ SYSTEM_ACTOR = "hubwarden"
 
 
 class Pins:
-    def __init__(self, repository: Repository, unpinned_paths: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        unpinned_paths: tuple[str, ...] | Callable[[], tuple[str, ...]],
+    ) -> None:
+        """`unpinned_paths`: the globs, or where to read them (the policy in force)."""
         self._db = repository
         self._cache: TtlCache[tuple[int, str], tuple[PinRecord | None]] = TtlCache(WARM_TTL_S)
         self._lists: TtlCache[int, list[PinRecord]] = TtlCache(WARM_TTL_S)
-        # One compiled regex for all unpinned globs.
-        self._unpinned = re.compile(
-            "|".join(f"(?:{fnmatch.translate(p)})" for p in unpinned_paths) or "(?!)"
+        self._patterns: Callable[[], tuple[str, ...]] = (
+            unpinned_paths if callable(unpinned_paths) else _constant(unpinned_paths)
         )
+        self._compiled: tuple[tuple[str, ...], re.Pattern[str]] | None = None
+
+    def _unpinned(self) -> re.Pattern[str]:
+        """One compiled regex for all unpinned globs, compiled again when they change."""
+        patterns = self._patterns()
+        if self._compiled is None or self._compiled[0] != patterns:
+            regex = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)"
+            self._compiled = (patterns, re.compile(regex))
+        return self._compiled[1]
 
     def is_pinned_path(self, path: str) -> bool:
+        unpinned = self._unpinned()
         name = path.rsplit("/", 1)[-1]
-        return self._unpinned.match(path) is None and self._unpinned.match(name) is None
+        return unpinned.match(path) is None and unpinned.match(name) is None
 
     async def pin_of(self, repo_pk: int, path: str) -> PinRecord | None:
         cached = self._cache.get((repo_pk, path))
@@ -48,3 +63,10 @@ class Pins:
         await self._db.set_pin(repo_pk, pin.path, pin.etag, pin.commit, by)
         self._cache.put((repo_pk, pin.path), (pin,))
         self._lists.forget(repo_pk)
+
+
+def _constant(patterns: tuple[str, ...]) -> Callable[[], tuple[str, ...]]:
+    def read() -> tuple[str, ...]:
+        return patterns
+
+    return read
