@@ -107,30 +107,35 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
     return Upstream(config, session)
 
 
+def _trust(
+    settings: Settings, repository: Repository, upstream: Upstream | None
+) -> tuple[Gate, PolicyGate]:
+    """The trust rules: blocks, pins by lineage and the policy in force (re-read on change)."""
+    policies = PolicySource(settings.policy)  # raises ConfigError on a bad policy file
+    lineage = Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s)
+    policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact)
+    gate = Gate(
+        repository,
+        Blocks(repository, settings.contact),
+        Pins(repository, lambda: policies.current().settings.unpinned_paths),
+        lineage,
+        pinned_change=lambda: policies.current().settings.pinned_change,
+        contact=settings.contact,
+        policy=policy_gate,
+    )
+    return gate, policy_gate
+
+
 def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         engine = app[ENGINE]
         repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
         store = BlobStore(settings.data_dir)
         await asyncio.to_thread(store.prepare)
-        forgotten = await repository.forget_unfinished_blobs()
-        if forgotten:
-            logger.info("forgot %d blobs a previous run left unfinished", forgotten)
         upstream = _upstream(settings, app[HTTP])
-        policies = PolicySource(settings.policy)  # raises ConfigError on a bad policy file
-        blocks = Blocks(repository, settings.contact)
-        lineage = Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s)
-        policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact)
-        gate = Gate(
-            repository,
-            blocks,
-            Pins(repository, lambda: policies.current().settings.unpinned_paths),
-            lineage,
-            pinned_change=lambda: policies.current().settings.pinned_change,
-            contact=settings.contact,
-            policy=policy_gate,
-        )
-        lifecycle = BlobLifecycle(repository, store, blocks, settings.contact)
+        gate, policy_gate = _trust(settings, repository, upstream)
+        lifecycle = BlobLifecycle(repository, store, gate.blocks, settings.contact)
+        await lifecycle.forget_unfinished()
         catalog = Catalog(
             repository,
             upstream,

@@ -78,6 +78,13 @@ class BlobLifecycle:
         )
         return True
 
+    async def forget_unfinished(self) -> None:
+        """At start: fetching/scanning rows a stopped process left → absent (its temp files are
+        gone with `tmp/`)."""
+        forgotten = await self._db.forget_unfinished_blobs()
+        if forgotten:
+            logger.info("forgot %d blobs a previous run left unfinished", forgotten)
+
     async def unclaim(self, origin: BlobOrigin) -> None:
         """fetching → absent before any byte was fetched (no temp file could be made)."""
         await self._db.forget_blob(origin.entry.etag)
