@@ -92,18 +92,7 @@ def _http_session(settings: Settings) -> CleanupCtx:
 def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | None:
     if settings.offline:
         return None
-    fetch = settings.fetch
-    token = fetch.token.reveal() if fetch.token else None  # HF_TOKEN applied by load_settings
-    config = UpstreamConfig(
-        base_url=settings.upstream,
-        service_token=token,
-        connect_timeout_s=fetch.connect_timeout_s,
-        read_timeout_s=fetch.read_timeout_s,
-        retries=fetch.retries,
-        max_json_bytes=fetch.max_json_bytes,
-        max_tree_entries=fetch.max_tree_entries,
-        anonymous_uses_service_token=fetch.anonymous_uses_service_token,
-    )
+    config = UpstreamConfig.from_settings(settings)
     return Upstream(config, session)
 
 

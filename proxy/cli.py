@@ -4,10 +4,14 @@
                     [--offline]
     hubwarden db upgrade|current [--config FILE] [--data-dir D]
     hubwarden scan PATH... [--json] [--recursive]
+    hubwarden policy check REPO[@REV] [--type model|dataset|space] [--json] [--config FILE]
+                    [--upstream URL]
 
 The config file is `--config`, else the file named by HUBWARDEN_CONFIG, else none (defaults).
 Exit codes: 0 done; 1 the command failed (message on stderr); 2 bad usage or configuration.
 `hubwarden scan` has its own: 0 clean, 1 needs review, 2 malicious, 3 could not scan.
+`hubwarden policy check`: 0 every file would be served; 1 a file would be held or refused, or the
+upstream failed; 2 bad usage or configuration.
 Every error is one stderr line saying what is wrong and what to do.
 """
 
@@ -82,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(commands)
     _db_parser(commands)
     _scan_parser(commands)
-    # Later: quarantine, repos, pins, policy, prefetch, export, import, admin.
+    _policy_parser(commands)
+    # Later: quarantine, repos, pins, prefetch, export, import, admin.
     return parser
 
 
@@ -246,3 +251,47 @@ def _scan(argv: list[str]) -> int:
         )
     code: int = scanners_cli.main(argv)
     return code
+
+
+# -- policy -------------------------------------------------------------------------------------
+
+
+def _policy_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser("policy", help="see what the policy does with a repo")
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check",
+        help="what the policy would do with each file of a repo (reads metadata, no file)",
+        description="Exit 0: every file would be served; 1: a file would be held or refused, "
+        "or the upstream failed; 2: bad usage or configuration.",
+    )
+    check.add_argument("target", metavar="REPO[@REV]", help="e.g. google/gemma-2b@main")
+    check.add_argument(
+        "--type", choices=("model", "dataset", "space"), default="model", help="repo type"
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help=f"TOML settings file (default: ${CONFIG_FILE_VARIABLE}, else built-in defaults)",
+    )
+    check.add_argument("--upstream", metavar="URL", help="the Hub to read metadata from")
+    check.set_defaults(command=_policy_check)
+
+
+def _policy_check(args: argparse.Namespace) -> int:
+    from proxy import policy_check  # imported late: other commands need no aiohttp client
+    from proxy.errors import InvalidInput
+    from proxy.repos import RepoType
+
+    try:
+        target = policy_check.Target.parse(args.target, RepoType(args.type))
+    except InvalidInput as exc:
+        return _fail(f"{exc.message}; give REPO[@REV], e.g. google/gemma-2b@main", EXIT_USAGE)
+    settings = load_cli_settings(args)
+    # Progress and retry lines would bury the answer: errors only, unless asked for debugging.
+    configure_logging("DEBUG" if settings.log_level == "DEBUG" else "ERROR")
+    result = asyncio.run(policy_check.run(settings, target))
+    print(policy_check.render_json(result) if args.json else policy_check.render_text(result))
+    return result.exit_code

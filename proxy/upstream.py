@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from proxy.config import Settings
 from proxy.errors import (
     AccessDenied,
     EntryNotFound,
@@ -72,6 +73,21 @@ class UpstreamConfig:
     # `[fetch] anonymous_uses_service_token`: lend the service token to clients without one
     # (widens what anonymous clients see to what the service account sees; off by default).
     anonymous_uses_service_token: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> UpstreamConfig:
+        """The upstream client's config as the settings say (the server and the CLI alike)."""
+        fetch = settings.fetch
+        return cls(
+            base_url=settings.upstream,
+            service_token=fetch.token.reveal() if fetch.token else None,  # HF_TOKEN applied
+            connect_timeout_s=fetch.connect_timeout_s,
+            read_timeout_s=fetch.read_timeout_s,
+            retries=fetch.retries,
+            max_json_bytes=fetch.max_json_bytes,
+            max_tree_entries=fetch.max_tree_entries,
+            anonymous_uses_service_token=fetch.anonymous_uses_service_token,
+        )
 
 
 @dataclass(frozen=True, slots=True)

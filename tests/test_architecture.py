@@ -17,7 +17,8 @@ PROXY_DIR = Path(proxy.__file__).parent
 EDGE_MODULES = {"app.py", "cli.py"}
 CORE_MODULES = sorted(
     [p for p in PROXY_DIR.glob("*.py") if p.name not in EDGE_MODULES]
-    + list((PROXY_DIR / "store").glob("*.py")),
+    + list((PROXY_DIR / "store").glob("*.py"))
+    + list((PROXY_DIR / "trust").glob("*.py")),
     key=str,
 )
 
@@ -50,7 +51,8 @@ def test_architecture_importing_scanners_loads_no_aiohttp() -> None:
 
 def test_architecture_core_modules_exist() -> None:
     names = {p.name for p in CORE_MODULES}
-    assert {"ingest.py", "policy.py", "upstream.py", "catalog.py", "blobs.py"} <= names
+    assert {"ingest.py", "lifecycle.py", "upstream.py", "catalog.py", "blobs.py"} <= names
+    assert {"gate.py", "pins.py", "blocks.py", "lineage.py", "rules.py", "verdicts.py"} <= names
 
 
 @pytest.mark.parametrize("path", CORE_MODULES, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -65,7 +67,7 @@ def test_architecture_core_module_does_not_import_aiohttp_web(path: Path) -> Non
 
 def test_architecture_importing_the_core_loads_no_aiohttp_web() -> None:
     modules = ", ".join(
-        f"proxy.{p.stem}" if p.parent == PROXY_DIR else f"proxy.store.{p.stem}"
+        f"proxy.{p.stem}" if p.parent == PROXY_DIR else f"proxy.{p.parent.name}.{p.stem}"
         for p in CORE_MODULES
         if p.stem not in ("__init__", "__main__")
     )

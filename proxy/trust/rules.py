@@ -295,7 +295,7 @@ class Policy:
             hits.append(self._hit(SCANNER_ERRORS, action, text))
         code = by_rule.get(REMOTE_CODE)
         if code and self.settings.remote_code is not RuleAction.ALLOW:
-            text = f'"{path}" is remote code (trust_remote_code): {_findings_text(code)}'
+            text = f'"{path}" is remote code: {_findings_text(code)}'
             hits.append(self._hit(REMOTE_CODE, self.settings.remote_code, text))
         unknown = by_rule.get(UNKNOWN_FORMATS)
         if unknown and self.settings.unknown_formats is not RuleAction.ALLOW:

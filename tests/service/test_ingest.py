@@ -13,11 +13,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from proxy.config import PinnedChange
+from proxy.config import PinnedChange, PolicySettings
 from proxy.errors import Held, UpstreamUnavailable
 from proxy.ingest import IngestJob, Ingestor, IngestSettings, IngestSpec
 from proxy.lifecycle import BlobLifecycle
-from proxy.policy import default_settlement
 from proxy.repos import RepoRef, RepoType
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store.blobs import BlobStore
@@ -27,6 +26,8 @@ from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
+from proxy.trust.policy_gate import PolicyGate
+from proxy.trust.rules import Policy
 from proxy.upstream import Upstream, UpstreamConfig
 from scanners import StreamScan
 from tests.fakehub.hub import FakeHub
@@ -62,13 +63,16 @@ def _ingestor(
 ) -> Ingestor:
     """An Ingestor wired as `create_app` wires it, with the real trust rules."""
     blocks = Blocks(repository, "sec@example")
+    lineage = Lineage(repository, upstream, refs_ttl_s=0)
+    policy = PolicyGate(repository, lineage, lambda: Policy(PolicySettings()), "sec@example")
     gate = Gate(
         repository,
         blocks,
         Pins(repository, ("*.md",)),
-        Lineage(repository, upstream, refs_ttl_s=0),
+        lineage,
         pinned_change=lambda: PinnedChange.BLOCK,
         contact="sec@example",
+        policy=policy,
     )
     return Ingestor(
         BlobLifecycle(repository, store, blocks, "sec@example"),
@@ -76,7 +80,7 @@ def _ingestor(
         upstream,
         scanner,
         gate,
-        default_settlement,
+        lambda spec, report: policy.settle(spec.origin, report),
         lambda name, size: StreamScan(name=name, size=size),
         settings,
     )

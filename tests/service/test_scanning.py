@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policy import Verdict, verdict_for
 from proxy.scanning import ScanLimits, ScannerPool
+from proxy.trust.verdicts import Verdict, decide
 from scanners.report import Outcome
 
 LIMITS = ScanLimits(timeout_s=60.0, max_memory_mb=1024, max_cpu_s=30, workers=2)
@@ -37,7 +37,7 @@ async def test_scanner_pool_malicious_pickle_is_rejected(tmp_path: Path) -> None
     path = tmp_path / "x.part"
     path.write_bytes(EVIL_PICKLE)
     report = await ScannerPool(LIMITS).scan(path, "model.pkl")
-    assert verdict_for(report) is Verdict.REJECT
+    assert decide(report, []).verdict is Verdict.REJECT
 
 
 async def test_scanner_pool_timeout_is_an_error_finding(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ async def test_scanner_pool_timeout_is_an_error_finding(tmp_path: Path) -> None:
     pool = ScannerPool(ScanLimits(timeout_s=0.001, max_memory_mb=1024, max_cpu_s=30, workers=1))
     report = await pool.scan(path, "model.safetensors")
     assert [(f.code, f.outcome) for f in report.findings] == [("SCAN_TIMEOUT", Outcome.ERROR)]
-    assert verdict_for(report) is Verdict.QUARANTINE
+    assert decide(report, []).verdict is Verdict.QUARANTINE
 
 
 async def test_scanner_pool_cancelled_scan_raises_cancelled(tmp_path: Path) -> None:

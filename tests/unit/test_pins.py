@@ -1,4 +1,4 @@
-"""Policy without a database: findings → verdict, held reasons, which paths are pinned."""
+"""Without a database: which paths are pinned, and the held message."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from proxy.lifecycle import BlobLifecycle
-from proxy.policy import Verdict, summary, verdict_for
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.trust.blocks import Blocks
@@ -37,38 +36,6 @@ def _lifecycle(contact: str = "sec@example") -> BlobLifecycle:
     return BlobLifecycle(
         repository, BlobStore(Path("unused")), Blocks(repository, contact), contact
     )
-
-
-@pytest.mark.parametrize(
-    ("outcomes", "verdict"),
-    [
-        ((), Verdict.RELEASE),
-        ((Outcome.CLEAN,), Verdict.RELEASE),
-        ((Outcome.REVIEW,), Verdict.QUARANTINE),
-        ((Outcome.ERROR,), Verdict.QUARANTINE),
-        ((Outcome.MALICIOUS,), Verdict.REJECT),
-        ((Outcome.CLEAN, Outcome.REVIEW), Verdict.QUARANTINE),
-        ((Outcome.ERROR, Outcome.MALICIOUS), Verdict.REJECT),
-    ],
-)
-def test_verdict_for_each_outcome_gives_its_verdict(
-    outcomes: tuple[Outcome, ...], verdict: Verdict
-) -> None:
-    assert verdict_for(_report(*outcomes)) is verdict
-
-
-def test_summary_lists_the_worst_findings_first() -> None:
-    report = _report(Outcome.CLEAN, Outcome.MALICIOUS, Outcome.REVIEW, Outcome.ERROR)
-    assert summary(report, limit=2) == "finding 1; finding 3"
-
-
-def test_summary_without_findings_is_the_outcome() -> None:
-    assert summary(_report()) == "clean"
-
-
-def test_summary_escapes_finding_messages() -> None:
-    report = ScanReport("f", "pickle", 1, (_finding(Outcome.REVIEW, "a\r\nb"),), {}, 0.0)
-    assert summary(report) == "a\\r\\nb"
 
 
 @pytest.mark.parametrize(
