@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bz2
 import lzma
+import re
 import struct
 import tarfile
 import tempfile
@@ -24,6 +25,10 @@ from scanners.report import Finding, JsonValue, Outcome, Severity
 
 SCANNER = "archive"
 SCANNER_VERSION = "1.0"
+
+ZIP_TAIL_BYTES = 65536 + 22  # where a zip's end-of-central-directory record can start
+# local header, central directory, end of central directory, zip64 end and its locator
+ZIP_SIGNATURE = re.compile(rb"PK(?:\x03\x04|\x01\x02|\x05\x06|\x06\x06|\x06\x07)")
 
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
@@ -142,7 +147,7 @@ def read_zip_members(
 
 def _layout_findings(fh: BinaryIO, size: int, archive: zipfile.ZipFile) -> list[Finding]:
     out: list[Finding] = []
-    tail_len = min(size, 65536 + 22)
+    tail_len = min(size, ZIP_TAIL_BYTES)
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
     eocd = tail.rfind(_EOCD_SIGNATURE)

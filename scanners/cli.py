@@ -10,6 +10,14 @@ path that does not exist counts as "could not scan").
 
 where each report is `{"path", "format", "size", "outcome", "findings": [{"scanner", "code",
 "severity", "outcome", "message", "details"}], "scanners": {name: version}, "elapsed_s"}`.
+`format` is a `scanners.detect.FileFormat` value: `safetensors`, `gguf`, `pickle`, `pytorch-zip`,
+`pytorch-legacy`, `pytorch-tar`, `joblib`, `numpy`, `npz`, `keras`, `hdf5`, `onnx`, `protobuf`,
+`msgpack`, `zip`, `tar`, `gzip`, `bzip2`, `xz`, `7z`, `zstd`, `zlib`, `lzma`, `lz4`, `json`,
+`text`, `python`, `jinja`, `data`, `empty`; `opaque` for binary no loader would execute (one
+`DATA_OPAQUE` finding, severity info, outcome clean: `details.checked` lists what was ruled
+out); `unknown` when the format could not be told: for binary a loader could open, a
+`FORMAT_UNKNOWN` finding (outcome review) whose `details` name the `structure` found, its
+`offset` and what it is.
 Pickle findings' details carry `offset` (in the file or `member`), `global`, `call` (our
 decompiled call) and, when the pickle has a finding, `fickling`: fickling's decompiled view of
 that pickle, `{"decompiled": text, "cut": bool}` or `{"error": why}` (`scanners.second_opinion`).

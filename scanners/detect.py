@@ -47,6 +47,7 @@ class FileFormat(enum.StrEnum):
     DATA = "data"  # a known data-only format (images, audio, parquet, arrow...)
     UNKNOWN = "unknown"
     # refined by the scanners once the content is read
+    OPAQUE = "opaque"  # unknown binary in which no loader would find anything to open
     TORCH_ZIP = "pytorch-zip"
     TORCH_TAR = "pytorch-tar"
     JOBLIB = "joblib"

@@ -3,6 +3,10 @@
 Containers recurse through `scan_content` with a shared budget, so a zip inside a tar inside a
 gzip is scanned member by member within the same bounds. `scan_file` and `StreamScan.finish`
 both end in `scan_stream`, which is why they give the same report for the same bytes.
+
+Binary that `detect` cannot name is opaque data (format `opaque`, one INFO `DATA_OPAQUE` finding,
+clean) when `scanners.opaque` finds nothing a loader could open in it, and the pickle and zip
+polyglot checks agree; otherwise it stays `unknown` with a `FORMAT_UNKNOWN` finding (held).
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, BinaryIO
 
-from scanners import archives, numpy, pickles, second_opinion, torch
-from scanners.archives import ArchiveBudget, ArchiveError
+from scanners import archives, numpy, opaque, pickles, second_opinion, torch
+from scanners.archives import ZIP_TAIL_BYTES, ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickles import PickleWalker
@@ -35,7 +39,6 @@ logger = logging.getLogger(__name__)
 SCANNER = "dispatch"
 SCANNER_VERSION = "1.0"
 IN_MEMORY_BYTES = 256 * 1024 * 1024  # a pickle-bearing stream up to this is read, beyond mmapped
-ZIP_TAIL_BYTES = 65536 + 22  # where a zip's end-of-central-directory record can start
 _REMOTE_CONFIG_NAMES = ("config.json", "tokenizer_config.json")
 
 
@@ -122,6 +125,10 @@ def scan_content(
             findings.extend(_zip_polyglot(fh, size, name, ctx))
         if file_format not in _PICKLE_FORMATS:
             findings.extend(_pickle_polyglot(fh, size, prefix, name, ctx))
+        if refined == FileFormat.OPAQUE and any(f.code != opaque.CODE for f in findings):
+            # a polyglot check saw what the opaque checks did not: fail closed, never "data"
+            refined = None
+            findings = [_unknown(None), *(f for f in findings if f.code != opaque.CODE)]
     except Exception as exc:
         logger.exception("scanner crashed on %s", name[:200])
         findings = [
@@ -615,16 +622,30 @@ def _scan_jinja(fh: BinaryIO, size: int, name: str, ctx: _Context) -> list[Findi
 def _scan_unknown(
     fh: BinaryIO, size: int, name: str, ctx: _Context
 ) -> tuple[FileFormat | None, list[Finding]]:
-    return None, [
-        Finding(
-            SCANNER,
-            "FORMAT_UNKNOWN",
-            Severity.LOW,
-            Outcome.REVIEW,
-            "the format of this binary file could not be told from its content; it is held "
-            "because an unknown format could carry a pickle",
-        )
-    ]
+    """Opaque data, or unknown structure a loader could open (DESIGN.md rule 10)."""
+    ctx.ran(opaque.SCANNER, opaque.SCANNER_VERSION)
+    with _mapped(fh, size) as data:
+        structure = opaque.openable_structure(data, size, ctx.limits)
+    if structure is None:
+        return FileFormat.OPAQUE, [opaque.opaque_finding()]
+    return None, [_unknown(structure)]
+
+
+def _unknown(structure: opaque.Structure | None) -> Finding:
+    why = (
+        f"{structure.what}, which a loader could open"
+        if structure is not None
+        else "a check for formats hidden in it found one"
+    )
+    return Finding(
+        SCANNER,
+        "FORMAT_UNKNOWN",
+        Severity.LOW,
+        Outcome.REVIEW,
+        f"the format of this binary file could not be told from its content, and it is not "
+        f"opaque data: {why}; it is held until an admin looks at it",
+        structure.details() if structure is not None else {},
+    )
 
 
 def _scan_data(

@@ -8,8 +8,14 @@ Clearance by format (what the proxy may send before the verdict; it holds back t
 - raw pickles, legacy torch and joblib dumps: as far as the pickle walk, run on the bytes as
   they arrive, has found nothing (`scanners.pickle_stream`); legacy torch's raw storages after
   its last pickle as they arrive.
-- numpy, tar, compressed streams, formats that are also pickles (polyglots), unknown: 0 (held
-  whole until `finish`).
+- binary `detect` cannot name, when its first bytes already rule out a pickle (a first byte no
+  unpickler accepts), every magic, tar header and zip signature a loader looks for and a
+  protobuf parse (`scanners.opaque.StreamCheck`): as it arrives, all but the last 8 bytes seen
+  and never the file's last `ZIP_TAIL_BYTES` (a zip directory there is checked by `finish`);
+  an HDF5 signature at a user-block offset stops it there. `finish` decides opaque or unknown
+  exactly as `scan_file` does.
+- numpy, tar, compressed streams, formats that are also pickles (polyglots), other unknown
+  binary: 0 (held whole until `finish`).
 
 Memory: until the format is known, and for the formats held whole, bytes are kept in a spooled
 temp file (memory up to `stream_memory_bytes`, then disk, removed by `finish`/`close`). Header and
@@ -27,7 +33,7 @@ import tempfile
 import zlib
 from typing import IO, BinaryIO, cast
 
-from scanners import archives, dispatch, torch
+from scanners import archives, dispatch, opaque, torch
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
@@ -82,6 +88,7 @@ class StreamScan:
         self._header_checked_at = 0
         self._zip = _ZipProgress()
         self._pickles: PickleStream | None = None
+        self._opaque: opaque.StreamCheck | None = None  # binary `detect` could not name
         self._finished = False
 
     @property
@@ -119,6 +126,8 @@ class StreamScan:
             self._check_header()
         elif self._format == FileFormat.ZIP:
             self._advance_zip()
+        elif self._opaque is not None:
+            self._cleared = self._opaque.advance(self._read_at, self._received)
 
     def finish(self) -> ScanReport:
         """The final report, after the last byte; removes any temp file."""
@@ -202,6 +211,12 @@ class StreamScan:
         self._spool.seek(0, io.SEEK_END)
         return data
 
+    def _read_at(self, offset: int, length: int) -> bytes:
+        self._spool.seek(offset)
+        data = self._spool.read(length)
+        self._spool.seek(0, io.SEEK_END)
+        return data
+
     def _detect(self, *, final: bool = False) -> None:
         need = min(self._size, self._limits.detect_prefix_bytes)
         if self._received < need and not final:
@@ -215,6 +230,8 @@ class StreamScan:
             return  # also a pickle (a polyglot) or not yet ruled out: held whole, all kept
         if self._format in _CLEAR_ALL_FORMATS:
             self._clear_all = True
+        if self._format == FileFormat.UNKNOWN:
+            self._opaque = opaque.StreamCheck(prefix, self._size)
         if self._format in _PREFIX_ONLY_FORMATS:
             self._keep_limit = self._limits.detect_prefix_bytes
 

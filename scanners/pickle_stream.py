@@ -53,19 +53,18 @@ from __future__ import annotations
 import enum
 import io
 import mmap
-import re
 import tempfile
 from typing import IO
 
 from scanners import torch
-from scanners.dispatch import IN_MEMORY_BYTES, ZIP_TAIL_BYTES
+from scanners.archives import ZIP_SIGNATURE, ZIP_TAIL_BYTES
+from scanners.dispatch import IN_MEMORY_BYTES
 from scanners.limits import ScanLimits
 from scanners.pickles import OPCODE_BYTES, Buffer, Frame, PickleWalker, Walked, pickle_span
 from scanners.report import Outcome
 
 MARGIN = 64 * 1024 + 512  # > 5 + 4,096 x 14 bytes, and a tensor record's 512: see above
 MAX_PENDING = 1024 * 1024
-_ZIP_SIGNATURE = re.compile(rb"PK(?:\x03\x04|\x01\x02|\x05\x06|\x06\x06|\x06\x07)")
 _SIGNATURE_OVERLAP = 3
 _BAD = (Outcome.MALICIOUS, Outcome.ERROR)
 
@@ -285,7 +284,7 @@ class PickleStream:
         if self._first_signature >= 0:
             return
         start = max(self._searched - _SIGNATURE_OVERLAP, self._base)
-        found = _ZIP_SIGNATURE.search(self._window, start - self._base)
+        found = ZIP_SIGNATURE.search(self._window, start - self._base)
         if found is not None:
             self._first_signature = self._base + found.start()
         self._searched = self._received

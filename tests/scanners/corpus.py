@@ -133,7 +133,9 @@ CONTAINER_ATTACK_NAMES: tuple[str, ...] = (
     "pickle_named.safetensors",
     "pickle_zip_polyglot.bin",
     "archive.7z",
-    "unknown_binary.bin",
+    # binary `detect` cannot name, with what a loader opens where it looks (else opaque data)
+    "unknown_zip_tail.bin",
+    "unknown_hdf5_at_4096.bin",
     # red team: files of another format that are also pickles (pickle.load / joblib.load run them)
     "bmp_polyglot.bmp",
     "bmp_padded_polyglot.bmp",
@@ -769,9 +771,15 @@ def container_attacks() -> dict[str, tuple[bytes, frozenset[Outcome]]]:
         "pickle_named.safetensors": (EVIL, BAD),
         "pickle_zip_polyglot.bin": (pickle.dumps([1]) + evil_zip, BAD),
         "archive.7z": (b"7z\xbc\xaf\x27\x1c\x00\x04" + b"\0" * 30, HELD),
-        "unknown_binary.bin": (bytes(range(1, 200)) * 3, HELD),
+        "unknown_zip_tail.bin": (bytes(range(1, 200)) * 3 + b"PK\x05\x06" + b"\xff" * 18, HELD),
+        "unknown_hdf5_at_4096.bin": (_hdf5_signature_at(bytes(range(1, 200)) * 30, 4096), HELD),
         **polyglot_attacks(),
     }
+
+
+def _hdf5_signature_at(data: bytes, offset: int) -> bytes:
+    """The HDF5 signature at a user-block offset h5py tries (512 x 2^n) that `detect` does not."""
+    return data[:offset] + b"\x89HDF\r\n\x1a\n" + data[offset + 8 :]
 
 
 # A pickle body that first drops what the other format's magic pushed: POP, then the payload.

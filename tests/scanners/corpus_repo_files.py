@@ -1,7 +1,9 @@
 """The benign non-model files a Hugging Face repo is full of, made with the real libraries where
 they are installed (pyarrow, h5py, wave, tokenizers, numpy, safetensors, gguf) and otherwise as
 minimal valid files built byte by byte (PNG with real zlib chunks, a baseline JPEG header, GIF,
-WebP, FLAC, MP3 frames, a TFLite flatbuffer, a sentencepiece ModelProto, flax msgpack).
+WebP, FLAC, MP3 frames, a TFLite flatbuffer, a sentencepiece ModelProto, flax msgpack), and raw
+weights no loader executes (OpenVINO's `.bin`, a TensorFlow checkpoint's data shard and SSTable
+index: opaque data, `tests/scanners/corpus_opaque.py`).
 
 Each must scan CLEAN: a scanner that holds a repo's README or its parquet shards is a scanner
 admins learn to ignore. `repo_file_samples(dir)` writes them all.
@@ -28,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tests.scanners import corpus_headers as headers
+from tests.scanners import corpus_opaque as opaque
 
 
 def _png(width: int = 2, height: int = 2) -> bytes:
@@ -342,6 +345,9 @@ REPO_FILES: dict[str, Callable[[Path], bytes]] = {
     "events.out.tfevents.1700000000.host.1.0": lambda _: _tfevents(),
     "optimizer.pt": lambda _: _torch_bytes(_optimizer_state()),
     "scheduler.pt": lambda _: _torch_bytes(_scheduler_state()),
+    "openvino_model.bin": lambda _: opaque.openvino_weights(),
+    "variables.data-00000-of-00001": lambda _: opaque.tf_checkpoint_data(),
+    "variables.index": lambda _: opaque.tf_checkpoint_index(),
 }
 
 

@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from scanners import Outcome, ScanLimits, ScanReport, StreamScan, scan_file
+from scanners.archives import ZIP_TAIL_BYTES
 from tests.scanners import corpus_headers as headers
+from tests.scanners import corpus_opaque as opaque
 from tests.scanners.corpus import BENIGN_NAMES, EVIL, Sample, malicious_names, torch_zip_with
 
 CHUNK = 7919  # odd on purpose: headers and members straddle chunks
@@ -157,3 +159,71 @@ def test_stream_scan_short_stream_is_error(tmp_path: Path) -> None:
     scan = StreamScan(name="x.txt", size=100)
     scan.feed(b"hello")
     assert "STREAM_SIZE_MISMATCH" in {f.code for f in scan.finish().findings}
+
+
+# ---- opaque data and its look-alikes (DESIGN.md rule 10) ----------------------------------------
+@pytest.fixture(scope="module")
+def opaque_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("opaque_corpus")
+    return {
+        **opaque.write_samples(root / "opaque", opaque.opaque_samples()),
+        **opaque.write_samples(root / "held", opaque.held_samples()),
+    }
+
+
+@pytest.mark.parametrize("name", sorted({*opaque.opaque_samples(), *opaque.held_samples()}))
+def test_stream_scan_opaque_or_look_alike_sample_matches_scan_file(
+    name: str, opaque_corpus: dict[str, Path]
+) -> None:
+    path = opaque_corpus[name]
+    _, report = _stream(path, name)
+    expected, got = _same(scan_file(path, name=name), report)
+    assert got == expected
+
+
+def _clearance(data: bytes, name: str = "x.bin") -> tuple[list[int], ScanReport]:
+    """StreamScan's clearance after each chunk, and its report."""
+    scan = StreamScan(name=name, size=len(data))
+    seen = []
+    for start in range(0, len(data), CHUNK):
+        scan.feed(data[start : start + CHUNK])
+        seen.append(scan.cleared)
+    return seen, scan.finish()
+
+
+def test_stream_scan_opaque_data_is_cleared_as_it_arrives_but_never_its_tail() -> None:
+    data = opaque.random_bytes(30, 1 << 20, first=0x01)
+    seen, report = _clearance(data)
+    assert (0 < seen[len(seen) // 2] < len(data) // 2 + CHUNK, seen[-1], report.file_format) == (
+        True,
+        len(data) - ZIP_TAIL_BYTES,
+        "opaque",
+    )
+
+
+def test_stream_scan_opaque_data_starting_with_an_opcode_is_held_whole_until_finish() -> None:
+    seen, report = _clearance(opaque.random_bytes(5, 200_000, first=0x80))
+    assert (max(seen), report.outcome, report.file_format) == (0, Outcome.CLEAN, "opaque")
+
+
+def test_stream_scan_small_opaque_file_is_held_whole_until_finish() -> None:
+    seen, report = _clearance(opaque.random_bytes(31, ZIP_TAIL_BYTES, first=0x01))
+    assert (max(seen), report.file_format) == (0, "opaque")
+
+
+def test_stream_scan_hdf5_signature_stops_clearance_before_it() -> None:
+    data = opaque.with_hdf5_signature(opaque.random_bytes(32, 1 << 20, first=0x01), 1 << 18)
+    seen, report = _clearance(data)
+    assert (0 < seen[-1] <= 1 << 18, report.outcome) == (True, Outcome.REVIEW)
+
+
+def test_stream_scan_zip_eocd_at_the_end_is_never_cleared() -> None:
+    data = opaque.with_zip_eocd(opaque.random_bytes(33, 1 << 20, first=0x01))
+    seen, report = _clearance(data)
+    assert (seen[-1], report.outcome) == (len(data) - ZIP_TAIL_BYTES, Outcome.REVIEW)
+
+
+def test_stream_scan_protobuf_prefix_is_held_whole_until_finish() -> None:
+    data = opaque.saved_model_pb()
+    seen, report = _clearance(data, "saved_model.pb")
+    assert (max(seen), report.outcome) == (0, Outcome.REVIEW)
