@@ -187,3 +187,19 @@ async def test_policy_file_change_applies_to_the_next_request(
         await asyncio.sleep(1.1)  # the file is looked at at most once a second
         with pytest.raises(HfHubHTTPError, match="policy rule deny_publishers"):
             await proxy.download(MODEL, "tokenizer.json")
+
+
+@pytest.mark.parametrize(("action", "served"), [("reject", False), ("allow", True)])
+async def test_policy_unknown_formats_follows_its_action(
+    fake_hub: FakeHub, tmp_path: Path, action: str, served: bool
+) -> None:
+    # An ELF header: a structure a loader (the system's) could open, so not opaque data.
+    binary = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 40
+    fake_hub.create_repo(MODEL, files={"libcustom_op.bin": binary})
+    async with _proxy(fake_hub, tmp_path, **{"policy.unknown_formats": action}) as proxy:
+        if served:
+            path = await proxy.download(MODEL, "libcustom_op.bin")
+            assert path.read_bytes() == binary
+        else:
+            with pytest.raises(HfHubHTTPError, match="policy rule unknown_formats"):
+                await proxy.download(MODEL, "libcustom_op.bin")
