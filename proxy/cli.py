@@ -6,9 +6,18 @@
     hubwarden scan PATH... [--json] [--recursive]
     hubwarden policy check REPO[@REV] [--type model|dataset|space] [--json] [--config FILE]
                     [--upstream URL]
+    hubwarden quarantine list|show ID|release ID -m WHY|reject ID -m WHY [--json]
+    hubwarden repos list|block REPO -m WHY|unblock REPO -m WHY [--type T] [--json]
+    hubwarden changes list|approve REPO REF -m WHY|reject REPO REF -m WHY [--json]
+    hubwarden audit [--action A] [--limit N] [--json]
+
+    hubwarden --version
 
 The config file is `--config`, else the file named by HUBWARDEN_CONFIG, else none (defaults).
 Exit codes: 0 done; 1 the command failed (message on stderr); 2 bad usage or configuration.
+`hubwarden serve` exits 1 when it cannot start: the port is taken, the data directory cannot be
+created, read or written, the database is unreachable or its schema is behind.
+`hubwarden db` works on an existing data directory and never creates one.
 `hubwarden scan` has its own: 0 clean, 1 needs review, 2 malicious, 3 could not scan.
 `hubwarden policy check`: 0 every file would be served; 1 a file would be held or refused, or the
 upstream failed; 2 bad usage or configuration.
@@ -19,16 +28,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
+import importlib.metadata
 import logging
 import os
+import signal
+import socket
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from proxy.admin.cli import register_review_commands
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +95,66 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version(PROG)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "(unknown version: not installed)"
+
+
+class DataDirUnusable(HubwardenError):
+    """The data directory (`path`) is missing where it must exist, cannot be created, or this
+    process cannot list or write it. `reason` says which; the message says what to do."""
+
+    def __init__(self, path: Path, reason: str, advice: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"data directory {path} {reason}; {advice}")
+
+
+class ListenFailed(HubwardenError):
+    """`hubwarden serve` could not listen on `host`:`port` (`errno` is the socket error)."""
+
+    def __init__(self, host: str, port: int, exc: OSError) -> None:
+        self.host = host
+        self.port = port
+        self.errno = exc.errno
+        where = f"{host}:{port}"
+        if exc.errno == errno.EADDRINUSE:
+            detail = (
+                f"port {port} is already in use on {host} (another Hubwarden or another server); "
+                "stop it or choose another port with --port or HUBWARDEN_PORT"
+            )
+        elif exc.errno == errno.EACCES:
+            detail = (
+                "permission denied (ports below 1024 need privileges); choose a port from 1024 "
+                "up with --port or HUBWARDEN_PORT"
+            )
+        else:
+            reason = exc.strerror if isinstance(exc, socket.gaierror) else None
+            if reason is None and exc.errno is not None:
+                reason = os.strerror(exc.errno)
+            detail = (
+                f"{reason or exc}; give an address of this machine with --host or HUBWARDEN_HOST "
+                "(127.0.0.1: this machine only, 0.0.0.0: every interface)"
+            )
+        super().__init__(f"cannot listen on {where}: {detail}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="A Hugging Face Hub mirror that quarantines, verifies and scans model files "
         "before serving them.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {_version()}")
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     _serve_parser(commands)
     _db_parser(commands)
     _scan_parser(commands)
     _policy_parser(commands)
-    # Later: quarantine, repos, pins, prefetch, export, import, admin.
+    register_review_commands(commands, load_cli_settings, _add_config_option)
+    # Later: pins, prefetch, export, import.
     return parser
 
 
@@ -140,8 +207,6 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
     configure_logging(settings.log_level)
     _prepare_data_dir(settings.data_dir)
-    from aiohttp import web
-
     from proxy.app import create_app  # imported late: `hubwarden db`/`scan` need no server
 
     upstream = "offline" if settings.offline else f"upstream {settings.upstream}"
@@ -152,29 +217,123 @@ def _serve(args: argparse.Namespace) -> int:
         upstream,
         settings.data_dir,
     )
-    from proxy.hub.access import ACCESS_LOGGER, AccessLogger
-
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=ACCESS_LOGGER,
-        access_log_class=AccessLogger,
-    )
+    asyncio.run(_run_server(create_app(settings), settings))
     return EXIT_OK
 
 
+async def _run_server(app: web.Application, settings: Settings) -> None:
+    """Start the app's services, listen, say where clients point HF_ENDPOINT, and serve until
+    SIGINT or SIGTERM; then stop gracefully.
+
+    Start-up failures surface here once, as our own errors: the database's (DatabaseUnavailable,
+    SchemaOutdated, raised by the app's cleanup_ctx), a file under the data directory the blob
+    store cannot use (DataDirUnusable), the address that cannot be bound (ListenFailed).
+    """
+    from aiohttp import web
+
+    from proxy.hub.access import ACCESS_LOGGER, AccessLogger
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=ACCESS_LOGGER, access_log_class=AccessLogger
+    )
+    try:
+        try:
+            await runner.setup()
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            raise DataDirUnusable(
+                settings.data_dir,
+                f"cannot be used: {exc.filename} ({exc.strerror})",
+                _DATA_DIR_ADVICE,
+            ) from exc
+        site = web.TCPSite(runner, settings.host, settings.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenFailed(settings.host, settings.port, exc) from exc
+        logger.info("clients need only HF_ENDPOINT=%s", _client_endpoint(settings))
+        logger.info("ready: listening on %s:%d", settings.host, settings.port)
+        await stop.wait()
+        logger.info("stopping")
+    finally:
+        await runner.cleanup()
+
+
+def _client_endpoint(settings: Settings) -> str:
+    """What clients put in HF_ENDPOINT: the public URL when set, else this host and port."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    if settings.host in ("0.0.0.0", "::"):  # noqa: S104 (comparing, not binding)
+        example = f"http://{socket.gethostname()}:{settings.port}"
+        return (
+            f"http://<this machine's name>:{settings.port} (listening on every interface; "
+            f"e.g. {example}, or set public_url)"
+        )
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+_DATA_DIR_ADVICE = (
+    "let the user running hubwarden read and write it (rwx), or choose another with "
+    "--data-dir or HUBWARDEN_DATA_DIR"
+)
+
+
 def _prepare_data_dir(data_dir: Path) -> None:
+    """Create the data directory if needed, and check that this process can list and write it
+    (a clear message now rather than a database or blob-store error later)."""
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataDirUnusable(data_dir, "is not a directory", _DATA_DIR_ADVICE)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(
-            f"data directory {data_dir} cannot be created ({exc.strerror}); choose another "
-            "with --data-dir or HUBWARDEN_DATA_DIR",
-            source=str(data_dir),
-            key="data_dir",
+        raise DataDirUnusable(
+            data_dir,
+            f"cannot be created ({exc.strerror})",
+            "create it and let the user running hubwarden read and write it, or choose "
+            "another with --data-dir or HUBWARDEN_DATA_DIR",
         ) from exc
+    try:
+        with os.scandir(data_dir):
+            pass
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        raise DataDirUnusable(
+            data_dir, f"is not readable and writable ({exc.strerror})", _DATA_DIR_ADVICE
+        ) from exc
+
+
+def _require_data_dir(settings: Settings) -> None:
+    """`hubwarden db` works on the data directory the server uses and never creates one (the
+    default, ./hubwarden-data, is relative to wherever the command runs)."""
+    if settings.database_url is None and not settings.data_dir.is_dir():
+        raise DataDirUnusable(
+            settings.data_dir,
+            "does not exist",
+            "give the server's with --data-dir, --config or HUBWARDEN_DATA_DIR (`hubwarden "
+            f"serve` creates it on its first start, or create it: mkdir -p {settings.data_dir})",
+        )
+
+
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file the settings name; None for PostgreSQL or in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    from proxy.store import db
+
+    url = settings.effective_database_url
+    if not db.is_sqlite(url):
+        return None
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
 
 
 # -- db -----------------------------------------------------------------------------------------
@@ -194,7 +353,7 @@ def _db_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
     configure_logging(settings.log_level)
-    _prepare_data_dir(settings.data_dir)
+    _require_data_dir(settings)
     asyncio.run(_upgrade(settings))
     return EXIT_OK
 
@@ -213,8 +372,15 @@ async def _upgrade(settings: Settings) -> None:
 def _db_current(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
     configure_logging(settings.log_level)
-    _prepare_data_dir(settings.data_dir)
-    current, head = asyncio.run(_revisions(settings))
+    _require_data_dir(settings)
+    database = _sqlite_file(settings)
+    current: str | None = None
+    if database is None or database.exists():  # opening a missing SQLite file would create it
+        current, head = asyncio.run(_revisions(settings))
+    else:
+        from proxy.store import db
+
+        head = db.head_revision()
     state = "up to date" if current == head else f"behind {head}: run `hubwarden db upgrade`"
     print(f"{current or '(empty)'} ({state})")
     return EXIT_OK

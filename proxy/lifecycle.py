@@ -41,6 +41,20 @@ class Settlement:
     reason: str
 
 
+class NotHeld(HubwardenError):
+    """A review decision was asked for a blob that is not waiting for one."""
+
+    def __init__(self, pk: int, state: BlobState) -> None:
+        self.pk = pk
+        self.state = state
+        hint = (
+            "rejected files stay rejected; release the repo's next version instead"
+            if state is BlobState.REJECTED
+            else "only quarantined files wait for a decision"
+        )
+        super().__init__(f"review {pk} is {state.value}, not quarantined; {hint}")
+
+
 class BlobLifecycle:
     """Moves blobs between states in the database and the blob store."""
 
@@ -84,6 +98,45 @@ class BlobLifecycle:
         forgotten = await self._db.forget_unfinished_blobs()
         if forgotten:
             logger.info("forgot %d blobs a previous run left unfinished", forgotten)
+
+    async def release_held(self, blob: BlobRecord, actor: str, comment: str) -> None:
+        """quarantined → released, by a reviewer's decision (rejected blobs stay rejected:
+        their bytes were refused as malicious or tampered)."""
+        if blob.state is not BlobState.QUARANTINED or blob.sha256 is None:
+            raise NotHeld(blob.pk, blob.state)
+        await asyncio.to_thread(self._store.release_from_quarantine, blob.sha256)
+        await self._db.set_blob_state(blob.etag, BlobState.RELEASED)
+        await self._decided(blob, BlobState.RELEASED, actor, comment)
+
+    async def reject_held(self, blob: BlobRecord, actor: str, comment: str) -> None:
+        """quarantined → rejected, by a reviewer's decision (the bytes stay in quarantine)."""
+        if blob.state is not BlobState.QUARANTINED:
+            raise NotHeld(blob.pk, blob.state)
+        reason = f"rejected by {actor}: {comment}"
+        await self._db.set_blob_state(blob.etag, BlobState.REJECTED, reason=reason)
+        await self._decided(blob, BlobState.REJECTED, actor, comment)
+
+    async def _decided(self, blob: BlobRecord, state: BlobState, actor: str, comment: str) -> None:
+        await self._db.audit(
+            actor,
+            f"review.{state.value}",
+            blob_pk=blob.pk,
+            details={
+                "comment": comment,
+                "before": blob.state.value,
+                "after": state.value,
+                "path": blob.first_path,
+                "sha256": blob.sha256,
+            },
+        )
+        logger.info(
+            "blob %s (%s): %s -> %s by %s",
+            blob.etag,
+            blob.first_path,
+            blob.state.value,
+            state.value,
+            shown(actor),
+        )
 
     async def unclaim(self, origin: BlobOrigin) -> None:
         """fetching → absent before any byte was fetched (no temp file could be made)."""

@@ -354,6 +354,11 @@ class Repository:
             row = result.scalar_one_or_none()
             return None if row is None else _blob(row)
 
+    async def get_blob_by_pk(self, pk: int) -> BlobRecord | None:
+        async with self._read() as session:
+            row = await session.get(Blob, pk)
+            return None if row is None else _blob(row)
+
     async def claim_blob(self, etag: str, size: int, repo_pk: int, path: str) -> bool:
         """Insert the blob in state `fetching`; False when another task or replica has it."""
         async with self._sessions() as session:

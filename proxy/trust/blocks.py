@@ -54,19 +54,25 @@ class Blocks:
         if block is not None:
             raise self.held(repo, block, path)
 
-    async def place(self, repo: RepoRecord, reason: BlockReason, detail: str) -> BlockRecord:
+    async def place(
+        self, repo: RepoRecord, reason: BlockReason, detail: str, by: str = SYSTEM_ACTOR
+    ) -> BlockRecord:
         """Block the repo (unless it already is); returns the active block."""
         existing = await self._db.active_block(repo.pk)
         if existing is not None:
             return existing
-        block = await self._db.add_block(repo.pk, reason.value, detail, SYSTEM_ACTOR)
+        block = await self._db.add_block(repo.pk, reason.value, detail, by)
         self.generation += 1
         self._cache.forget(repo.pk)
         await self._db.audit(
-            SYSTEM_ACTOR,
+            by,
             "repo.blocked",
             repo_pk=repo.pk,
             details={"reason": reason.value, "detail": detail, "block": block.pk},
         )
         logger.warning("blocked %s: %s (%s)", repo.ref, reason.value, shown(detail))
         return block
+
+    def forget(self, repo_pk: int) -> None:
+        """Drop what this process cached about a repo's blocks (after an unblock)."""
+        self._cache.forget(repo_pk)

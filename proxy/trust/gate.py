@@ -303,7 +303,8 @@ class Gate:
                 continue
             judged = await self.judge(repo, head, entry, token)
             if judged.standing is Standing.TAMPERED:
-                raise await self._tampered(repo, head, entry, judged)
+                # Block, but let the resolve HEAD answer: its GET carries the message (§6.3).
+                await self._tampered(repo, head, entry, judged)
             if judged.standing is Standing.NEWER:
                 changed.append((entry, judged))
         return changed

@@ -1,0 +1,260 @@
+"""`hubwarden quarantine|repos|changes|audit`: the admins' review for people on the server.
+
+These run over the same service as the API will (`proxy.admin.review.Review`), on the configured
+database and data directory, not over HTTP. The acting identity recorded is the OS user
+(`os:<name>`). Tables for people, `--json` for scripts. Exit 0 done, 1 failed (one stderr line),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeAlias
+
+from proxy.admin.review import Review
+from proxy.config import Settings
+from proxy.lifecycle import BlobLifecycle
+from proxy.repos import RepoRef, RepoType
+from proxy.store import db
+from proxy.store.blobs import BlobStore
+from proxy.store.repository import Repository
+from proxy.store.review import ReviewQueries
+from proxy.trust.blocks import Blocks
+from proxy.trust.pins import Pins
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Job = Callable[[Review, argparse.Namespace], Awaitable[object]]
+SettingsLoader = Callable[[argparse.Namespace], Settings]
+AddOptions = Callable[[argparse.ArgumentParser], None]
+
+
+def actor() -> str:
+    """Who acts from the server's shell: the OS user."""
+    return f"os:{getpass.getuser()}"
+
+
+def register_review_commands(
+    commands: Subparsers, load: SettingsLoader, add_options: AddOptions
+) -> None:
+    """Add `quarantine`, `repos`, `changes` and `audit` to the `hubwarden` parser."""
+    _Builder(commands, load, add_options).build()
+
+
+class _Builder:
+    def __init__(self, commands: Subparsers, load: SettingsLoader, add: AddOptions) -> None:
+        self._commands = commands
+        self._load = load
+        self._add = add
+
+    def build(self) -> None:
+        quarantine = self._group("quarantine", "held and rejected files")
+        self._action(quarantine, "list", "list held files", _quarantine_list, json_flag=True)
+        self._action(quarantine, "show", "one held file, its findings and history",
+                     _quarantine_show, ids=True, json_flag=True)  # fmt: skip
+        self._action(quarantine, "release", "serve these bytes from now on", _release,
+                     ids=True, comment=True)  # fmt: skip
+        self._action(quarantine, "reject", "refuse these bytes for good", _reject, ids=True,
+                     comment=True)  # fmt: skip
+        repos = self._group("repos", "blocked repos")
+        self._action(repos, "list", "list blocked repos", _repos_list, json_flag=True)
+        self._action(repos, "block", "block a repo", _block, repo=True, comment=True)
+        self._action(repos, "unblock", "lift a repo's block", _unblock, repo=True, comment=True)
+        changes = self._group("changes", "pinned changes waiting for review")
+        self._action(changes, "list", "list waiting changes", _changes_list, json_flag=True)
+        self._action(changes, "approve", "re-pin and serve the new head", _approve, repo=True,
+                     ref=True, comment=True)  # fmt: skip
+        self._action(changes, "reject", "keep serving the approved commit", _reject_change,
+                     repo=True, ref=True, comment=True)  # fmt: skip
+        audit = self._commands.add_parser("audit", help="the audit log, newest last")
+        self._add(audit)
+        audit.add_argument("--action", help="only this action, e.g. review.released")
+        audit.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+        audit.add_argument("--json", action="store_true", help="one JSON object per line")
+        self._bind(audit, _audit)
+
+    def _group(self, name: str, help_text: str) -> Subparsers:
+        parser = self._commands.add_parser(name, help=help_text)
+        return parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+
+    def _action(
+        self,
+        group: Subparsers,
+        name: str,
+        help_text: str,
+        job: Job,
+        **wants: bool,
+    ) -> None:
+        parser = group.add_parser(name, help=help_text)
+        self._add(parser)
+        if wants.get("ids"):
+            parser.add_argument("review_id", type=int, metavar="ID", help="the review id")
+        if wants.get("repo"):
+            parser.add_argument("repo", metavar="REPO", help="namespace/name")
+            parser.add_argument("--type", choices=[t.value for t in RepoType], default="model")
+        if wants.get("ref"):
+            parser.add_argument("ref", metavar="REF", help="the branch or tag, e.g. main")
+        if wants.get("comment"):
+            parser.add_argument("--comment", "-m", required=True, help="why (audited)")
+        if wants.get("json_flag"):
+            parser.add_argument("--json", action="store_true", help="machine-readable output")
+        self._bind(parser, job)
+
+    def _bind(self, parser: argparse.ArgumentParser, job: Job) -> None:
+        load = self._load
+
+        def command(args: argparse.Namespace) -> int:
+            asyncio.run(_run(load(args), job, args))
+            return 0
+
+        parser.set_defaults(command=command)
+
+
+async def _run(settings: Settings, job: Job, args: argparse.Namespace) -> None:
+    engine = db.create_engine(settings.effective_database_url)
+    try:
+        await db.prepare_schema(engine, upgrade=settings.upgrade_on_start)
+        repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
+        blocks = Blocks(repository, settings.contact)
+        review = Review(
+            repository,
+            ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
+            BlobLifecycle(repository, BlobStore(settings.data_dir), blocks, settings.contact),
+            blocks,
+            Pins(repository, settings.policy.unpinned_paths),
+        )
+        await job(review, args)
+    finally:
+        await engine.dispose()
+
+
+def _repo(args: argparse.Namespace) -> RepoRef:
+    return RepoRef.parse(RepoType(args.type), args.repo)
+
+
+def _when(moment: dt.datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    """An aligned table for people; the last column is not padded."""
+    texts = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in texts) for i in range(len(header) - 1)]
+    for row in texts:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[-1]]))
+
+
+def _json(value: Any) -> None:
+    print(json.dumps(value, default=str, indent=2))
+
+
+async def _quarantine_list(review: Review, args: argparse.Namespace) -> None:
+    held = await review.held()
+    if args.json:
+        _json([
+            {"id": b.pk, "repo": str(b.repo) if b.repo else None, "path": b.path, "size": b.size,
+             "sha256": b.sha256, "state": b.state.value, "format": b.file_format,
+             "reason": b.reason, "since": b.updated_at}
+            for b in held
+        ])  # fmt: skip
+        return
+    rows = [(b.pk, b.state.value, b.repo or "-", b.path, b.size, _when(b.updated_at), b.reason)
+            for b in held]  # fmt: skip
+    _table(("ID", "STATE", "REPO", "PATH", "SIZE", "SINCE", "WHY"), rows)
+    print(f"{len(held)} held or rejected files")
+
+
+async def _quarantine_show(review: Review, args: argparse.Namespace) -> None:
+    item = await review.item(args.review_id)
+    blob = item.blob
+    if args.json:
+        _json({
+            "id": blob.pk, "repo": str(blob.repo) if blob.repo else None, "path": blob.path,
+            "size": blob.size, "sha256": blob.sha256, "state": blob.state.value,
+            "format": blob.file_format, "reason": blob.reason,
+            "findings": [f.to_dict() for f in item.findings],
+            "history": [{"at": e.at, "actor": e.actor, "action": e.action,
+                         "details": e.details} for e in item.history],
+        })  # fmt: skip
+        return
+    print(f"review {blob.pk}: {blob.repo or '-'} {blob.path} ({blob.state.value})")
+    print(f"  sha256 {blob.sha256}, {blob.size} bytes, format {blob.file_format or '?'}")
+    print(f"  why: {blob.reason}")
+    for finding in item.findings:
+        print(f"  [{finding.severity.value}] {finding.code}: {finding.message}")
+    for event in item.history:
+        print(
+            f"  {_when(event.at)} {event.actor} {event.action} {event.details.get('comment', '')}"
+        )
+
+
+async def _release(review: Review, args: argparse.Namespace) -> None:
+    await review.release(args.review_id, actor(), args.comment)
+    print(f"review {args.review_id} released")
+
+
+async def _reject(review: Review, args: argparse.Namespace) -> None:
+    await review.reject(args.review_id, actor(), args.comment)
+    print(f"review {args.review_id} rejected")
+
+
+async def _repos_list(review: Review, args: argparse.Namespace) -> None:
+    blocked = await review.blocked()
+    if args.json:
+        _json([{"repo": str(b.repo.ref), "type": b.repo.ref.repo_type.value, "reason": b.reason,
+                "detail": b.detail, "since": b.since, "by": b.by} for b in blocked])  # fmt: skip
+        return
+    rows = [(b.repo.ref, b.reason, _when(b.since), b.by, b.detail) for b in blocked]
+    _table(("REPO", "REASON", "SINCE", "BY", "DETAIL"), rows)
+    print(f"{len(blocked)} blocked repos")
+
+
+async def _block(review: Review, args: argparse.Namespace) -> None:
+    await review.block(_repo(args), actor(), args.comment)
+    print(f"{_repo(args)} blocked")
+
+
+async def _unblock(review: Review, args: argparse.Namespace) -> None:
+    await review.unblock(_repo(args), actor(), args.comment)
+    print(f"{_repo(args)} unblocked")
+
+
+async def _changes_list(review: Review, args: argparse.Namespace) -> None:
+    changes = await review.changes()
+    if args.json:
+        _json([{"repo": str(c.held.repo.ref), "ref": c.held.name, "head": c.held.head,
+                "approved": c.held.approved,
+                "changed": [{"path": p, "pinned": o, "new": n} for p, o, n in c.changed]}
+               for c in changes])  # fmt: skip
+        return
+    rows = [(c.held.repo.ref, c.held.name or "(default)", c.held.approved[:12], c.held.head[:12],
+             ", ".join(p for p, _, _ in c.changed)) for c in changes]  # fmt: skip
+    _table(("REPO", "REF", "SERVED", "WAITING", "CHANGED FILES"), rows)
+    print(f"{len(changes)} pinned changes waiting")
+
+
+async def _approve(review: Review, args: argparse.Namespace) -> None:
+    await review.approve_change(_repo(args), args.ref, actor(), args.comment)
+    print(f"{_repo(args)}@{args.ref} now serves its new head")
+
+
+async def _reject_change(review: Review, args: argparse.Namespace) -> None:
+    await review.reject_change(_repo(args), args.ref, actor(), args.comment)
+    print(f"{_repo(args)}@{args.ref} keeps its approved commit")
+
+
+async def _audit(review: Review, args: argparse.Namespace) -> None:
+    events = await review.audit(action=args.action, limit=max(1, min(args.limit, 10_000)))
+    for event in events:
+        if args.json:
+            print(json.dumps({"at": event.at, "actor": event.actor, "action": event.action,
+                              "repo_pk": event.repo_pk, "blob_pk": event.blob_pk,
+                              "details": event.details}, default=str))  # fmt: skip
+        else:
+            print(f"{_when(event.at)}  {event.actor:<16}  {event.action:<20}  "
+                  f"{json.dumps(event.details, default=str)[:160]}")  # fmt: skip

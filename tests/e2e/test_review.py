@@ -1,0 +1,128 @@
+"""The admins' review from the server's shell (`hubwarden quarantine|repos|changes`), with the
+real client on the other side: decisions take effect on the next download and are audited."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+
+import huggingface_hub as hf
+import numpy as np
+import pytest
+from huggingface_hub.errors import HfHubHTTPError
+from safetensors.numpy import save
+
+from proxy.cli import main
+from proxy.hub.context import SERVICES
+from tests.fakehub.hub import FakeHub
+from tests.fakehub.plugin import make_tiny_model
+from tests.proxyplugin import RunningProxy
+
+MODEL = "org/tiny-model"
+# A pickle importing a module no allow-list knows: held for review, not malicious.
+UNKNOWN_PICKLE = b"cacme_tools\nLabels\n(tR."
+MALICIOUS_PICKLE = b"cos\nsystem\n(S'echo pwned'\ntR."
+
+
+async def _cli(proxy: RunningProxy, *argv: str) -> int:
+    """`hubwarden ARGV --data-dir <the proxy's>`, in-process (it runs its own event loop)."""
+    args = [*argv, "--data-dir", str(proxy.settings.data_dir)]
+    return await asyncio.to_thread(main, args)
+
+
+async def _held_id(proxy: RunningProxy, filename: str) -> int:
+    with pytest.raises(HfHubHTTPError, match="held in quarantine") as caught:
+        await proxy.download(MODEL, filename)
+    found = re.search(r"review (\d+)", str(caught.value))
+    assert found is not None
+    return int(found.group(1))
+
+
+async def test_review_release_of_held_pickle_serves_the_next_download(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    review_id = await _held_id(proxy, "labels.pkl")
+    assert await _cli(proxy, "quarantine", "release", str(review_id), "-m", "internal tool") == 0
+    path = await proxy.download(MODEL, "labels.pkl")
+    assert path.read_bytes() == UNKNOWN_PICKLE
+    events = await proxy.app[SERVICES].repository.list_audit("review.released")
+    assert [(e.details["comment"], e.actor.startswith("os:")) for e in events] == [
+        ("internal tool", True)
+    ]
+
+
+async def test_review_reject_keeps_403_and_a_rejected_file_cannot_be_released(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    review_id = await _held_id(proxy, "labels.pkl")
+    assert await _cli(proxy, "quarantine", "reject", str(review_id), "-m", "not ours") == 0
+    with pytest.raises(HfHubHTTPError, match="rejected by os:"):
+        await proxy.download(MODEL, "labels.pkl")
+    assert await _cli(proxy, "quarantine", "release", str(review_id), "-m", "oops") == 1
+    assert "rejected files stay rejected" in capsys.readouterr().err
+
+
+async def test_review_malicious_pickle_is_rejected_and_cannot_be_released(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_hub.create_repo(MODEL, files={"evil.pkl": MALICIOUS_PICKLE})
+    review_id = await _held_id(proxy, "evil.pkl")
+    assert await _cli(proxy, "quarantine", "release", str(review_id), "-m", "trust me") == 1
+    assert "not quarantined" in capsys.readouterr().err
+
+
+async def test_review_list_and_show_as_json_name_the_held_file(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    review_id = await _held_id(proxy, "labels.pkl")
+    capsys.readouterr()
+    assert await _cli(proxy, "quarantine", "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(i["id"], i["path"], i["state"]) for i in listed] == [
+        (review_id, "labels.pkl", "quarantined")
+    ]
+    assert await _cli(proxy, "quarantine", "show", str(review_id), "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {f["code"] for f in shown["findings"]} >= {"PICKLE_GLOBAL_UNKNOWN"}
+
+
+async def test_review_approved_pinned_change_moves_main_for_every_route(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    await proxy.download(MODEL, "model.safetensors")
+    retrained = save({"weight": np.ones((4, 4), dtype=np.float32)})
+    new = repo.commit({"model.safetensors": retrained})
+    api = hf.HfApi(endpoint=proxy.url, token=False)
+    assert (await proxy.call(api.model_info, MODEL)).sha != new  # held: the approved commit
+    assert await _cli(proxy, "changes", "approve", MODEL, "main", "-m", "retrained") == 0
+    await asyncio.sleep(1.1)  # the server's caches of pins last at most a second
+    assert (await proxy.call(api.model_info, MODEL)).sha == new
+    refs = await proxy.call(api.list_repo_refs, MODEL)
+    assert [b.target_commit for b in refs.branches if b.name == "main"] == [new]
+    path = await proxy.download(MODEL, "model.safetensors", force_download=True)
+    assert path.read_bytes() == retrained
+
+
+async def test_review_unblocked_repo_serves_again(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    make_tiny_model(fake_hub, tiny_model_files)
+    assert await _cli(proxy, "repos", "block", MODEL, "-m", "incident 42") == 0
+    with pytest.raises(HfHubHTTPError, match=r"blocked: org/tiny-model \(admin: incident 42\)"):
+        await proxy.download(MODEL, "config.json")
+    assert await _cli(proxy, "repos", "unblock", MODEL, "-m", "resolved") == 0
+    await asyncio.sleep(1.1)  # blocks are cached for at most a second by the server
+    path = await proxy.download(MODEL, "config.json")
+    assert path.read_bytes() == tiny_model_files["config.json"]
+    actions = [e.action for e in await proxy.app[SERVICES].repository.list_audit()]
+    assert {"repo.blocked", "repo.unblocked"} <= set(actions)
+
+
+def test_review_cli_requires_a_comment(tmp_path: Path) -> None:
+    assert main(["quarantine", "release", "1", "--data-dir", str(tmp_path)]) == 2
