@@ -10,6 +10,10 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from proxy.admin.access_list import AccessList
+from proxy.admin.api import admin_api
+from proxy.admin.identity import Identities
+from proxy.admin.review import Review
 from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
@@ -23,6 +27,7 @@ from proxy.services import Services
 from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
+from proxy.store.review import ReviewQueries
 from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
@@ -56,6 +61,7 @@ def create_app(
     app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_http_session(settings))
     app.cleanup_ctx.append(_services(settings, stream_scan or _default_stream_scan()))
+    app.add_subapp("/admin/api/", admin_api())  # before the hub's catch-all write route
     add_hub_routes(app)
     return app
 
@@ -125,11 +131,21 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         gate, policy_gate = _trust(settings, repository, upstream)
         lifecycle = BlobLifecycle(repository, store, gate.blocks, settings.contact)
         await lifecycle.forget_unfinished()
+        identities = Identities(
+            db.session_maker(engine), repository, read_sessions=db.read_session_maker(engine)
+        )
+        access_list = AccessList(
+            db.session_maker(engine),
+            repository,
+            identities,
+            read_sessions=db.read_session_maker(engine),
+        )
         catalog = Catalog(
             repository,
             upstream,
             ttl_s=settings.fetch.metadata_ttl_s,
             access_ttl_s=settings.fetch.access_ttl_s,
+            local_access=access_list,
             guard=gate,
         )
         scan = settings.scan
@@ -155,6 +171,13 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         delivery = Delivery(
             catalog, repository, store, ingestor, gate, lifecycle, ingest.retry_after_s
         )
+        review = Review(
+            repository,
+            ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
+            lifecycle,
+            gate.blocks,
+            gate.pins,
+        )
         app[SERVICES] = Services(
             settings=settings,
             repository=repository,
@@ -163,6 +186,9 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             ingestor=ingestor,
             delivery=delivery,
             upstream=upstream,
+            review=review,
+            identities=identities,
+            access_list=access_list,
         )
         try:
             yield

@@ -21,7 +21,7 @@ from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFo
 from proxy.metadata import EntryType, RepoInfo, TreeEntry, strip_xet
 from proxy.repos import RepoRef, Revision
 from proxy.store.repository import RepoRecord, Repository
-from proxy.trust.access import AccessChecker
+from proxy.trust.access import AccessChecker, LocalAccess
 from proxy.upstream import Upstream
 from scanners.report import JsonValue
 
@@ -80,6 +80,7 @@ class Catalog:
         *,
         ttl_s: float,
         access_ttl_s: float = 300.0,
+        local_access: LocalAccess | None = None,
         clock: Callable[[], float] = time.monotonic,
         guard: TrustGuard | None = None,
     ) -> None:
@@ -87,7 +88,7 @@ class Catalog:
         self._upstream = upstream
         self._guard = guard
         self._info_cache: TtlCache[tuple[RepoRef, str, str], RepoInfo] = TtlCache(ttl_s, clock)
-        self._access = AccessChecker(upstream, access_ttl_s, clock)
+        self._access = AccessChecker(upstream, access_ttl_s, clock, local=local_access)
         # The warm path: a commit's recorded info (short: access flags may change) and entries.
         self._recorded: TtlCache[tuple[RepoRef, str], tuple[RepoRecord, RepoInfo]] = TtlCache(
             max(ttl_s, WARM_TTL_S), clock

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from proxy.admin.cli import register_review_commands
+from proxy.admin.commands import register_admin_commands
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
@@ -122,8 +123,8 @@ class ListenFailed(HubwardenError):
         where = f"{host}:{port}"
         if exc.errno == errno.EADDRINUSE:
             detail = (
-                f"port {port} is already in use on {host} (another Hubwarden or another server); "
-                "stop it or choose another port with --port or HUBWARDEN_PORT"
+                "the port is already in use (by another Hubwarden or another server); stop it "
+                "or choose another port with --port or HUBWARDEN_PORT"
             )
         elif exc.errno == errno.EACCES:
             detail = (
@@ -154,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scan_parser(commands)
     _policy_parser(commands)
     register_review_commands(commands, load_cli_settings, _add_config_option)
+    register_admin_commands(commands)
     # Later: pins, prefetch, export, import.
     return parser
 
@@ -243,14 +245,18 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
     try:
         try:
             await runner.setup()
-        except OSError as exc:
-            if exc.filename is None:
+        except OSError as exc:  # the blob store's folders under the data directory
+            if exc.filename is None or not Path(str(exc.filename)).is_relative_to(
+                settings.data_dir
+            ):
                 raise
             raise DataDirUnusable(
                 settings.data_dir,
                 f"cannot be used: {exc.filename} ({exc.strerror})",
                 _DATA_DIR_ADVICE,
             ) from exc
+        if stop.is_set():  # asked to stop while starting: do not listen
+            return
         site = web.TCPSite(runner, settings.host, settings.port)
         try:
             await site.start()
@@ -269,10 +275,9 @@ def _client_endpoint(settings: Settings) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
     if settings.host in ("0.0.0.0", "::"):  # noqa: S104 (comparing, not binding)
-        example = f"http://{socket.gethostname()}:{settings.port}"
         return (
-            f"http://<this machine's name>:{settings.port} (listening on every interface; "
-            f"e.g. {example}, or set public_url)"
+            f"http://<this machine's name>:{settings.port} (listening on every interface; set "
+            "public_url to have the exact URL shown here)"
         )
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     return f"http://{host}:{settings.port}"

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.admin.access_list import AccessList
+from proxy.admin.identity import Identities
+from proxy.admin.review import Review
 from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
@@ -22,3 +25,6 @@ class Services:
     ingestor: Ingestor
     delivery: Delivery
     upstream: Upstream | None
+    review: Review
+    identities: Identities
+    access_list: AccessList

@@ -14,7 +14,8 @@ import scanners
 
 PROXY_DIR = Path(proxy.__file__).parent
 # The edges (STYLE.md §1): aiohttp.web lives in proxy/hub/, proxy/admin/, the factory and the CLI.
-EDGE_MODULES = {"app.py", "cli.py"}
+# services.py is the factory's record of what it built (edges included), read only by the edges.
+EDGE_MODULES = {"app.py", "cli.py", "services.py"}
 CORE_MODULES = sorted(
     [p for p in PROXY_DIR.glob("*.py") if p.name not in EDGE_MODULES]
     + list((PROXY_DIR / "store").glob("*.py"))

@@ -130,13 +130,24 @@ def test_main_unknown_environment_variable_exits_2(
     assert 'environment variable "HUBWARDEN_OFLINE" is not a setting' in _error_line(capsys)
 
 
-def test_main_data_dir_that_cannot_be_created_exits_2(
+def test_main_serve_data_dir_that_cannot_be_created_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Not a settings error (the value is fine, the machine is not): exit 1, like any start-up
+    failure; it fails before anything listens, so it runs in-process."""
     blocker = tmp_path / "file"
     blocker.write_text("", encoding="utf-8")
-    assert main(["db", "upgrade", "--data-dir", str(blocker / "data")]) == 2
+    assert main(["serve", "--data-dir", str(blocker / "data")]) == 1
     assert "cannot be created" in _error_line(capsys)
+
+
+def test_main_db_upgrade_missing_data_dir_exits_1_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data_dir = tmp_path / "data"
+    assert main(["db", "upgrade", "--data-dir", str(data_dir)]) == 1
+    assert f"data directory {data_dir} does not exist" in _error_line(capsys)
+    assert not data_dir.exists()
 
 
 # -- db ------------------------------------------------------------------------------------------

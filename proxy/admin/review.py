@@ -23,7 +23,11 @@ MAX_COMMENT_CHARS = 2000
 
 
 class ReviewError(HubwardenError):
-    """A review call names something that does not exist or cannot be decided."""
+    """A review call asks for something that cannot be decided as it stands."""
+
+
+class ReviewNotFound(ReviewError):
+    """A review call names a file, repo or change that does not exist here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,10 @@ class PinnedChange:
 
     held: HeldRef
     changed: tuple[tuple[str, str, str], ...]  # (path, pinned etag, etag at head)
+
+
+def _no_review(review_id: int) -> ReviewNotFound:
+    return ReviewNotFound(f"review {review_id} does not exist; see `hubwarden quarantine list`")
 
 
 def _comment(comment: str) -> str:
@@ -74,7 +82,9 @@ class Review:
     async def item(self, review_id: int) -> HeldItem:
         blob = await self._queries.held_blob(review_id)
         if blob is None:
-            raise ReviewError(f"review {review_id} does not exist; see `hubwarden quarantine list`")
+            raise ReviewNotFound(
+                f"review {review_id} does not exist; see `hubwarden quarantine list`"
+            )
         findings = await self._db.list_findings(blob.pk)
         history = await self._queries.blob_history(blob.pk)
         return HeldItem(blob, tuple(findings), tuple(history))
@@ -91,7 +101,9 @@ class Review:
     async def _blob(self, review_id: int) -> BlobRecord:
         blob = await self._db.get_blob_by_pk(review_id)
         if blob is None:
-            raise ReviewError(f"review {review_id} does not exist; see `hubwarden quarantine list`")
+            raise ReviewNotFound(
+                f"review {review_id} does not exist; see `hubwarden quarantine list`"
+            )
         return blob
 
     # -- repos -----------------------------------------------------------------------------
@@ -120,7 +132,7 @@ class Review:
     async def _repo(self, repo: RepoRef) -> RepoRecord:
         record = await self._db.find_repo(repo)
         if record is None:
-            raise ReviewError(f"{shown(repo)} was never mirrored here")
+            raise ReviewNotFound(f"{shown(repo)} was never mirrored here")
         return record
 
     # -- pinned changes --------------------------------------------------------------------
@@ -176,7 +188,7 @@ class Review:
         for change in await self.changes():
             if change.held.repo.ref == repo and change.held.name == ref:
                 return change
-        raise ReviewError(
+        raise ReviewNotFound(
             f'no pinned change waits for "{shown(ref)}" of {repo}; see `hubwarden changes list`'
         )
 

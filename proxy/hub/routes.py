@@ -1,11 +1,21 @@
-"""The Hub's URL map. Order matters where one-segment legacy model ids overlap two-segment ids."""
+"""The Hub's URL map. Order matters where one-segment legacy model ids overlap two-segment ids,
+and the two catch-alls come last: writes anywhere are refused as read-only, and any other path or
+method is a 404 that tells whoever reached it (often a browser, or a client without HF_ENDPOINT's
+base path) that this is a Hub mirror and how to use it.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.errors import shown
 from proxy.hub import api, files
+from proxy.hub.context import services_of
+from proxy.hub.errors import error_response
+from proxy.hub.requests import public_base
+
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 _READ_ACTIONS: list[tuple[str, str, Handler]] = [
     ("GET", "", api.repo_info),
@@ -42,9 +52,23 @@ def add_hub_routes(app: web.Application) -> None:
     ):
         router.add_route("GET", pattern, files.resolve_file)
         router.add_route("HEAD", pattern, files.resolve_file)
-    for method in ("POST", "PUT", "PATCH", "DELETE"):
+    for method in WRITE_METHODS:
         router.add_route(method, "/{tail:.*}", api.read_only)
+    # Last: without it a GET on `/` or on a repo's page would be a bare 405 (the path matches
+    # the write catch-all above), which tells nobody what this server is.
+    router.add_route("*", "/{tail:.*}", _unknown_route)
 
 
 async def _not_served(request: web.Request) -> web.Response:
     raise web.HTTPNotFound(text="not served by this mirror")
+
+
+async def _unknown_route(request: web.Request) -> web.Response:
+    """Any path or method the Hub's API does not have: 404 in the Hub's error shape."""
+    endpoint = public_base(request, services_of(request).settings.public_url)
+    message = (
+        f"{request.method} {shown(request.path)} is not a route of this server: it is a "
+        "Hugging Face Hub mirror (Hubwarden) with no web pages; use it from huggingface_hub, "
+        f"transformers, datasets or the hf CLI with HF_ENDPOINT={endpoint}"
+    )
+    return error_response(request, 404, message)

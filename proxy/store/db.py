@@ -12,7 +12,9 @@ The schema is only ever built by the Alembic migrations in the `migrations` pack
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +26,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
@@ -68,15 +70,14 @@ class SchemaOutdated(HubwardenError):
 
 class DatabaseUnavailable(HubwardenError):
     """The database cannot be reached (server down, wrong URL, unwritable file), or the
-    migration lock was not granted in time. `url` has its password hidden."""
+    migration lock was not granted in time. `url` has its password hidden; `advice` says what
+    to check (by default database_url and the server)."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, *, advice: str = "") -> None:
         self.url = url
         self.reason = reason
-        super().__init__(
-            f"database {url} is unavailable ({shown(reason)}); check database_url and that "
-            "the database server is running"
-        )
+        advice = advice or "check database_url and that the database server is running"
+        super().__init__(f"database {url} is unavailable ({shown(reason)}); {advice}")
 
 
 READ_ONLY_OPTION = "hubwarden_read_only"
@@ -246,12 +247,35 @@ async def _connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
         connection = await engine.connect()
     except (OSError, DBAPIError) as exc:
         detail = getattr(exc, "orig", None) or exc  # the driver's own words, without SQL
-        reason = (str(detail).splitlines() or [type(detail).__name__])[0]
-        raise DatabaseUnavailable(_shown_url(engine), reason) from exc
+        reason, advice = _unreachable(engine.url, detail)
+        raise DatabaseUnavailable(_shown_url(engine), reason, advice=advice) from exc
     try:
         yield connection
     finally:
         await connection.close()
+
+
+def _unreachable(url: URL, detail: BaseException) -> tuple[str, str]:
+    """Why a connection failed, and what to check, in the operator's words."""
+    if url.get_backend_name() == "sqlite":
+        reason = (str(detail).splitlines() or [type(detail).__name__])[0]
+        return reason, (
+            f"check that the user running hubwarden may read and write {shown(url.database)} "
+            "and its directory (or database_url, if set)"
+        )
+    host = url.host or "localhost"
+    where = f"{host}:{url.port or 5432}"
+    advice = (
+        f"check database_url (host {shown(host)}) and that the database server there is "
+        "running and accepts connections from this machine"
+    )
+    if isinstance(detail, socket.gaierror):
+        return f'host "{shown(host)}" cannot be resolved: {detail.strerror}', advice
+    if isinstance(detail, OSError) and detail.errno == errno.ECONNREFUSED:
+        return f"connection refused by {shown(where)}", advice
+    if isinstance(detail, TimeoutError):
+        return f"no answer from {shown(where)} within {POSTGRES_CONNECT_TIMEOUT_S} s", advice
+    return (str(detail).splitlines() or [type(detail).__name__])[0], advice
 
 
 def _shown_url(engine: AsyncEngine) -> str:

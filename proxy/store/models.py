@@ -314,3 +314,49 @@ class AuditEvent(Base):
         ForeignKey("blobs.id", ondelete="SET NULL"), nullable=True
     )
     details: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
+
+
+class Role(enum.StrEnum):
+    """What a token may do (the permission table is `proxy.admin.identity.PERMISSIONS`)."""
+
+    ADMIN = "admin"
+    REVIEWER = "reviewer"
+    VIEWER = "viewer"
+    CLIENT = "client"
+
+
+class AdminToken(Base):
+    """A named bearer token of the admins' API or of a client on the local access list.
+
+    Only the sha256 of the token is kept: the clear token is shown once, when it is created.
+    Tokens are revoked, never deleted, so their names stay unique and the audit log readable.
+    """
+
+    __tablename__ = "admin_tokens"
+    __table_args__ = (UniqueConstraint("name"), UniqueConstraint("token_hash"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[Role] = mapped_column(EnumString(Role, 16))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()
+    created_by: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class AccessGrant(Base):
+    """A client token's right to read the gated and private repos matching a glob over
+    "type/namespace/name" (e.g. "model/acme/*"), when the upstream cannot be asked (offline)."""
+
+    __tablename__ = "access_grants"
+    __table_args__ = (UniqueConstraint("token_name", "pattern"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    token_name: Mapped[str] = mapped_column(
+        String(64), ForeignKey("admin_tokens.name", ondelete="CASCADE")
+    )
+    pattern: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[dt.datetime] = _created()
+    created_by: Mapped[str] = mapped_column(String(128))

@@ -11,7 +11,8 @@ whether THAT caller may see it, with the caller's own token:
 
 Only positive answers are cached, per (repo, caller), for a short TTL. A refusal is never
 cached; a token the Hub refuses is a refusal; upstream trouble propagates (fail closed). Offline
-there is no local access list yet, so gated and private repos are refused to everyone.
+the local access list decides (`local`: the client tokens an admin granted the repo, and admin
+tokens); without one, or for any other caller, gated and private repos are refused.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from proxy.caching import TtlCache
 from proxy.errors import GatedRepo, RepoNotFound
@@ -37,6 +38,14 @@ _OFFLINE_REASON = (
     "this mirror is offline and serves gated and private repos only to clients on its local "
     "access list; ask the mirror's admin to add you"
 )
+
+
+class LocalAccess(Protocol):
+    """The local access list (`proxy.admin.access_list.AccessList`) as the offline check uses it."""
+
+    async def allows(self, token: str | None, repo: RepoRef) -> bool:
+        """Whether the bearer `token` (None: anonymous) may read `repo`."""
+        ...
 
 
 class Scope(IntEnum):
@@ -78,7 +87,8 @@ class AccessChecker:
     """Decides whether a caller may see a gated or private repo's cached copy.
 
     `upstream` None means offline. `ttl_s` is how long a positive answer is trusted (0: never
-    cached, every request asks upstream); `clock` is injectable for tests.
+    cached, every request asks upstream); `clock` is injectable for tests. `local` is the local
+    access list, asked offline only (it caches its own answers).
     """
 
     def __init__(
@@ -86,8 +96,11 @@ class AccessChecker:
         upstream: Upstream | None,
         ttl_s: float,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        local: LocalAccess | None = None,
     ) -> None:
         self._upstream = upstream
+        self._local = local
         self._ttl_s = ttl_s
         self._allowed: TtlCache[tuple[RepoRef, str], Scope] = TtlCache(ttl_s, clock)
 
@@ -100,6 +113,8 @@ class AccessChecker:
         if not _is_restricted(record):
             return
         if self._upstream is None:
+            if self._local is not None and await self._local.allows(caller.token, record.ref):
+                return
             raise self._offline_refusal(record, caller)
         scope = Scope.FILES if probe is not None else Scope.REPO
         if scope is Scope.REPO and not record.private:

@@ -11,6 +11,8 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 
+from proxy.admin.identity import Role
+from proxy.hub.context import SERVICES
 from tests.fakehub.hub import FakeHub
 from tests.fakehub.model import Repo
 from tests.fakehub.plugin import make_gated_repo, make_private_repo
@@ -206,3 +208,20 @@ async def test_offline_mirror_refuses_private_repo_info_by_branch_to_anonymous(
         api = HfApi(endpoint=offline.url, token=False)
         with pytest.raises(RepositoryNotFoundError):
             await offline.call(api.model_info, PRIVATE)
+
+
+async def test_offline_mirror_serves_gated_copy_to_a_client_token_on_the_access_list(
+    fake_hub: FakeHub, gated: Repo, alice: str, tmp_path: Path
+) -> None:
+    async with _proxy_with(fake_hub, tmp_path) as online:
+        fetched = await online.download(GATED, WEIGHTS, token=alice)
+    async with _proxy_with(fake_hub, tmp_path, offline=True) as offline:
+        services = offline.app[SERVICES]
+        _, granted = await services.identities.create("team-a", Role.CLIENT, None, "test")
+        _, other = await services.identities.create("team-b", Role.CLIENT, None, "test")
+        await services.access_list.grant("team-a", "model/org/*", "test")
+        path = await offline.download(GATED, WEIGHTS, token=granted, cache_dir=tmp_path / "a")
+        assert path.read_bytes() == fetched.read_bytes()
+        for token in (other, False):
+            with pytest.raises(GatedRepoError):
+                await offline.download(GATED, WEIGHTS, token=token, cache_dir=tmp_path / "b")

@@ -1,0 +1,404 @@
+"""The admins' REST API under `/admin/api/`: JSON over the `Review` service, every call
+authenticated with an admin token (`Authorization: Bearer hwa_…`), 401 without a valid one, 403
+when the role does not allow it. The OpenAPI 3.1 document at `/admin/api/openapi.json` is
+generated from the same route table the router is built from, so the two cannot drift.
+
+Errors are JSON `{"error", "detail", "hint"}` (STYLE.md §3), mapped once by `_errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from proxy.admin.identity import Action, Identity
+from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
+from proxy.errors import HubwardenError, InvalidInput, shown
+from proxy.hub.context import SERVICES
+from proxy.lifecycle import NotHeld
+from proxy.repos import RepoRef, RepoType
+from proxy.services import Services
+from proxy.store.repository import AuditRecord
+from proxy.store.review import BlockedRepo, HeldBlob
+from scanners.report import JsonValue
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/admin/api"
+MAX_BODY_BYTES = 64 * 1024
+IDENTITY = web.RequestKey("identity", Identity)
+ApiHandler = Callable[[web.Request], Awaitable[JsonValue]]
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    name: str
+    where: str  # "path" or "query"
+    kind: str = "string"  # JSON schema type
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One API route: what it needs (`action`), what it takes and says, and its handler."""
+
+    method: str
+    path: str
+    action: Action
+    summary: str
+    handler: ApiHandler
+    params: tuple[Param, ...] = ()
+    takes_comment: bool = False
+
+
+class ApiError(HubwardenError):
+    """An API call refused at the edge: `status`, a short `error` word and a `hint`."""
+
+    def __init__(self, status: int, error: str, detail: str, hint: str) -> None:
+        self.status = status
+        self.error = error
+        self.hint = hint
+        super().__init__(detail)
+
+
+# -- JSON renderings ---------------------------------------------------------------------------
+
+
+def _blob(blob: HeldBlob) -> dict[str, JsonValue]:
+    return {
+        "id": blob.pk,
+        "repo": blob.repo.repo_id if blob.repo else None,
+        "repo_type": blob.repo.repo_type.value if blob.repo else None,
+        "path": blob.path,
+        "size": blob.size,
+        "sha256": blob.sha256,
+        "state": blob.state.value,
+        "format": blob.file_format,
+        "reason": blob.reason,
+        "since": blob.updated_at.isoformat(),
+    }
+
+
+def _item(item: HeldItem) -> dict[str, JsonValue]:
+    return {
+        **_blob(item.blob),
+        "findings": [f.to_dict() for f in item.findings],
+        "history": [_event(e) for e in item.history],
+    }
+
+
+def _event(event: AuditRecord) -> dict[str, JsonValue]:
+    return {
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "repo_pk": event.repo_pk,
+        "blob_pk": event.blob_pk,
+        "details": event.details,
+    }
+
+
+def _blocked(blocked: BlockedRepo) -> dict[str, JsonValue]:
+    return {
+        "repo": blocked.repo.ref.repo_id,
+        "repo_type": blocked.repo.ref.repo_type.value,
+        "reason": blocked.reason,
+        "detail": blocked.detail,
+        "since": blocked.since.isoformat(),
+        "by": blocked.by,
+    }
+
+
+def _change(change: PinnedChange) -> dict[str, JsonValue]:
+    held = change.held
+    return {
+        "repo": held.repo.ref.repo_id,
+        "repo_type": held.repo.ref.repo_type.value,
+        "ref": held.name,
+        "served": held.approved,
+        "waiting": held.head,
+        "changed": [{"path": p, "pinned": o, "new": n} for p, o, n in change.changed],
+    }
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def _services(request: web.Request) -> Services:
+    return request.config_dict[SERVICES]
+
+
+def _review(request: web.Request) -> Review:
+    return _services(request).review
+
+
+def _review_id(request: web.Request) -> int:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidInput("review id", text, "is not a number; use the id the 403 message names")
+    return int(text)
+
+
+def _repo(request: web.Request) -> RepoRef:
+    plural = request.match_info["type"]
+    name = f"{request.match_info['namespace']}/{request.match_info['name']}"
+    return RepoRef.parse(RepoType.from_plural(plural), name)
+
+
+async def _comment(request: web.Request) -> str:
+    """The required `comment` of a decision, from a JSON body `{"comment": "…"}`."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("request body", "…", 'is not JSON {"comment": "why"}') from exc
+    comment = body.get("comment") if isinstance(body, dict) else None
+    if not isinstance(comment, str) or not comment.strip():
+        raise InvalidInput("comment", comment, 'is required: send {"comment": "why"}')
+    return comment
+
+
+def _actor(request: web.Request) -> str:
+    identity = request[IDENTITY]
+    return f"token:{identity.name}"
+
+
+def _limit(request: web.Request) -> int:
+    text = request.query.get("limit", "100")
+    if not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise InvalidInput("limit", text, "must be a number from 1 to 10000")
+    return int(text)
+
+
+# -- handlers ----------------------------------------------------------------------------------
+
+
+async def list_quarantine(request: web.Request) -> JsonValue:
+    state = request.query.get("state")
+    held = await _review(request).held()
+    return [_blob(b) for b in held if state is None or b.state.value == state]
+
+
+async def show_quarantine(request: web.Request) -> JsonValue:
+    return _item(await _review(request).item(_review_id(request)))
+
+
+async def release(request: web.Request) -> JsonValue:
+    review_id = _review_id(request)
+    await _review(request).release(review_id, _actor(request), await _comment(request))
+    return {"id": review_id, "state": "released"}
+
+
+async def reject(request: web.Request) -> JsonValue:
+    review_id = _review_id(request)
+    await _review(request).reject(review_id, _actor(request), await _comment(request))
+    return {"id": review_id, "state": "rejected"}
+
+
+async def list_repos(request: web.Request) -> JsonValue:
+    return [_blocked(b) for b in await _review(request).blocked()]
+
+
+async def block(request: web.Request) -> JsonValue:
+    repo = _repo(request)
+    await _review(request).block(repo, _actor(request), await _comment(request))
+    return {"repo": repo.repo_id, "blocked": True}
+
+
+async def unblock(request: web.Request) -> JsonValue:
+    repo = _repo(request)
+    await _review(request).unblock(repo, _actor(request), await _comment(request))
+    return {"repo": repo.repo_id, "blocked": False}
+
+
+async def list_changes(request: web.Request) -> JsonValue:
+    return [_change(c) for c in await _review(request).changes()]
+
+
+async def approve_change(request: web.Request) -> JsonValue:
+    repo, ref = _repo(request), request.match_info["ref"]
+    await _review(request).approve_change(repo, ref, _actor(request), await _comment(request))
+    return {"repo": repo.repo_id, "ref": ref, "approved": True}
+
+
+async def reject_change(request: web.Request) -> JsonValue:
+    repo, ref = _repo(request), request.match_info["ref"]
+    await _review(request).reject_change(repo, ref, _actor(request), await _comment(request))
+    return {"repo": repo.repo_id, "ref": ref, "approved": False}
+
+
+async def audit(request: web.Request) -> JsonValue:
+    events = await _review(request).audit(action=request.query.get("action"), limit=_limit(request))
+    return [_event(e) for e in events]
+
+
+_ID = (Param("id", "path", "integer", "the review id the 403 message names"),)
+_REPO = (
+    Param("type", "path", "string", "models, datasets or spaces"),
+    Param("namespace", "path"),
+    Param("name", "path"),
+)
+_REF = (*_REPO, Param("ref", "path", "string", "the branch or tag, e.g. main"))
+_Q = "/quarantine"
+ROUTES = (
+    Route("GET", _Q, Action.VIEW, "Held and rejected files", list_quarantine,
+          (Param("state", "query", "string", "quarantined or rejected"),)),
+    Route("GET", _Q + "/{id}", Action.VIEW, "A held file, its findings and history",
+          show_quarantine, _ID),
+    Route("POST", _Q + "/{id}/release", Action.DECIDE, "Release a quarantined file", release,
+          _ID, takes_comment=True),
+    Route("POST", _Q + "/{id}/reject", Action.DECIDE, "Reject a quarantined file", reject, _ID,
+          takes_comment=True),
+    Route("GET", "/repos", Action.VIEW, "Blocked repos", list_repos),
+    Route("POST", "/repos/{type}/{namespace}/{name}/block", Action.BLOCK, "Block a repo", block,
+          _REPO, takes_comment=True),
+    Route("POST", "/repos/{type}/{namespace}/{name}/unblock", Action.BLOCK, "Unblock a repo",
+          unblock, _REPO, takes_comment=True),
+    Route("GET", "/changes", Action.VIEW, "Pinned changes waiting for review", list_changes),
+    Route("POST", "/changes/{type}/{namespace}/{name}/{ref}/approve", Action.DECIDE,
+          "Approve a pinned change: re-pin and serve the new head", approve_change, _REF,
+          takes_comment=True),
+    Route("POST", "/changes/{type}/{namespace}/{name}/{ref}/reject", Action.DECIDE,
+          "Reject a pinned change: keep the approved commit", reject_change, _REF,
+          takes_comment=True),
+    Route("GET", "/audit", Action.VIEW, "The audit log, newest last", audit,
+          (Param("action", "query"), Param("limit", "query", "integer", "1 to 10000"))),
+)  # fmt: skip
+
+
+# -- OpenAPI -----------------------------------------------------------------------------------
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "detail": {"type": "string"},
+                   "hint": {"type": "string"}},
+    "required": ["error", "detail", "hint"],
+}  # fmt: skip
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.1 description of `ROUTES`."""
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "security": [{"bearer": []}],
+            "x-hubwarden-permission": route.action.value,
+            "parameters": [_parameter(p) for p in route.params],
+            "responses": {
+                "200": {"description": "done", "content": {"application/json": {"schema": {}}}},
+                **{
+                    str(status): {"description": text, "content": _error_content()}
+                    for status, text in (
+                        (400, "bad input"),
+                        (401, "no valid admin token"),
+                        (403, "the token's role may not do this"),
+                        (404, "no such item"),
+                        (409, "not in a state that allows it"),
+                    )
+                },
+            },
+        }
+        if route.takes_comment:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["comment"],
+                    "properties": {"comment": {"type": "string", "minLength": 1}}}}},
+            }  # fmt: skip
+        paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Hubwarden admin API", "version": "1"},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    }
+
+
+def _parameter(param: Param) -> dict[str, Any]:
+    return {
+        "name": param.name,
+        "in": param.where,
+        "required": param.where == "path",
+        "description": param.description,
+        "schema": {"type": param.kind},
+    }
+
+
+def _error_content() -> dict[str, Any]:
+    return {"application/json": {"schema": _ERROR_SCHEMA}}
+
+
+# -- the sub-application -----------------------------------------------------------------------
+
+
+def _error(status: int, error: str, detail: str, hint: str) -> web.Response:
+    body = {"error": error, "detail": detail, "hint": hint}
+    return web.json_response(body, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place where errors of the admin API become JSON."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.error, exc.message, exc.hint)
+    except InvalidInput as exc:
+        return _error(400, "bad_input", exc.message, "fix the value named and retry")
+    except NotHeld as exc:
+        return _error(409, "not_held", exc.message, "see GET /admin/api/quarantine/{id}")
+    except ReviewNotFound as exc:
+        return _error(404, "not_found", exc.message, "list what exists with the GET routes")
+    except ReviewError as exc:
+        return _error(409, "conflict", exc.message, "list what waits with the GET routes")
+
+
+def _authenticated(route: Route) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip() or len(token) > 4096:
+            hint = "send Authorization: Bearer hwa_…; see hubwarden admin token create"
+            raise ApiError(401, "unauthenticated", "no admin token was sent", hint)
+        identity = await _services(request).identities.authenticate(token.strip())
+        if identity is None:
+            raise ApiError(401, "unauthenticated", "the admin token is unknown, revoked or expired",
+                           "ask an admin for a new token")  # fmt: skip
+        if not identity.can(route.action):
+            raise ApiError(403, "forbidden",
+                           f"role {identity.role.value} may not {route.action.value}",
+                           "use a token with a role that allows it")  # fmt: skip
+        request[IDENTITY] = identity
+        logger.info("admin %s by %s: %s", route.handler.__name__, shown(identity.name),
+                    shown(request.path))  # fmt: skip
+        return web.json_response(await route.handler(request))
+
+    return handle
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return _error(404, "not_found", f"no admin route {shown(request.path)}",
+                  f"see {PREFIX}/openapi.json")  # fmt: skip
+
+
+def admin_api() -> web.Application:
+    """The `/admin/api/` sub-application; it finds the services on its parent (`SERVICES`)."""
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/openapi.json", _openapi)
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, _authenticated(route))
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
