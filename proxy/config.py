@@ -187,6 +187,14 @@ def _header_text(value: object) -> object:
     return text
 
 
+def _optional_header_text(value: object) -> object:
+    """Header text, or empty (unset)."""
+    text = str(value)
+    if text and not (len(text) <= 200 and text.isascii() and text.isprintable()):
+        raise ValueError(value)
+    return text
+
+
 def _token(value: object) -> object:
     if not isinstance(value, Secret):
         raise TypeError(value)
@@ -316,6 +324,40 @@ class PolicySettings:
     file: Path | None = field(default=None, metadata=_rule())
 
 
+def _webhook_urls(value: object) -> object:
+    if not isinstance(value, tuple):
+        raise TypeError(value)
+    for url in value:
+        _http_url(url)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The review and what refused users are told (`[admin]`, `HUBWARDEN_ADMIN_*`)."""
+
+    held_message: str = field(
+        default="",
+        metadata=_rule(check=_optional_header_text, allowed="up to 200 printable ASCII characters"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySettings:
+    """Webhooks told when a file is held or rejected, a repo blocked, a pinned change waits
+    (`[notify]`, `HUBWARDEN_NOTIFY_*`)."""
+
+    webhook_urls: tuple[str, ...] = field(
+        default=(), metadata=_rule(check=_webhook_urls, allowed="a list of http(s) URLs")
+    )
+    secret: Secret | None = field(
+        default=None,
+        metadata=_rule(check=_token, sensitive=True, allowed="a shared secret for HMAC"),
+    )
+    timeout_s: float = field(default=10.0, metadata=_rule(above_zero=True, maximum=300))
+    retries: int = field(default=5, metadata=_rule(minimum=0, maximum=20))
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `create_app` needs to know, checked and frozen."""
@@ -357,6 +399,8 @@ class Settings:
     ingest: IngestSettings = field(default_factory=IngestSettings)
     scan: ScanSettings = field(default_factory=ScanSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @property
     def effective_database_url(self) -> str:
@@ -371,6 +415,8 @@ SECTIONS: dict[str, type[typing.Any]] = {
     "ingest": IngestSettings,
     "scan": ScanSettings,
     "policy": PolicySettings,
+    "admin": AdminSettings,
+    "notify": NotifySettings,
 }
 
 

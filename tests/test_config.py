@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from proxy.config import (
+    AdminSettings,
     ConfigError,
     FetchSettings,
     IngestSettings,
+    NotifySettings,
     PinnedChange,
     PolicySettings,
     ScanSettings,
@@ -334,6 +336,8 @@ def test_config_example_names_every_environment_variable() -> None:
 def test_env_variables_cover_every_settings_field() -> None:
     sections = {"fetch": FetchSettings, "ingest": IngestSettings, "scan": ScanSettings}
     sections["policy"] = PolicySettings
+    sections["admin"] = AdminSettings
+    sections["notify"] = NotifySettings
     fields = {f.name for f in dataclasses.fields(Settings)} - set(sections)
     for name, cls in sections.items():
         fields |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}
