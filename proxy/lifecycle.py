@@ -59,16 +59,33 @@ class BlobLifecycle:
     """Moves blobs between states in the database and the blob store."""
 
     def __init__(
-        self, repository: Repository, store: BlobStore, blocks: Blocks, contact: str
+        self,
+        repository: Repository,
+        store: BlobStore,
+        blocks: Blocks,
+        contact: str,
+        *,
+        public_url: str | None = None,
+        notice: str = "",
     ) -> None:
+        """`public_url`: where clients reach the mirror (for the `/held/{id}` link; a path
+        alone without it); `notice`: `[admin] held_message`, appended to every refusal."""
         self._db = repository
         self._store = store
         self._blocks = blocks
         self._contact = contact
+        self._base = (public_url or "").rstrip("/")
+        self._notice = notice
 
     def held_message(self, path: str, reason: str, review_id: int | None) -> str:
-        review = f"; review {review_id}" if review_id is not None else ""
-        return f"held in quarantine: {shown(path)} ({reason}){review}; ask {self._contact}"
+        """`held in quarantine: <file> (<reason>); review <id>; ask <contact>; see <link>`."""
+        message = f"held in quarantine: {shown(path)} ({reason})"
+        if review_id is not None:
+            message += f"; review {review_id}"
+        message += f"; ask {self._contact}"
+        if review_id is not None:
+            message += f"; see {self._base}/held/{review_id}"
+        return f"{message}; {self._notice}" if self._notice else message
 
     def held(self, blob: BlobRecord, path: str) -> Held:
         """The refusal for a blob that is quarantined or rejected."""

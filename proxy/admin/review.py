@@ -20,6 +20,9 @@ from proxy.trust.pins import Pins
 from scanners.report import Finding
 
 MAX_COMMENT_CHARS = 2000
+MAX_JUSTIFICATION_CHARS = 2000
+MAX_REQUESTS_PER_FILE = 1000
+MAX_REASON_CHARS = 160
 
 
 class ReviewError(HubwardenError):
@@ -37,6 +40,20 @@ class HeldItem:
     blob: HeldBlob
     findings: tuple[Finding, ...]
     history: tuple[AuditRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicView:
+    """What anyone refused a file may read about it: no payloads, no details, no admin names."""
+
+    review_id: int
+    path: str
+    repo: str
+    state: str
+    reasons: tuple[str, ...]  # finding titles: code and message, cut
+    since: str
+    requests: int
+    decision: str  # the reviewer's comment once decided, else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +122,61 @@ class Review:
                 f"review {review_id} does not exist; see `hubwarden quarantine list`"
             )
         return blob
+
+    # -- the person who was refused --------------------------------------------------------
+
+    async def public_view(self, review_id: int) -> PublicView:
+        """What a refused user may see about a held (or since decided) file."""
+        item = await self.item(review_id)
+        blob = item.blob
+        decisions = ("review.released", "review.rejected")
+        decided = [e for e in item.history if e.action in decisions]
+        if blob.state is BlobState.RELEASED and not decided:
+            raise _no_review(review_id)  # never held: nothing to say about it
+        record = await self._db.find_repo(blob.repo) if blob.repo else None
+        hidden = record is None or record.private or record.gated not in ("false", "")
+        requests = await self._queries.requests_for(blob.pk)
+        comment = decided[-1].details.get("comment", "") if decided else ""
+        return PublicView(
+            review_id=blob.pk,
+            # Ids can be guessed: a private or gated repo's names are not told to anyone.
+            path="(a file of a private or gated repo)" if hidden else blob.path,
+            repo="" if hidden else str(blob.repo),
+            state=blob.state.value,
+            reasons=()
+            if hidden
+            else tuple(
+                shown(f"{f.code}: {f.message}")[:MAX_REASON_CHARS]
+                for f in sorted(item.findings, key=lambda f: -f.outcome.rank)[:5]
+            ),
+            since=blob.updated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            requests=len(requests),
+            decision=str(comment),
+        )
+
+    async def request_exception(
+        self, review_id: int, justification: str, requester: str, remote: str
+    ) -> int:
+        """Record a refused user's request; returns how many requests the file has."""
+        text = justification.strip()
+        if not text:
+            raise ReviewError("say why you need this file: the justification is empty")
+        blob = await self._blob(review_id)
+        if blob.state is not BlobState.QUARANTINED:
+            raise ReviewError(f"review {review_id} is {blob.state.value}: nothing to request")
+        known = await self._queries.requests_for(blob.pk, limit=MAX_REQUESTS_PER_FILE)
+        if len(known) >= MAX_REQUESTS_PER_FILE:
+            raise ReviewError(f"review {review_id} has {len(known)} requests already")
+        await self._queries.add_request(
+            blob.pk, text[:MAX_JUSTIFICATION_CHARS], requester[:64], remote[:64]
+        )
+        await self._db.audit(
+            requester[:64],
+            "review.requested",
+            blob_pk=blob.pk,
+            details={"justification": text[:MAX_JUSTIFICATION_CHARS], "remote": remote[:64]},
+        )
+        return len(known) + 1
 
     # -- repos -----------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.admin.review import ReviewError, ReviewNotFound
 from proxy.errors import (
     AccessDenied,
     EntryNotFound,
@@ -71,6 +72,10 @@ def _status_of(exc: HubwardenError) -> tuple[int, str | None, dict[str, str]]:
     """Status, X-Error-Code and extra headers for each domain exception."""
     if isinstance(exc, InvalidInput):
         return 400, None, {}
+    if isinstance(exc, ReviewNotFound):
+        return 404, None, {}
+    if isinstance(exc, ReviewError):
+        return 409, None, {}
     if isinstance(exc, RepoNotFound):
         if exc.authenticated:
             return 404, "RepoNotFound", {}

@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.errors import shown
-from proxy.hub import api, files
+from proxy.hub import api, files, held
 from proxy.hub.context import services_of
 from proxy.hub.errors import error_response
 from proxy.hub.requests import public_base
@@ -35,6 +35,8 @@ _READ_ACTIONS: list[tuple[str, str, Handler]] = [
 def add_hub_routes(app: web.Application) -> None:
     router = app.router
     router.add_get("/healthz", api.healthz)
+    router.add_get("/held/{id}", held.held_page)
+    router.add_post("/held/{id}/requests", held.request_exception)
     router.add_get("/info", _not_served)  # datasets-server (hub-protocol.md §3.11)
     router.add_get("/api/agent-harnesses", api.agent_harnesses)
     router.add_get("/api/whoami-v2", api.whoami)

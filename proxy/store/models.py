@@ -360,3 +360,17 @@ class AccessGrant(Base):
     pattern: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[dt.datetime] = _created()
     created_by: Mapped[str] = mapped_column(String(128))
+
+
+class ExceptionRequest(Base):
+    """A refused user's request that a held file be released, with their reason. `requester`
+    is a non-reversible key of their token ("anonymous" without one), never the token."""
+
+    __tablename__ = "exception_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    blob_pk: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"), index=True)
+    justification: Mapped[str] = mapped_column(Text)
+    requester: Mapped[str] = mapped_column(String(64))
+    remote: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = _created()

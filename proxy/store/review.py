@@ -14,7 +14,18 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.repos import RepoRef, RepoType
-from proxy.store.models import AuditEvent, Blob, BlobState, Block, Commit, Entry, Pin, Ref, Repo
+from proxy.store.models import (
+    AuditEvent,
+    Blob,
+    BlobState,
+    Block,
+    Commit,
+    Entry,
+    ExceptionRequest,
+    Pin,
+    Ref,
+    Repo,
+)
 from proxy.store.repository import AuditRecord
 
 MAX_LISTED = 1000
@@ -65,6 +76,15 @@ class HeldRef:
     name: str
     head: str
     approved: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """A refused user's request for an exception."""
+
+    justification: str
+    requester: str
+    created_at: dt.datetime
 
 
 class ReviewQueries:
@@ -189,6 +209,32 @@ class ReviewQueries:
                 for e in result.scalars()
             ]
             return events[::-1]
+
+    async def add_request(
+        self, blob_pk: int, justification: str, requester: str, remote: str
+    ) -> None:
+        async with self._sessions() as session:
+            session.add(
+                ExceptionRequest(
+                    blob_pk=blob_pk,
+                    justification=justification,
+                    requester=requester,
+                    remote=remote,
+                )
+            )
+            await session.commit()
+
+    async def requests_for(self, blob_pk: int, *, limit: int = MAX_LISTED) -> list[RequestRecord]:
+        async with self._read() as session:
+            result = await session.execute(
+                select(ExceptionRequest)
+                .where(ExceptionRequest.blob_pk == blob_pk)
+                .order_by(ExceptionRequest.id)
+                .limit(limit)
+            )
+            return [
+                RequestRecord(r.justification, r.requester, r.created_at) for r in result.scalars()
+            ]
 
 
 def _record_ref(repo: Repo) -> RecordRef:

@@ -21,9 +21,11 @@ SYSTEM_ACTOR = "hubwarden"
 class Blocks:
     """Places and reads blocks; `generation` grows with every block this process places."""
 
-    def __init__(self, repository: Repository, contact: str) -> None:
+    def __init__(self, repository: Repository, contact: str, notice: str = "") -> None:
+        """`notice`: `[admin] held_message`, appended to every blocked message."""
         self._db = repository
         self._contact = contact
+        self._notice = notice
         self._cache: TtlCache[int, tuple[BlockRecord | None]] = TtlCache(WARM_TTL_S)
         self.generation = 0
 
@@ -43,7 +45,7 @@ class Blocks:
         return (
             f"blocked: {repo.ref} ({block.reason}: {shown(block.detail)}); since {since}; "
             f"review {block.pk}; ask {self._contact}"
-        )
+        ) + (f"; {self._notice}" if self._notice else "")
 
     def held(self, repo: RepoRecord, block: BlockRecord, path: str = "") -> Held:
         return Held(self.message(repo, block), path=path, review_id=block.pk)

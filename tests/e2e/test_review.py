@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import aiohttp
 import huggingface_hub as hf
 import numpy as np
 import pytest
@@ -126,3 +127,60 @@ async def test_review_unblocked_repo_serves_again(
 
 def test_review_cli_requires_a_comment(tmp_path: Path) -> None:
     assert main(["quarantine", "release", "1", "--data-dir", str(tmp_path)]) == 2
+
+
+async def test_held_page_tells_a_refused_user_why_and_takes_a_request(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    with pytest.raises(HfHubHTTPError, match=r"see /held/\d+") as caught:
+        await proxy.download(MODEL, "labels.pkl")
+    found = re.search(r"see (/held/\d+)", str(caught.value))
+    assert found is not None
+    link = proxy.url + found.group(1)
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link) as page:
+            html = await page.text()
+            assert page.status == 200 and "labels.pkl" in html and "PICKLE_GLOBAL" in html
+        form = {"justification": "we need <our> labels"}
+        async with session.post(link + "/requests", data=form, allow_redirects=False) as sent:
+            assert sent.status == 303 and sent.headers["Location"] == found.group(1)
+        async with session.get(link, headers={"Accept": "application/json"}) as as_json:
+            view = await as_json.json()
+    assert view["requests"] == 1 and view["state"] == "quarantined"
+    review_id = found.group(1).rsplit("/", 1)[1]
+    assert await _cli(proxy, "quarantine", "release", review_id, "-m", "granted for team A") == 0
+    async with aiohttp.ClientSession() as session, session.get(link) as page:
+        html = await page.text()
+    assert "granted for team A" in html and "released" in html
+    assert "&lt;our&gt;" not in html  # justifications are for reviewers, not shown publicly
+
+
+async def test_held_page_never_names_a_clean_file_or_an_unknown_id(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    make_tiny_model(fake_hub, tiny_model_files)
+    await proxy.download(MODEL, "config.json")
+    async with aiohttp.ClientSession() as session:
+        for review_id in ("1", "999", "abc"):
+            async with session.get(f"{proxy.url}/held/{review_id}") as page:
+                assert page.status in (400, 404)
+                assert "config.json" not in await page.text()
+
+
+async def test_held_page_of_a_private_repo_names_nothing(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    token = fake_hub.add_user("alice")
+    fake_hub.create_repo(
+        "org/secret-model", files={"labels.pkl": UNKNOWN_PICKLE}, private=True, readers=["alice"]
+    )
+    with pytest.raises(HfHubHTTPError, match=r"see /held/\d+") as caught:
+        await proxy.download("org/secret-model", "labels.pkl", token=token)
+    found = re.search(r"see (/held/\d+)", str(caught.value))
+    assert found is not None
+    async with aiohttp.ClientSession() as session:
+        async with session.get(proxy.url + found.group(1)) as page:
+            html = await page.text()
+    assert page.status == 200
+    assert "secret-model" not in html and "labels.pkl" not in html and "PICKLE" not in html

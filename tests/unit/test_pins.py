@@ -66,7 +66,23 @@ def test_pins_is_pinned_path_without_patterns_pins_everything() -> None:
 def test_lifecycle_held_message_names_file_reason_review_and_contact() -> None:
     message = _lifecycle().held_message("model.bin", "pickle imports os.system", 81)
     assert message == (
-        "held in quarantine: model.bin (pickle imports os.system); review 81; ask sec@example"
+        "held in quarantine: model.bin (pickle imports os.system); review 81; ask sec@example; "
+        "see /held/81"
+    )
+
+
+def test_lifecycle_held_message_links_the_public_url_and_appends_the_notice() -> None:
+    repository = Repository(async_sessionmaker())
+    lifecycle = BlobLifecycle(
+        repository,
+        BlobStore(Path("unused")),
+        Blocks(repository, "sec@example"),
+        "sec@example",
+        public_url="https://hub.example/",
+        notice="process: https://wiki.example/models",
+    )
+    assert lifecycle.held_message("m.bin", "r", 7).endswith(
+        "; see https://hub.example/held/7; process: https://wiki.example/models"
     )
 
 
