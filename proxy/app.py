@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from proxy.admin.access_list import AccessList
 from proxy.admin.api import admin_api
 from proxy.admin.identity import Identities
+from proxy.admin.pages import add_admin_pages
 from proxy.admin.review import Review
 from proxy.catalog import Catalog
 from proxy.config import Settings
@@ -22,6 +23,7 @@ from proxy.hub.errors import error_middleware
 from proxy.hub.routes import add_hub_routes
 from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
 from proxy.lifecycle import BlobLifecycle
+from proxy.ops.notify import Notifier
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.services import Services
 from proxy.store import db
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 ENGINE = web.AppKey("engine", AsyncEngine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+NOTIFIER = web.AppKey("notifier", Notifier)
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -60,8 +63,11 @@ def create_app(
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
     app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_http_session(settings))
+    if settings.notify.webhook_urls:
+        app.cleanup_ctx.append(_notifier(settings))
     app.cleanup_ctx.append(_services(settings, stream_scan or _default_stream_scan()))
     app.add_subapp("/admin/api/", admin_api())  # before the hub's catch-all write route
+    add_admin_pages(app)  # /admin/ pages, likewise before the hub routes
     add_hub_routes(app)
     return app
 
@@ -95,6 +101,28 @@ def _http_session(settings: Settings) -> CleanupCtx:
     return ctx
 
 
+def _notifier(settings: Settings) -> CleanupCtx:
+    """The webhooks (`[notify]`): their own session (no cookie jar, a few connections, never
+    the upstream's) and the task that sends, stopped before the database goes."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = app[ENGINE]
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=10), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        repos = Repository(db.session_maker(engine), db.read_session_maker(engine))
+        notifier = Notifier(settings.notify, session, repos)
+        app[NOTIFIER] = notifier
+        notifier.start()
+        try:
+            yield
+        finally:
+            await notifier.close()
+            await session.close()
+
+    return ctx
+
+
 def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | None:
     if settings.offline:
         return None
@@ -111,7 +139,7 @@ def _trust(
     policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact)
     gate = Gate(
         repository,
-        Blocks(repository, settings.contact),
+        Blocks(repository, settings.contact, settings.admin.held_message),
         Pins(repository, lambda: policies.current().settings.unpinned_paths),
         lineage,
         pinned_change=lambda: policies.current().settings.pinned_change,
@@ -124,12 +152,24 @@ def _trust(
 def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         engine = app[ENGINE]
-        repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
+        notifier = app.get(NOTIFIER)
+        repository = Repository(
+            db.session_maker(engine),
+            db.read_session_maker(engine),
+            on_audit=notifier.on_audit if notifier is not None else None,
+        )
         store = BlobStore(settings.data_dir)
         await asyncio.to_thread(store.prepare)
         upstream = _upstream(settings, app[HTTP])
         gate, policy_gate = _trust(settings, repository, upstream)
-        lifecycle = BlobLifecycle(repository, store, gate.blocks, settings.contact)
+        lifecycle = BlobLifecycle(
+            repository,
+            store,
+            gate.blocks,
+            settings.contact,
+            public_url=settings.public_url,
+            notice=settings.admin.held_message,
+        )
         await lifecycle.forget_unfinished()
         identities = Identities(
             db.session_maker(engine), repository, read_sessions=db.read_session_maker(engine)

@@ -8,7 +8,7 @@ the loser's insert fails with IntegrityError and it reads the winner's row.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -91,6 +91,11 @@ class AuditRecord:
     details: dict[str, JsonValue]
 
 
+AuditHook = Callable[[AuditRecord], None]
+"""Told of each audit event once it is committed; runs on the caller's path, so it must be
+cheap, never await and never raise (the webhook notifier only enqueues)."""
+
+
 @dataclass(frozen=True, slots=True)
 class RefRecord:
     """Where a branch or tag pointed upstream (`commit`) and what clients are served."""
@@ -128,10 +133,13 @@ class Repository:
         self,
         sessions: async_sessionmaker[AsyncSession],
         read_sessions: async_sessionmaker[AsyncSession] | None = None,
+        *,
+        on_audit: AuditHook | None = None,
     ) -> None:
         self._sessions = sessions
         # Pure reads may use sessions that do not take SQLite's write lock (proxy.store.db).
         self._read = read_sessions or sessions
+        self._on_audit = on_audit
 
     # -- repos, refs, commits ------------------------------------------------------------------
 
@@ -160,6 +168,15 @@ class Repository:
             row = await self._repo_row(session, ref)
             if row is None:
                 return None
+            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+
+    async def repo_by_pk(self, pk: int) -> RepoRecord | None:
+        """The repo recorded under this primary key (audit events name repos by key)."""
+        async with self._read() as session:
+            row = await session.get(Repo, pk)
+            if row is None:
+                return None
+            ref = RepoRef(RepoType(row.repo_type), row.repo_id)
             return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
 
     async def list_repos(self, repo_type: str, search: str) -> list[RepoRecord]:
@@ -510,17 +527,22 @@ class Repository:
         blob_pk: int | None = None,
         details: dict[str, JsonValue] | None = None,
     ) -> None:
+        """Append an audit event; once it is committed, hand it to the `on_audit` hook."""
+        record = AuditRecord(utcnow(), actor, action, repo_pk, blob_pk, details or {})
         async with self._sessions() as session:
             session.add(
                 AuditEvent(
+                    at=record.at,
                     actor=actor,
                     action=action,
                     repo_pk=repo_pk,
                     blob_pk=blob_pk,
-                    details=details or {},
+                    details=record.details,
                 )
             )
             await session.commit()
+        if self._on_audit is not None:
+            self._on_audit(record)
 
     async def list_audit(self, action: str | None = None, limit: int = 1000) -> list[AuditRecord]:
         """Audit events, oldest first, optionally of one action (at most `limit`)."""

@@ -179,8 +179,7 @@ async def test_held_page_of_a_private_repo_names_nothing(
         await proxy.download("org/secret-model", "labels.pkl", token=token)
     found = re.search(r"see (/held/\d+)", str(caught.value))
     assert found is not None
-    async with aiohttp.ClientSession() as session:
-        async with session.get(proxy.url + found.group(1)) as page:
-            html = await page.text()
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + found.group(1)) as page:
+        html = await page.text()
     assert page.status == 200
     assert "secret-model" not in html and "labels.pkl" not in html and "PICKLE" not in html

@@ -1,0 +1,1 @@
+"""Operations: what Hubwarden tells the people and systems that run it (webhooks)."""
