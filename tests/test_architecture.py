@@ -19,7 +19,8 @@ EDGE_MODULES = {"app.py", "cli.py", "services.py"}
 CORE_MODULES = sorted(
     [p for p in PROXY_DIR.glob("*.py") if p.name not in EDGE_MODULES]
     + list((PROXY_DIR / "store").glob("*.py"))
-    + list((PROXY_DIR / "trust").glob("*.py")),
+    + list((PROXY_DIR / "trust").glob("*.py"))
+    + list((PROXY_DIR / "ops").glob("*.py")),
     key=str,
 )
 
