@@ -14,6 +14,7 @@ from proxy.admin.access_list import AccessList
 from proxy.admin.api import admin_api
 from proxy.admin.identity import Identities
 from proxy.admin.pages import add_admin_pages
+from proxy.admin.rescan import make_rescanner
 from proxy.admin.review import Review
 from proxy.catalog import Catalog
 from proxy.config import Settings
@@ -217,6 +218,7 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             lifecycle,
             gate.blocks,
             gate.pins,
+            make_rescanner(repository, store, scanner, policy_gate),
         )
         app[SERVICES] = Services(
             settings=settings,

@@ -133,6 +133,29 @@ class BlobLifecycle:
         await self._db.set_blob_state(blob.etag, BlobState.REJECTED, reason=reason)
         await self._decided(blob, BlobState.REJECTED, actor, comment)
 
+    async def rescanned(
+        self, blob: BlobRecord, report: ScanReport, settlement: Settlement, actor: str
+    ) -> BlobState:
+        """quarantined → released, quarantined or rejected, by a new scan a reviewer asked for
+        (new scanners, a changed policy). Returns the new state."""
+        if blob.state is not BlobState.QUARANTINED or blob.sha256 is None:
+            raise NotHeld(blob.pk, blob.state)
+        state = settlement.state
+        if state is BlobState.RELEASED:
+            await asyncio.to_thread(self._store.release_from_quarantine, blob.sha256)
+        await self._db.replace_findings(blob.pk, report.findings)
+        reason = "" if state is BlobState.RELEASED else settlement.reason
+        fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
+        await self._db.set_blob_state(blob.etag, state, reason=reason, **fields)
+        await self._db.audit(
+            actor,
+            "review.rescanned",
+            blob_pk=blob.pk,
+            details={"before": blob.state.value, "after": state.value, "reason": reason,
+                     "outcome": report.outcome.value, "path": blob.first_path},
+        )  # fmt: skip
+        return state
+
     async def _decided(self, blob: BlobRecord, state: BlobState, actor: str, comment: str) -> None:
         await self._db.audit(
             actor,

@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from proxy.admin.identity import Action, Identity
+from proxy.admin.rescan import RescanImpossible
 from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
@@ -202,6 +203,12 @@ async def reject(request: web.Request) -> JsonValue:
     return {"id": review_id, "state": "rejected"}
 
 
+async def rescan(request: web.Request) -> JsonValue:
+    review_id = _review_id(request)
+    state = await _review(request).rescan(review_id, _actor(request), await _comment(request))
+    return {"id": review_id, "state": state.value}
+
+
 async def list_repos(request: web.Request) -> JsonValue:
     return [_blocked(b) for b in await _review(request).blocked()]
 
@@ -255,6 +262,9 @@ ROUTES = (
     Route("POST", _Q + "/{id}/release", Action.DECIDE, "Release a quarantined file", release,
           _ID, takes_comment=True),
     Route("POST", _Q + "/{id}/reject", Action.DECIDE, "Reject a quarantined file", reject, _ID,
+          takes_comment=True),
+    Route("POST", _Q + "/{id}/rescan", Action.DECIDE,
+          "Scan a quarantined file again with today's scanners and policy", rescan, _ID,
           takes_comment=True),
     Route("GET", "/repos", Action.VIEW, "Blocked repos", list_repos),
     Route("POST", "/repos/{type}/{namespace}/{name}/block", Action.BLOCK, "Block a repo", block,
@@ -356,6 +366,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(400, "bad_input", exc.message, "fix the value named and retry")
     except NotHeld as exc:
         return _error(409, "not_held", exc.message, "see GET /admin/api/quarantine/{id}")
+    except RescanImpossible as exc:
+        return _error(409, "conflict", exc.message, "release or reject it instead")
     except ReviewNotFound as exc:
         return _error(404, "not_found", exc.message, "list what exists with the GET routes")
     except ReviewError as exc:

@@ -16,16 +16,21 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
+from proxy.admin.rescan import Rescanner, make_rescanner
 from proxy.admin.review import Review
 from proxy.config import Settings
 from proxy.lifecycle import BlobLifecycle
 from proxy.repos import RepoRef, RepoType
+from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
 from proxy.trust.blocks import Blocks
+from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
+from proxy.trust.policy_gate import PolicyGate
+from proxy.trust.policy_source import PolicySource
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Job = Callable[[Review, argparse.Namespace], Awaitable[object]]
@@ -60,6 +65,8 @@ class _Builder:
                      ids=True, comment=True)  # fmt: skip
         self._action(quarantine, "reject", "refuse these bytes for good", _reject, ids=True,
                      comment=True)  # fmt: skip
+        self._action(quarantine, "rescan", "scan again with today's scanners and policy",
+                     _rescan, ids=True, comment=True)  # fmt: skip
         repos = self._group("repos", "blocked repos")
         self._action(repos, "list", "list blocked repos", _repos_list, json_flag=True)
         self._action(repos, "block", "block a repo", _block, repo=True, comment=True)
@@ -120,16 +127,27 @@ async def _run(settings: Settings, job: Job, args: argparse.Namespace) -> None:
         await db.prepare_schema(engine, upgrade=settings.upgrade_on_start)
         repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
         blocks = Blocks(repository, settings.contact)
+        store = BlobStore(settings.data_dir)
         review = Review(
             repository,
             ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
-            BlobLifecycle(repository, BlobStore(settings.data_dir), blocks, settings.contact),
+            BlobLifecycle(repository, store, blocks, settings.contact),
             blocks,
             Pins(repository, settings.policy.unpinned_paths),
+            _rescanner(settings, repository, store),
         )
         await job(review, args)
     finally:
         await engine.dispose()
+
+
+def _rescanner(settings: Settings, repository: Repository, store: BlobStore) -> Rescanner:
+    """The scanner worker and the policy in force, as the server uses them."""
+    scan = settings.scan
+    pool = ScannerPool(ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, 1))
+    lineage = Lineage(repository, None, refs_ttl_s=0)  # a verdict needs no history
+    policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "")
+    return make_rescanner(repository, store, pool, policy)
 
 
 def _repo(args: argparse.Namespace) -> RepoRef:
@@ -201,6 +219,11 @@ async def _release(review: Review, args: argparse.Namespace) -> None:
 async def _reject(review: Review, args: argparse.Namespace) -> None:
     await review.reject(args.review_id, actor(), args.comment)
     print(f"review {args.review_id} rejected")
+
+
+async def _rescan(review: Review, args: argparse.Namespace) -> None:
+    state = await review.rescan(args.review_id, actor(), args.comment)
+    print(f"review {args.review_id} scanned again: {state.value}")
 
 
 async def _repos_list(review: Review, args: argparse.Namespace) -> None:

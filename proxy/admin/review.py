@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.admin.rescan import Rescanner
 from proxy.errors import HubwardenError, shown
-from proxy.lifecycle import BlobLifecycle
+from proxy.lifecycle import BlobLifecycle, NotHeld
 from proxy.repos import RepoRef
 from proxy.store.models import BlobState, BlockReason
 from proxy.store.repository import AuditRecord, BlobRecord, PinRecord, RepoRecord, Repository
@@ -83,7 +84,10 @@ class Review:
         lifecycle: BlobLifecycle,
         blocks: Blocks,
         pins: Pins,
+        rescanner: Rescanner | None = None,
     ) -> None:
+        """`rescanner`: how to scan a held file again (None: rescan is refused)."""
+        self._rescanner = rescanner
         self._db = repository
         self._queries = queries
         self._lifecycle = lifecycle
@@ -114,6 +118,17 @@ class Review:
     async def reject(self, review_id: int, actor: str, comment: str) -> None:
         text = _comment(comment)
         await self._lifecycle.reject_held(await self._blob(review_id), actor, text)
+
+    async def rescan(self, review_id: int, actor: str, comment: str) -> BlobState:
+        """Scan a quarantined file again with today's scanners and policy; returns its state."""
+        _comment(comment)
+        if self._rescanner is None:
+            raise ReviewError("rescanning needs the scanners: run it on the server")
+        blob = await self._blob(review_id)
+        if blob.state is not BlobState.QUARANTINED:
+            raise NotHeld(blob.pk, blob.state)
+        report, settlement = await self._rescanner(blob)
+        return await self._lifecycle.rescanned(blob, report, settlement, actor)
 
     async def _blob(self, review_id: int) -> BlobRecord:
         blob = await self._db.get_blob_by_pk(review_id)

@@ -371,6 +371,18 @@ class Repository:
             row = result.scalar_one_or_none()
             return None if row is None else _blob(row)
 
+    async def repo_of_blob(self, blob_pk: int) -> RepoRecord | None:
+        """The repo a blob was first asked for."""
+        async with self._read() as session:
+            result = await session.execute(
+                select(Repo).join(Blob, Blob.first_repo_pk == Repo.id).where(Blob.id == blob_pk)
+            )
+            row = result.scalar_one_or_none()
+            if row is None:
+                return None
+            ref = RepoRef(RepoType(row.repo_type), row.repo_id)
+            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+
     async def get_blob_by_pk(self, pk: int) -> BlobRecord | None:
         async with self._read() as session:
             row = await session.get(Blob, pk)
@@ -426,6 +438,13 @@ class Repository:
                 await session.execute(delete(Blob).where(Blob.id.in_(ids)))
             await session.commit()
             return len(ids)
+
+    async def replace_findings(self, blob_pk: int, findings: Iterable[Finding]) -> None:
+        """A blob's findings after a new scan (the old ones stay in the audit log's details)."""
+        async with self._sessions() as session:
+            await session.execute(delete(FindingRow).where(FindingRow.blob_pk == blob_pk))
+            await session.commit()
+        await self.add_findings(blob_pk, findings)
 
     async def add_findings(self, blob_pk: int, findings: Iterable[Finding]) -> None:
         async with self._sessions() as session:

@@ -183,3 +183,33 @@ async def test_held_page_of_a_private_repo_names_nothing(
         html = await page.text()
     assert page.status == 200
     assert "secret-model" not in html and "labels.pkl" not in html and "PICKLE" not in html
+
+
+async def test_review_rescan_under_a_changed_policy_releases_the_file(
+    proxy: RunningProxy, fake_hub: FakeHub, tmp_path: Path
+) -> None:
+    source = b"import torch\n\n\nclass TinyModel(torch.nn.Module):\n    pass\n"
+    fake_hub.create_repo(MODEL, files={"modeling_tiny.py": source})
+    review_id = await _held_id(proxy, "modeling_tiny.py")  # remote_code = "hold" by default
+    config = tmp_path / "policy.toml"
+    config.write_text('[policy]\nremote_code = "allow"\n')
+    assert await _cli(proxy, "quarantine", "rescan", str(review_id), "-m", "x", "--config",
+                      str(config)) == 0  # fmt: skip
+    path = await proxy.download(MODEL, "modeling_tiny.py")
+    assert path.read_bytes() == source
+    events = await proxy.app[SERVICES].repository.list_audit("review.rescanned")
+    assert [(e.details["before"], e.details["after"]) for e in events] == [
+        ("quarantined", "released")
+    ]
+
+
+async def test_review_rescan_with_the_same_policy_keeps_the_file_held(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    review_id = await _held_id(proxy, "labels.pkl")
+    capsys.readouterr()
+    assert await _cli(proxy, "quarantine", "rescan", str(review_id), "-m", "again") == 0
+    assert "quarantined" in capsys.readouterr().out
+    with pytest.raises(HfHubHTTPError, match="held in quarantine"):
+        await proxy.download(MODEL, "labels.pkl")
