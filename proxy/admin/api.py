@@ -22,6 +22,7 @@ from proxy.admin.rescan import RescanImpossible
 from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
+from proxy.hub.requests import review_id_of
 from proxy.lifecycle import NotHeld
 from proxy.repos import RepoRef, RepoType
 from proxy.services import Services
@@ -139,13 +140,6 @@ def _review(request: web.Request) -> Review:
     return _services(request).review
 
 
-def _review_id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 12:
-        raise InvalidInput("review id", text, "is not a number; use the id the 403 message names")
-    return int(text)
-
-
 def _repo(request: web.Request) -> RepoRef:
     plural = request.match_info["type"]
     name = f"{request.match_info['namespace']}/{request.match_info['name']}"
@@ -188,23 +182,23 @@ async def list_quarantine(request: web.Request) -> JsonValue:
 
 
 async def show_quarantine(request: web.Request) -> JsonValue:
-    return _item(await _review(request).item(_review_id(request)))
+    return _item(await _review(request).item(review_id_of(request)))
 
 
 async def release(request: web.Request) -> JsonValue:
-    review_id = _review_id(request)
+    review_id = review_id_of(request)
     await _review(request).release(review_id, _actor(request), await _comment(request))
     return {"id": review_id, "state": "released"}
 
 
 async def reject(request: web.Request) -> JsonValue:
-    review_id = _review_id(request)
+    review_id = review_id_of(request)
     await _review(request).reject(review_id, _actor(request), await _comment(request))
     return {"id": review_id, "state": "rejected"}
 
 
 async def rescan(request: web.Request) -> JsonValue:
-    review_id = _review_id(request)
+    review_id = review_id_of(request)
     state = await _review(request).rescan(review_id, _actor(request), await _comment(request))
     return {"id": review_id, "state": state.value}
 

@@ -45,6 +45,7 @@ from proxy.admin.identity import Action, Identity, utcnow
 from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
+from proxy.hub.requests import review_id_of
 from proxy.lifecycle import NotHeld
 from proxy.repos import RepoRef, RepoType
 from proxy.services import Services
@@ -208,13 +209,6 @@ def _review(request: web.Request) -> Review:
     return _services(request).review
 
 
-def _review_id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 12:
-        raise InvalidInput("review id", text, "is not a number; use the id the 403 message names")
-    return int(text)
-
-
 async def _field(request: web.Request, name: str, *, required: str = "") -> str:
     """A text field of the POSTed form; `required` says what to write when it is empty."""
     value = (await request.post()).get(name)
@@ -347,21 +341,21 @@ async def quarantine(request: web.Request) -> web.StreamResponse:
 
 
 async def item(request: web.Request) -> web.StreamResponse:
-    held: HeldItem = await _review(request).item(_review_id(request))
+    held: HeldItem = await _review(request).item(review_id_of(request))
     findings = sorted(held.findings, key=lambda f: -f.severity.rank)
     views = [FindingView(f, tuple(_details(f.details))) for f in findings]
     return await _render(request, "item.html", {"item": held, "findings": views})
 
 
 async def release(request: web.Request) -> web.StreamResponse:
-    review_id, comment = _review_id(request), await _comment(request)
+    review_id, comment = review_id_of(request), await _comment(request)
     await _review(request).release(review_id, _actor(request), comment)
     sessions.flash(request, f"Review {review_id} released: the next download is served.")
     raise _see(f"{PREFIX}/quarantine/{review_id}")
 
 
 async def reject(request: web.Request) -> web.StreamResponse:
-    review_id, comment = _review_id(request), await _comment(request)
+    review_id, comment = review_id_of(request), await _comment(request)
     await _review(request).reject(review_id, _actor(request), comment)
     sessions.flash(request, f"Review {review_id} rejected: it stays refused.")
     raise _see(f"{PREFIX}/quarantine/{review_id}")

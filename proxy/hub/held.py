@@ -15,7 +15,7 @@ from aiohttp import web
 from proxy.admin.review import PublicView
 from proxy.errors import InvalidInput
 from proxy.hub.context import services_of
-from proxy.hub.requests import caller_of
+from proxy.hub.requests import caller_of, review_id_of
 
 MAX_FORM_BYTES = 16 * 1024
 _PAGE = """<!doctype html>
@@ -46,13 +46,6 @@ def _template() -> jinja2.Template:
     return jinja2.Environment(autoescape=True).from_string(_PAGE)
 
 
-def _review_id(request: web.Request) -> int:
-    text = request.match_info["id"]
-    if not text.isdigit() or len(text) > 12:
-        raise InvalidInput("review id", text, "is not a number; use the link the message gave")
-    return int(text)
-
-
 def _wants_json(request: web.Request) -> bool:
     return "application/json" in request.headers.get("Accept", "")
 
@@ -72,12 +65,12 @@ def _render(request: web.Request, view: PublicView) -> web.Response:
 
 
 async def held_page(request: web.Request) -> web.Response:
-    view = await services_of(request).review.public_view(_review_id(request))
+    view = await services_of(request).review.public_view(review_id_of(request))
     return _render(request, view)
 
 
 async def request_exception(request: web.Request) -> web.Response:
-    review_id = _review_id(request)
+    review_id = review_id_of(request)
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
     if request.content_type == "application/json":

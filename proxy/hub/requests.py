@@ -89,3 +89,11 @@ def public_base(request: web.Request, configured: str | None) -> str:
     if not _HOST.fullmatch(host):
         raise InvalidInput("Host header", host, "is not a valid host name")
     return f"{request.scheme}://{host}"
+
+
+def review_id_of(request: web.Request) -> int:
+    """`{id}` of a review route: the number a held or blocked message names."""
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidInput("review id", text, "is not a number; use the id the 403 message names")
+    return int(text)

@@ -26,13 +26,9 @@ from proxy.store.models import (
     Ref,
     Repo,
 )
-from proxy.store.repository import AuditRecord
+from proxy.store.repository import AuditRecord, utcnow
 
 MAX_LISTED = 1000
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
