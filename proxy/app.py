@@ -31,6 +31,7 @@ from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
+from proxy.store.waivers import Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
@@ -132,12 +133,13 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
 
 
 def _trust(
-    settings: Settings, repository: Repository, upstream: Upstream | None
+    settings: Settings, repository: Repository, upstream: Upstream | None, waivers: Waivers
 ) -> tuple[Gate, PolicyGate]:
-    """The trust rules: blocks, pins by lineage and the policy in force (re-read on change)."""
+    """The trust rules: blocks, pins by lineage, the policy in force (re-read on change) and
+    the reviewers' waivers."""
     policies = PolicySource(settings.policy)  # raises ConfigError on a bad policy file
     lineage = Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s)
-    policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact)
+    policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact, waivers)
     gate = Gate(
         repository,
         Blocks(repository, settings.contact, settings.admin.held_message),
@@ -162,7 +164,8 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
         store = BlobStore(settings.data_dir)
         await asyncio.to_thread(store.prepare)
         upstream = _upstream(settings, app[HTTP])
-        gate, policy_gate = _trust(settings, repository, upstream)
+        waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
+        gate, policy_gate = _trust(settings, repository, upstream, waivers)
         lifecycle = BlobLifecycle(
             repository,
             store,
@@ -219,6 +222,7 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             gate.blocks,
             gate.pins,
             make_rescanner(repository, store, scanner, policy_gate),
+            waivers,
         )
         app[SERVICES] = Services(
             settings=settings,

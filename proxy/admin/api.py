@@ -8,6 +8,7 @@ Errors are JSON `{"error", "detail", "hint"}` (STYLE.md §3), mapped once by `_e
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ class Route:
     handler: ApiHandler
     params: tuple[Param, ...] = ()
     takes_comment: bool = False
+    body: tuple[Param, ...] = ()  # optional JSON fields besides the comment
 
 
 class ApiError(HubwardenError):
@@ -146,15 +148,22 @@ def _repo(request: web.Request) -> RepoRef:
     return RepoRef.parse(RepoType.from_plural(plural), name)
 
 
-async def _comment(request: web.Request) -> str:
-    """The required `comment` of a decision, from a JSON body `{"comment": "…"}`."""
+async def _body(request: web.Request) -> dict[str, JsonValue]:
+    """The JSON object a decision sends (`{"comment": "…", …}`)."""
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
     try:
         body = json.loads(await request.read() or b"{}")
     except (ValueError, RecursionError) as exc:
         raise InvalidInput("request body", "…", 'is not JSON {"comment": "why"}') from exc
-    comment = body.get("comment") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise InvalidInput("request body", "…", 'is not a JSON object {"comment": "why"}')
+    return body
+
+
+async def _comment(request: web.Request) -> str:
+    """The required `comment` of a decision, from a JSON body `{"comment": "…"}`."""
+    comment = (await _body(request)).get("comment")
     if not isinstance(comment, str) or not comment.strip():
         raise InvalidInput("comment", comment, 'is required: send {"comment": "why"}')
     return comment
@@ -187,8 +196,37 @@ async def show_quarantine(request: web.Request) -> JsonValue:
 
 async def release(request: web.Request) -> JsonValue:
     review_id = review_id_of(request)
-    await _review(request).release(review_id, _actor(request), await _comment(request))
-    return {"id": review_id, "state": "released"}
+    body = await _body(request)
+    days = body.get("expires_in_days")
+    if days is not None and (not isinstance(days, int) or isinstance(days, bool) or days < 1):
+        raise InvalidInput("expires_in_days", days, "must be a whole number of days above 0")
+    waiver = await _review(request).release(
+        review_id,
+        _actor(request),
+        await _comment(request),
+        scope=str(body.get("scope", "blob")),
+        expires_in=dt.timedelta(days=min(days, 3650)) if days else None,
+    )
+    return {"id": review_id, "state": "released", "waiver": waiver.pk if waiver else None}
+
+
+async def list_waivers(request: web.Request) -> JsonValue:
+    now = dt.datetime.now(dt.UTC)
+    return [
+        {"id": w.pk, "covers": w.covers, "scope": w.scope.value, "by": w.created_by,
+         "comment": w.comment, "created_at": w.created_at.isoformat(),
+         "expires_at": w.expires_at.isoformat() if w.expires_at else None,
+         "active": w.is_active(now)}
+        for w in await _review(request).waivers()
+    ]  # fmt: skip
+
+
+async def revoke_waiver(request: web.Request) -> JsonValue:
+    text = request.match_info["id"]
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidInput("waiver id", text, "is not a number; see GET /admin/api/waivers")
+    await _review(request).revoke_waiver(int(text), _actor(request), await _comment(request))
+    return {"id": int(text), "revoked": True}
 
 
 async def reject(request: web.Request) -> JsonValue:
@@ -254,12 +292,18 @@ ROUTES = (
     Route("GET", _Q + "/{id}", Action.VIEW, "A held file, its findings and history",
           show_quarantine, _ID),
     Route("POST", _Q + "/{id}/release", Action.DECIDE, "Release a quarantined file", release,
-          _ID, takes_comment=True),
+          _ID, takes_comment=True,
+          body=(Param("scope", "body", "string", "blob (default), path, repo or org: also "
+                      "waive later held files of that scope"),
+                Param("expires_in_days", "body", "integer", "when the waiver ends"))),
     Route("POST", _Q + "/{id}/reject", Action.DECIDE, "Reject a quarantined file", reject, _ID,
           takes_comment=True),
     Route("POST", _Q + "/{id}/rescan", Action.DECIDE,
           "Scan a quarantined file again with today's scanners and policy", rescan, _ID,
           takes_comment=True),
+    Route("GET", "/waivers", Action.VIEW, "Waivers, newest first", list_waivers),
+    Route("DELETE", "/waivers/{id}", Action.DECIDE, "End a waiver", revoke_waiver,
+          (Param("id", "path", "integer"),), takes_comment=True),
     Route("GET", "/repos", Action.VIEW, "Blocked repos", list_repos),
     Route("POST", "/repos/{type}/{namespace}/{name}/block", Action.BLOCK, "Block a repo", block,
           _REPO, takes_comment=True),
@@ -316,7 +360,9 @@ def openapi_document() -> dict[str, Any]:
                 "required": True,
                 "content": {"application/json": {"schema": {
                     "type": "object", "required": ["comment"],
-                    "properties": {"comment": {"type": "string", "minLength": 1}}}}},
+                    "properties": {"comment": {"type": "string", "minLength": 1},
+                                   **{p.name: {"type": p.kind, "description": p.description}
+                                      for p in route.body}}}}},
             }  # fmt: skip
         paths.setdefault(PREFIX + route.path, {})[route.method.lower()] = operation
     return {

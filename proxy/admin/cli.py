@@ -16,6 +16,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
+from proxy.admin.commands import duration_argument
 from proxy.admin.rescan import Rescanner, make_rescanner
 from proxy.admin.review import Review
 from proxy.config import Settings
@@ -26,6 +27,7 @@ from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
+from proxy.store.waivers import Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
@@ -61,12 +63,23 @@ class _Builder:
         self._action(quarantine, "list", "list held files", _quarantine_list, json_flag=True)
         self._action(quarantine, "show", "one held file, its findings and history",
                      _quarantine_show, ids=True, json_flag=True)  # fmt: skip
-        self._action(quarantine, "release", "serve these bytes from now on", _release,
-                     ids=True, comment=True)  # fmt: skip
+        release = self._action(quarantine, "release", "serve these bytes from now on",
+                               _release, ids=True, comment=True)  # fmt: skip
+        release.add_argument(
+            "--scope", choices=["blob", "path", "repo", "org"], default="blob",
+            help="also waive later held files of this path, repo or organisation (blob: only "
+            "these bytes)",
+        )  # fmt: skip
+        release.add_argument("--expires", type=duration_argument, metavar="30d|12h|90m",
+                             help="when the waiver ends (default: never)")  # fmt: skip
         self._action(quarantine, "reject", "refuse these bytes for good", _reject, ids=True,
                      comment=True)  # fmt: skip
         self._action(quarantine, "rescan", "scan again with today's scanners and policy",
                      _rescan, ids=True, comment=True)  # fmt: skip
+        waivers = self._group("waivers", "releases that also cover later files")
+        self._action(waivers, "list", "list waivers", _waivers_list, json_flag=True)
+        revoke = self._action(waivers, "revoke", "end a waiver", _waiver_revoke, comment=True)
+        revoke.add_argument("waiver_id", type=int, metavar="ID", help="the waiver id")
         repos = self._group("repos", "blocked repos")
         self._action(repos, "list", "list blocked repos", _repos_list, json_flag=True)
         self._action(repos, "block", "block a repo", _block, repo=True, comment=True)
@@ -95,7 +108,7 @@ class _Builder:
         help_text: str,
         job: Job,
         **wants: bool,
-    ) -> None:
+    ) -> argparse.ArgumentParser:
         parser = group.add_parser(name, help=help_text)
         self._add(parser)
         if wants.get("ids"):
@@ -110,6 +123,7 @@ class _Builder:
         if wants.get("json_flag"):
             parser.add_argument("--json", action="store_true", help="machine-readable output")
         self._bind(parser, job)
+        return parser
 
     def _bind(self, parser: argparse.ArgumentParser, job: Job) -> None:
         load = self._load
@@ -128,25 +142,29 @@ async def _run(settings: Settings, job: Job, args: argparse.Namespace) -> None:
         repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
         blocks = Blocks(repository, settings.contact)
         store = BlobStore(settings.data_dir)
+        waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
         review = Review(
             repository,
             ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
             BlobLifecycle(repository, store, blocks, settings.contact),
             blocks,
             Pins(repository, settings.policy.unpinned_paths),
-            _rescanner(settings, repository, store),
+            _rescanner(settings, repository, store, waivers),
+            waivers,
         )
         await job(review, args)
     finally:
         await engine.dispose()
 
 
-def _rescanner(settings: Settings, repository: Repository, store: BlobStore) -> Rescanner:
+def _rescanner(
+    settings: Settings, repository: Repository, store: BlobStore, waivers: Waivers
+) -> Rescanner:
     """The scanner worker and the policy in force, as the server uses them."""
     scan = settings.scan
     pool = ScannerPool(ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, 1))
     lineage = Lineage(repository, None, refs_ttl_s=0)  # a verdict needs no history
-    policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "")
+    policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "", waivers)
     return make_rescanner(repository, store, pool, policy)
 
 
@@ -212,8 +230,31 @@ async def _quarantine_show(review: Review, args: argparse.Namespace) -> None:
 
 
 async def _release(review: Review, args: argparse.Namespace) -> None:
-    await review.release(args.review_id, actor(), args.comment)
+    waiver = await review.release(
+        args.review_id, actor(), args.comment, scope=args.scope, expires_in=args.expires
+    )
     print(f"review {args.review_id} released")
+    if waiver is not None:
+        until = _when(waiver.expires_at) if waiver.expires_at else "revoked"
+        print(f"waiver {waiver.pk} covers {waiver.covers} until {until}")
+
+
+async def _waivers_list(review: Review, args: argparse.Namespace) -> None:
+    waivers = await review.waivers()
+    if args.json:
+        _json([{"id": w.pk, "covers": w.covers, "scope": w.scope.value, "by": w.created_by,
+                "comment": w.comment, "created_at": w.created_at, "expires_at": w.expires_at,
+                "revoked_at": w.revoked_at} for w in waivers])  # fmt: skip
+        return
+    now = dt.datetime.now(dt.UTC)
+    rows = [(w.pk, "active" if w.is_active(now) else "ended", w.covers, w.created_by,
+             _when(w.expires_at) if w.expires_at else "-", w.comment) for w in waivers]  # fmt: skip
+    _table(("ID", "STATE", "COVERS", "BY", "EXPIRES", "WHY"), rows)
+
+
+async def _waiver_revoke(review: Review, args: argparse.Namespace) -> None:
+    await review.revoke_waiver(args.waiver_id, actor(), args.comment)
+    print(f"waiver {args.waiver_id} revoked")
 
 
 async def _reject(review: Review, args: argparse.Namespace) -> None:

@@ -93,7 +93,7 @@ def _token_parsers(subjects: Subparsers) -> None:
     create.add_argument("--role", required=True, choices=[role.value for role in Role])
     create.add_argument(
         "--expires",
-        type=_duration_argument,
+        type=duration_argument,
         metavar="DURATION",
         help="lifetime, e.g. 30d, 12h or 90m (default: no expiry)",
     )
@@ -171,7 +171,7 @@ def parse_duration(text: str) -> dt.timedelta:
     return duration
 
 
-def _duration_argument(value: str) -> dt.timedelta:
+def duration_argument(value: str) -> dt.timedelta:
     try:
         return parse_duration(value)
     except InvalidInput as exc:

@@ -7,15 +7,24 @@ and is audited. Nothing here knows HTTP.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 from proxy.admin.rescan import Rescanner
 from proxy.errors import HubwardenError, shown
 from proxy.lifecycle import BlobLifecycle, NotHeld
 from proxy.repos import RepoRef
-from proxy.store.models import BlobState, BlockReason
-from proxy.store.repository import AuditRecord, BlobRecord, PinRecord, RepoRecord, Repository
+from proxy.store.models import BlobState, BlockReason, WaiverScope
+from proxy.store.repository import (
+    AuditRecord,
+    BlobRecord,
+    PinRecord,
+    RepoRecord,
+    Repository,
+    utcnow,
+)
 from proxy.store.review import BlockedRepo, HeldBlob, HeldRef, ReviewQueries
+from proxy.store.waivers import WaiverRecord, Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.pins import Pins
 from scanners.report import Finding
@@ -85,9 +94,12 @@ class Review:
         blocks: Blocks,
         pins: Pins,
         rescanner: Rescanner | None = None,
+        waivers: Waivers | None = None,
     ) -> None:
-        """`rescanner`: how to scan a held file again (None: rescan is refused)."""
+        """`rescanner`: how to scan a held file again (None: rescan is refused); `waivers`: where
+        releases wider than the bytes are kept (None: only `blob` releases)."""
         self._rescanner = rescanner
+        self._waivers = waivers
         self._db = repository
         self._queries = queries
         self._lifecycle = lifecycle
@@ -110,10 +122,67 @@ class Review:
         history = await self._queries.blob_history(blob.pk)
         return HeldItem(blob, tuple(findings), tuple(history))
 
-    async def release(self, review_id: int, actor: str, comment: str) -> None:
-        """Release a quarantined file (these bytes): the next download is served."""
+    async def release(
+        self,
+        review_id: int,
+        actor: str,
+        comment: str,
+        *,
+        scope: str = "blob",
+        expires_in: dt.timedelta | None = None,
+    ) -> WaiverRecord | None:
+        """Release a quarantined file: these bytes (`scope` "blob"), and with "path", "repo" or
+        "org" also a waiver that lets later held (never malicious) files of that scope through
+        until it expires. Returns the waiver, if one was made."""
         text = _comment(comment)
-        await self._lifecycle.release_held(await self._blob(review_id), actor, text)
+        if scope != "blob" and scope not in {s.value for s in WaiverScope}:
+            raise ReviewError(f'scope "{shown(scope)}" is not one of blob, path, repo, org')
+        if expires_in is not None and expires_in <= dt.timedelta(0):
+            raise ReviewError("a waiver's expiry must lie in the future")
+        blob = await self._blob(review_id)
+        waiver = None
+        if scope != "blob":
+            waiver = await self._add_waiver(blob, WaiverScope(scope), actor, text, expires_in)
+        await self._lifecycle.release_held(blob, actor, text)
+        return waiver
+
+    async def _add_waiver(
+        self,
+        blob: BlobRecord,
+        scope: WaiverScope,
+        actor: str,
+        comment: str,
+        expires_in: dt.timedelta | None,
+    ) -> WaiverRecord:
+        if self._waivers is None:
+            raise ReviewError("waivers are not available here")
+        if blob.state is not BlobState.QUARANTINED:
+            raise NotHeld(blob.pk, blob.state)
+        repo = await self._db.repo_of_blob(blob.pk)
+        if repo is None:
+            raise ReviewNotFound(f"review {blob.pk}: the repo it came from is not recorded")
+        expires_at = utcnow() + expires_in if expires_in is not None else None
+        waiver = await self._waivers.add(
+            scope, repo.ref, blob.first_path, comment=comment, by=actor, expires_at=expires_at
+        )
+        await self._db.audit(
+            actor,
+            "waiver.created",
+            repo_pk=repo.pk,
+            blob_pk=blob.pk,
+            details={"waiver": waiver.pk, "covers": waiver.covers, "comment": comment,
+                     "expires_at": expires_at.isoformat() if expires_at else None},
+        )  # fmt: skip
+        return waiver
+
+    async def waivers(self) -> list[WaiverRecord]:
+        return [] if self._waivers is None else await self._waivers.listed()
+
+    async def revoke_waiver(self, pk: int, actor: str, comment: str) -> None:
+        text = _comment(comment)
+        if self._waivers is None or not await self._waivers.revoke(pk, actor):
+            raise ReviewNotFound(f"waiver {pk} does not exist or is revoked already")
+        await self._db.audit(actor, "waiver.revoked", details={"waiver": pk, "comment": text})
 
     async def reject(self, review_id: int, actor: str, comment: str) -> None:
         text = _comment(comment)

@@ -374,3 +374,33 @@ class ExceptionRequest(Base):
     requester: Mapped[str] = mapped_column(String(64))
     remote: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = _created()
+
+
+class WaiverScope(enum.StrEnum):
+    """What a waiver covers besides the released bytes: the same path in every revision of the
+    repo, the whole repo, or every repo of the organisation."""
+
+    PATH = "path"
+    REPO = "repo"
+    ORG = "org"
+
+
+class Waiver(Base):
+    """A reviewer's release that also lets later files through their held verdict (never a
+    malicious one), until it expires or is revoked."""
+
+    __tablename__ = "waivers"
+    __table_args__ = (Index("ix_waivers_repo_type_namespace", "repo_type", "namespace"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[WaiverScope] = mapped_column(EnumString(WaiverScope, 16))
+    repo_type: Mapped[RepoType] = mapped_column(EnumString(RepoType, 16))
+    namespace: Mapped[str] = mapped_column(String(100))
+    repo_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    comment: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)

@@ -21,11 +21,12 @@ from proxy.metadata import TreeEntry
 from proxy.repos import Revision
 from proxy.store.models import BlobState
 from proxy.store.repository import RepoRecord, Repository
+from proxy.store.waivers import Waivers
 from proxy.trust.blocks import SYSTEM_ACTOR
 from proxy.trust.lineage import Lineage
 from proxy.trust.rules import Policy, RuleHit
 from proxy.trust.verdicts import Verdict, decide
-from scanners.report import ScanReport
+from scanners.report import Outcome, ScanReport
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ class PolicyGate:
         lineage: Lineage,
         policy: Callable[[], Policy],
         contact: str,
+        waivers: Waivers | None = None,
     ) -> None:
+        """`waivers`: reviewers' releases that also cover later files (None: none apply)."""
+        self._waivers = waivers
         self._db = repository
         self._lineage = lineage
         self._policy = policy
@@ -129,4 +133,17 @@ class PolicyGate:
         decision = decide(report, hits, waived=policy.waived)
         for hit in decision.audited:
             await self._record_audited(origin.repo, origin.entry.path, hit)
+        # A waiver trusts what was read, never what could not be (DESIGN.md rule 6).
+        waivable = decision.verdict is Verdict.QUARANTINE and report.outcome is not Outcome.ERROR
+        if waivable and self._waivers is not None:
+            waiver = await self._waivers.covering(origin.repo.ref, origin.entry.path)
+            if waiver is not None:  # held, not malicious nor refused by a rule to reject
+                await self._db.audit(
+                    waiver.created_by,
+                    "waiver.applied",
+                    repo_pk=origin.repo.pk,
+                    details={"waiver": waiver.pk, "path": origin.entry.path,
+                             "held_for": decision.reason},
+                )  # fmt: skip
+                return Settlement(BlobState.RELEASED, f"waiver {waiver.pk} ({waiver.covers})")
         return Settlement(_STATES[decision.verdict], decision.reason)

@@ -213,3 +213,42 @@ async def test_review_rescan_with_the_same_policy_keeps_the_file_held(
     assert "quarantined" in capsys.readouterr().out
     with pytest.raises(HfHubHTTPError, match="held in quarantine"):
         await proxy.download(MODEL, "labels.pkl")
+
+
+async def test_review_release_with_repo_scope_waives_a_later_held_file_of_the_repo(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other_pickle = b"cacme_tools\nOther\n(tR."
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE, "other.pkl": other_pickle})
+    fake_hub.create_repo("org/neighbour", files={"labels.pkl": b"cacme_tools\nNeighbour\n(tR."})
+    review_id = await _held_id(proxy, "labels.pkl")
+    code = await _cli(proxy, "quarantine", "release", str(review_id), "-m", "our tools",
+                      "--scope", "repo", "--expires", "30d")  # fmt: skip
+    assert code == 0
+    assert "covers repo model/org/tiny-model" in capsys.readouterr().out
+    other = await proxy.download(MODEL, "other.pkl")  # held findings, released by the waiver
+    assert other.read_bytes() == other_pickle
+    with pytest.raises(HfHubHTTPError, match="held in quarantine"):
+        await proxy.download("org/neighbour", "labels.pkl", cache_dir=proxy.cache_dir / "n")
+    applied = await proxy.app[SERVICES].repository.list_audit("waiver.applied")
+    assert [e.details["path"] for e in applied] == ["other.pkl"]
+
+
+async def test_review_waiver_never_releases_a_malicious_file_and_ends_when_revoked(
+    proxy: RunningProxy, fake_hub: FakeHub, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {"labels.pkl": UNKNOWN_PICKLE, "evil.pkl": MALICIOUS_PICKLE,
+             "later.pkl": b"cacme_tools\nLater\n(tR."}  # fmt: skip
+    fake_hub.create_repo(MODEL, files=files)
+    review_id = await _held_id(proxy, "labels.pkl")
+    assert await _cli(proxy, "quarantine", "release", str(review_id), "-m", "ok", "--scope",
+                      "org") == 0  # fmt: skip
+    with pytest.raises(HfHubHTTPError, match=r"held in quarantine: evil\.pkl"):
+        await proxy.download(MODEL, "evil.pkl")
+    capsys.readouterr()
+    assert await _cli(proxy, "waivers", "list", "--json") == 0
+    (waiver,) = json.loads(capsys.readouterr().out)
+    assert waiver["covers"] == "org model/org"
+    assert await _cli(proxy, "waivers", "revoke", str(waiver["id"]), "-m", "too wide") == 0
+    with pytest.raises(HfHubHTTPError, match=r"held in quarantine: later\.pkl"):
+        await proxy.download(MODEL, "later.pkl")
