@@ -273,6 +273,26 @@ async def reject_change(request: web.Request) -> JsonValue:
     return {"repo": repo.repo_id, "ref": ref, "approved": False}
 
 
+async def summary(request: web.Request) -> JsonValue:
+    found = await _review(request).summary()
+    return {
+        "quarantined": found.quarantined,
+        "rejected": found.rejected,
+        "blocked": found.blocked,
+        "changes": found.changes,
+        "recent": [_event(e) for e in found.recent],
+    }
+
+
+async def pins(request: web.Request) -> JsonValue:
+    text = request.query.get("repo", "")
+    repo = RepoRef.parse(RepoType.from_plural(request.query.get("type", "models")), text)
+    return [
+        {"path": p.path, "etag": p.etag, "commit": p.commit}
+        for p in await _review(request).pins(repo)
+    ]
+
+
 async def audit(request: web.Request) -> JsonValue:
     events = await _review(request).audit(action=request.query.get("action"), limit=_limit(request))
     return [_event(e) for e in events]
@@ -316,6 +336,10 @@ ROUTES = (
     Route("POST", "/changes/{type}/{namespace}/{name}/{ref}/reject", Action.DECIDE,
           "Reject a pinned change: keep the approved commit", reject_change, _REF,
           takes_comment=True),
+    Route("GET", "/summary", Action.VIEW, "Counts by state and the latest decisions", summary),
+    Route("GET", "/pins", Action.VIEW, "The pins of a repo", pins,
+          (Param("repo", "query", "string", "namespace/name"),
+           Param("type", "query", "string", "models (default), datasets or spaces"))),
     Route("GET", "/audit", Action.VIEW, "The audit log, newest last", audit,
           (Param("action", "query"), Param("limit", "query", "integer", "1 to 10000"))),
 )  # fmt: skip

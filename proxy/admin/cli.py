@@ -90,6 +90,8 @@ class _Builder:
                      ref=True, comment=True)  # fmt: skip
         self._action(changes, "reject", "keep serving the approved commit", _reject_change,
                      repo=True, ref=True, comment=True)  # fmt: skip
+        pins = self._group("pins", "approved hashes by path")
+        self._action(pins, "list", "the pins of a repo", _pins_list, repo=True, json_flag=True)
         audit = self._commands.add_parser("audit", help="the audit log, newest last")
         self._add(audit)
         audit.add_argument("--action", help="only this action, e.g. review.released")
@@ -310,6 +312,15 @@ async def _approve(review: Review, args: argparse.Namespace) -> None:
 async def _reject_change(review: Review, args: argparse.Namespace) -> None:
     await review.reject_change(_repo(args), args.ref, actor(), args.comment)
     print(f"{_repo(args)}@{args.ref} keeps its approved commit")
+
+
+async def _pins_list(review: Review, args: argparse.Namespace) -> None:
+    pins = await review.pins(_repo(args))
+    if args.json:
+        _json([{"path": p.path, "etag": p.etag, "commit": p.commit} for p in pins])
+        return
+    _table(("PATH", "COMMIT", "HASH"), [(p.path, p.commit[:12], p.etag) for p in pins])
+    print(f"{len(pins)} pins")
 
 
 async def _audit(review: Review, args: argparse.Namespace) -> None:

@@ -66,6 +66,29 @@ class PublicView:
     decision: str  # the reviewer's comment once decided, else ""
 
 
+_DECISIONS = frozenset(
+    {
+        "review.released",
+        "review.rejected",
+        "review.rescanned",
+        "change.approved",
+        "change.rejected",
+        "repo.unblocked",
+        "waiver.created",
+        "waiver.revoked",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    quarantined: int
+    rejected: int
+    blocked: int
+    changes: int
+    recent: tuple[AuditRecord, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class PinnedChange:
     """A branch whose new head changes pinned files, waiting while clients get `approved`."""
@@ -353,3 +376,28 @@ class Review:
     async def audit(self, *, action: str | None = None, limit: int = 100) -> list[AuditRecord]:
         """The newest `limit` audit events (of one action), oldest first."""
         return await self._queries.audit_log(action=action, limit=limit)
+
+    # -- overview --------------------------------------------------------------------------
+
+    async def summary(self) -> Summary:
+        """Counts a reviewer starts from, and the latest decisions."""
+        held = await self.held()
+        decisions = [e for e in await self._queries.audit_log(limit=500) if e.action in _DECISIONS]
+        return Summary(
+            quarantined=sum(1 for b in held if b.state is BlobState.QUARANTINED),
+            rejected=sum(1 for b in held if b.state is BlobState.REJECTED),
+            blocked=len(await self.blocked()),
+            changes=len(await self.changes()),
+            recent=tuple(decisions[-10:]),
+        )
+
+    async def pins(self, repo: RepoRef) -> list[PinRecord]:
+        """The pins of one repo, by path."""
+        record = await self._repo(repo)
+        return sorted(
+            (
+                PinRecord(path, etag, commit)
+                for path, etag, commit in await self._queries.pins(record.pk)
+            ),
+            key=lambda p: p.path,
+        )

@@ -138,3 +138,17 @@ async def test_admin_api_unknown_route_is_a_json_404(proxy: RunningProxy) -> Non
     admin = await _token(proxy, Role.ADMIN)
     status, body = await _call(proxy, "GET", "/nothing/here", admin)
     assert status == 404 and isinstance(body, dict) and body["error"] == "not_found"
+
+
+async def test_admin_api_summary_counts_a_held_file(proxy: RunningProxy, fake_hub: FakeHub) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    with pytest.raises(HfHubHTTPError):
+        await proxy.download(MODEL, "labels.pkl")
+    viewer = await _token(proxy, Role.VIEWER)
+    status, body = await _call(proxy, "GET", "/summary", viewer)
+    assert status == 200 and isinstance(body, dict)
+    assert (body["quarantined"], body["rejected"], body["blocked"]) == (1, 0, 0)
+    status, pins = await _call(proxy, "GET", "/pins?repo=org/tiny-model", viewer)
+    assert status == 200 and pins == []
+    status, _ = await _call(proxy, "GET", "/pins?repo=bad%20id", viewer)
+    assert status == 400

@@ -252,3 +252,19 @@ async def test_review_waiver_never_releases_a_malicious_file_and_ends_when_revok
     assert await _cli(proxy, "waivers", "revoke", str(waiver["id"]), "-m", "too wide") == 0
     with pytest.raises(HfHubHTTPError, match=r"held in quarantine: later\.pkl"):
         await proxy.download(MODEL, "later.pkl")
+
+
+async def test_review_pins_and_summary_show_what_was_approved_and_held(
+    proxy: RunningProxy,
+    fake_hub: FakeHub,
+    tiny_model_files: dict[str, bytes],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    repo = make_tiny_model(fake_hub, tiny_model_files)
+    await proxy.download(MODEL, "model.safetensors")
+    capsys.readouterr()
+    assert await _cli(proxy, "pins", "list", MODEL, "--json") == 0
+    pins = json.loads(capsys.readouterr().out)
+    assert [(p["path"], p["commit"]) for p in pins] == [("model.safetensors", repo.head())]
+    summary = await proxy.app[SERVICES].review.summary()
+    assert (summary.quarantined, summary.rejected, summary.blocked) == (0, 0, 0)
