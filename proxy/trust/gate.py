@@ -182,15 +182,18 @@ class Gate:
     async def after_release(
         self, repo: RepoRecord, commit: str, entry: TreeEntry, token: str | None
     ) -> None:
-        """Pin a released file: the first version seen on a branch's current history, or a newer
-        one on a branch when `pinned_change = "allow"`. Pull requests never move a pin."""
+        """Pin a released file: the first version seen at a branch head, or a newer one on a
+        branch when `pinned_change = "allow"`. Pull requests and older commits never pin."""
         if not self.pins.is_pinned_path(entry.path):
             return
         pin = await self.pins.pin_of(repo.pk, entry.path)
         if pin is not None and pin.etag == entry.etag:
             return
         if pin is None:
-            if await self._lineage.on_current_history(repo, commit, token):
+            # Only a branch head pins first: an older tag pinned first would make its branch's
+            # newer head, which existed before the mirror looked, a "pinned change".
+            heads = await self._lineage.heads(repo, token)
+            if commit in heads.branches.values():
                 await self.pins.set(repo.pk, PinRecord(entry.path, entry.etag, commit))
             return
         if self._pinned_change() is not PinnedChange.ALLOW:

@@ -59,6 +59,19 @@ async def test_older_tag_after_main_is_served_and_blocks_nothing(
     assert config.read_bytes() == tiny_model_files["config.json"]
 
 
+async def test_older_tag_before_main_does_not_hold_main(
+    proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
+) -> None:
+    repo, _ = await _model_with_history(fake_hub, tiny_model_files)
+    old = await proxy.download(MODEL, WEIGHTS, revision="v1.0")
+    assert old.read_bytes() == tiny_model_files[WEIGHTS]
+    new = await proxy.download(MODEL, WEIGHTS)  # main was newer before the mirror saw either
+    assert new.read_bytes() == retrain(tiny_model_files, "v2")
+    repo.commit({WEIGHTS: retrain(tiny_model_files, "v3")})  # a change after the pin: held
+    again = await proxy.download(MODEL, WEIGHTS, force_download=True)
+    assert again.read_bytes() == retrain(tiny_model_files, "v2")
+
+
 async def test_pull_request_changing_weights_is_served_and_main_keeps_its_pin(
     proxy: RunningProxy, fake_hub: FakeHub, tiny_model_files: dict[str, bytes]
 ) -> None:

@@ -161,11 +161,18 @@ async def test_gate_check_unknown_ancestry_offline_is_held(
         await _gate(repository).check(record, "e" * 40, _entry(NEW), None)
 
 
-async def test_gate_after_release_pins_the_first_version_on_a_branch(
+async def test_gate_after_release_pins_the_first_version_at_a_branch_head(
+    repository: Repository, record: RepoRecord
+) -> None:
+    await _gate(repository).after_release(record, COMMIT_B, _entry(OLD), None)
+    assert await repository.get_pin(record.pk, WEIGHTS) == PinRecord(WEIGHTS, OLD, COMMIT_B)
+
+
+async def test_gate_after_release_never_pins_first_from_an_older_commit(
     repository: Repository, record: RepoRecord
 ) -> None:
     await _gate(repository).after_release(record, COMMIT_A, _entry(OLD), None)
-    assert await repository.get_pin(record.pk, WEIGHTS) == PinRecord(WEIGHTS, OLD, COMMIT_A)
+    assert await repository.get_pin(record.pk, WEIGHTS) is None
 
 
 async def test_gate_after_release_never_pins_from_a_pull_request(
