@@ -8,6 +8,7 @@ told (ids can be guessed).
 from __future__ import annotations
 
 import functools
+import json
 
 import jinja2
 from aiohttp import web
@@ -74,7 +75,10 @@ async def request_exception(request: web.Request) -> web.Response:
     if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
         raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
     if request.content_type == "application/json":
-        body = await request.json()
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError) as exc:
+            raise InvalidInput("request body", "…", 'is not JSON {"justification": "…"}') from exc
         text = body.get("justification") if isinstance(body, dict) else None
     else:
         text = (await request.post()).get("justification")

@@ -268,3 +268,19 @@ async def test_review_pins_and_summary_show_what_was_approved_and_held(
     assert [(p["path"], p["commit"]) for p in pins] == [("model.safetensors", repo.head())]
     summary = await proxy.app[SERVICES].review.summary()
     assert (summary.quarantined, summary.rejected, summary.blocked) == (0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "body", [b"{not json", b"[1, 2]", b'{"justification": 5}', b'{"justification": "  "}']
+)
+async def test_held_request_with_a_hostile_body_is_refused_without_a_500(
+    proxy: RunningProxy, fake_hub: FakeHub, body: bytes
+) -> None:
+    fake_hub.create_repo(MODEL, files={"labels.pkl": UNKNOWN_PICKLE})
+    review_id = await _held_id(proxy, "labels.pkl")
+    headers = {"Content-Type": "application/json"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{proxy.url}/held/{review_id}/requests", data=body, headers=headers) as sent,
+    ):
+        assert sent.status in (400, 409)
