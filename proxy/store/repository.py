@@ -114,6 +114,12 @@ def _entry(row: Entry) -> TreeEntry:
     )
 
 
+def repo_record(row: Repo) -> RepoRecord:
+    """A repo row as the record the core passes around."""
+    ref = RepoRef(RepoType(row.repo_type), row.repo_id)
+    return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+
+
 def _blob(row: Blob) -> BlobRecord:
     return BlobRecord(
         pk=row.id,
@@ -174,10 +180,7 @@ class Repository:
         """The repo recorded under this primary key (audit events name repos by key)."""
         async with self._read() as session:
             row = await session.get(Repo, pk)
-            if row is None:
-                return None
-            ref = RepoRef(RepoType(row.repo_type), row.repo_id)
-            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+            return None if row is None else repo_record(row)
 
     async def list_repos(self, repo_type: str, search: str) -> list[RepoRecord]:
         """Recorded repos of a type whose id contains `search`, by id (at most 1000)."""
@@ -186,12 +189,7 @@ class Repository:
             if search:
                 query = query.where(Repo.repo_id.contains(search, autoescape=True))
             result = await session.execute(query.order_by(Repo.repo_id).limit(1000))
-            return [
-                RepoRecord(
-                    row.id, RepoRef(RepoType(row.repo_type), row.repo_id), row.private, row.gated
-                )
-                for row in result.scalars()
-            ]
+            return [repo_record(row) for row in result.scalars()]
 
     @staticmethod
     async def _repo_row(session: AsyncSession, ref: RepoRef) -> Repo | None:
@@ -378,10 +376,7 @@ class Repository:
                 select(Repo).join(Blob, Blob.first_repo_pk == Repo.id).where(Blob.id == blob_pk)
             )
             row = result.scalar_one_or_none()
-            if row is None:
-                return None
-            ref = RepoRef(RepoType(row.repo_type), row.repo_id)
-            return RepoRecord(pk=row.id, ref=ref, private=row.private, gated=row.gated)
+            return None if row is None else repo_record(row)
 
     async def get_blob_by_pk(self, pk: int) -> BlobRecord | None:
         async with self._read() as session:

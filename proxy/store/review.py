@@ -26,7 +26,7 @@ from proxy.store.models import (
     Ref,
     Repo,
 )
-from proxy.store.repository import AuditRecord, utcnow
+from proxy.store.repository import AuditRecord, RepoRecord, repo_record, utcnow
 
 MAX_LISTED = 1000
 
@@ -50,7 +50,7 @@ class HeldBlob:
 
 @dataclass(frozen=True, slots=True)
 class BlockedRepo:
-    repo: RecordRef
+    repo: RepoRecord
     block_pk: int
     reason: str
     detail: str
@@ -59,16 +59,10 @@ class BlockedRepo:
 
 
 @dataclass(frozen=True, slots=True)
-class RecordRef:
-    pk: int
-    ref: RepoRef
-
-
-@dataclass(frozen=True, slots=True)
 class HeldRef:
     """A branch or tag whose upstream head waits for review while clients get `approved`."""
 
-    repo: RecordRef
+    repo: RepoRecord
     name: str
     head: str
     approved: str
@@ -138,7 +132,7 @@ class ReviewQueries:
             )
             return [
                 BlockedRepo(
-                    _record_ref(repo),
+                    repo_record(repo),
                     block.id,
                     block.reason,
                     block.detail,
@@ -169,7 +163,7 @@ class ReviewQueries:
                 .limit(MAX_LISTED)
             )
             return [
-                HeldRef(_record_ref(repo), ref.name, ref.commit, ref.approved_commit or "")
+                HeldRef(repo_record(repo), ref.name, ref.commit, ref.approved_commit or "")
                 for ref, repo in result.all()
             ]
 
@@ -231,10 +225,6 @@ class ReviewQueries:
             return [
                 RequestRecord(r.justification, r.requester, r.created_at) for r in result.scalars()
             ]
-
-
-def _record_ref(repo: Repo) -> RecordRef:
-    return RecordRef(repo.id, RepoRef(RepoType(repo.repo_type), repo.repo_id))
 
 
 def _held(blob: Blob, repo: Repo | None) -> HeldBlob:
