@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     _scan_parser(commands)
     _policy_parser(commands)
     register_review_commands(commands, load_cli_settings, _add_config_option)
-    register_admin_commands(commands)
+    register_admin_commands(commands, load_cli_settings, _add_config_option)
     # Later: pins, prefetch, export, import.
     return parser
 

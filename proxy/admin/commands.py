@@ -33,7 +33,7 @@ from typing import TypeAlias
 
 from proxy.admin.access_list import AccessList, GrantRecord, parse_pattern
 from proxy.admin.identity import Identities, Role, TokenRecord, parse_token_name
-from proxy.config import CONFIG_FILE_VARIABLE, Settings, load_settings
+from proxy.config import Settings
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.logs import configure_logging
 from proxy.store import db
@@ -66,18 +66,31 @@ def actor() -> str:
         return f"os:uid-{os.getuid()}"
 
 
-def register_admin_commands(commands: Subparsers) -> None:
+@dataclass(frozen=True, slots=True)
+class _Wiring:
+    """How the `hubwarden` command reads settings: its loader and its --config/--data-dir."""
+
+    load: Callable[[argparse.Namespace], Settings]
+    add_options: Callable[[argparse.ArgumentParser], None]
+
+
+def register_admin_commands(
+    commands: Subparsers,
+    load: Callable[[argparse.Namespace], Settings],
+    add_options: Callable[[argparse.ArgumentParser], None],
+) -> None:
     """Add `admin token …` and `admin access …` to the `hubwarden` parser."""
     admin = commands.add_parser("admin", help="tokens and the local access list")
     subjects = admin.add_subparsers(title="subjects", metavar="SUBJECT", required=True)
-    _token_parsers(subjects)
-    _access_parsers(subjects)
+    wiring = _Wiring(load, add_options)
+    _token_parsers(subjects, wiring)
+    _access_parsers(subjects, wiring)
 
 
 # -- parsers --------------------------------------------------------------------------------------
 
 
-def _token_parsers(subjects: Subparsers) -> None:
+def _token_parsers(subjects: Subparsers, wiring: _Wiring) -> None:
     token = subjects.add_parser("token", help="create, list and revoke tokens")
     actions = token.add_subparsers(title="actions", metavar="ACTION", required=True)
     create = _action(
@@ -85,6 +98,7 @@ def _token_parsers(subjects: Subparsers) -> None:
         "create",
         "create a token and print it (once)",
         _token_create,
+        wiring,
         description="Prints the new token on stdout, once: it is stored only as a hash.",
     )
     create.add_argument(
@@ -97,13 +111,15 @@ def _token_parsers(subjects: Subparsers) -> None:
         metavar="DURATION",
         help="lifetime, e.g. 30d, 12h or 90m (default: no expiry)",
     )
-    listing = _action(actions, "list", "list tokens (never the tokens themselves)", _token_list)
+    listing = _action(
+        actions, "list", "list tokens (never the tokens themselves)", _token_list, wiring
+    )
     listing.add_argument("--json", action="store_true", help="machine-readable output")
-    revoke = _action(actions, "revoke", "revoke a token for good", _token_revoke)
+    revoke = _action(actions, "revoke", "revoke a token for good", _token_revoke, wiring)
     revoke.add_argument("name", metavar="NAME", type=_name_argument, help="the token's name")
 
 
-def _access_parsers(subjects: Subparsers) -> None:
+def _access_parsers(subjects: Subparsers, wiring: _Wiring) -> None:
     access = subjects.add_parser(
         "access", help="which client tokens may read which gated or private repos offline"
     )
@@ -112,7 +128,7 @@ def _access_parsers(subjects: Subparsers) -> None:
         ("grant", "let a client token read the repos matching PATTERN", _access_grant),
         ("revoke", "withdraw a grant", _access_revoke),
     ):
-        parser = _action(actions, name, help_text, job)
+        parser = _action(actions, name, help_text, job, wiring)
         parser.add_argument("token_name", metavar="TOKEN_NAME", type=_name_argument)
         parser.add_argument(
             "pattern",
@@ -120,25 +136,24 @@ def _access_parsers(subjects: Subparsers) -> None:
             type=_pattern_argument,
             help='a glob over "type/namespace/name", e.g. "model/acme/*"',
         )
-    listing = _action(actions, "list", "list the grants", _access_list)
+    listing = _action(actions, "list", "list the grants", _access_list, wiring)
     listing.add_argument("--token", type=_name_argument, metavar="NAME", help="of this token only")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def _action(
-    actions: Subparsers, name: str, help_text: str, job: Job, description: str | None = None
+    actions: Subparsers,
+    name: str,
+    help_text: str,
+    job: Job,
+    wiring: _Wiring,
+    description: str | None = None,
 ) -> argparse.ArgumentParser:
     parser = actions.add_parser(name, help=help_text, description=description or help_text)
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help=f"TOML settings file (default: ${CONFIG_FILE_VARIABLE}, else built-in defaults)",
-    )
-    parser.add_argument("--data-dir", metavar="DIR", help="where blobs and the database live")
+    wiring.add_options(parser)
 
     def command(args: argparse.Namespace) -> int:
-        return _run(args, job)
+        return _run(wiring.load(args), job, args)
 
     parser.set_defaults(command=command)
     return parser
@@ -181,20 +196,10 @@ def duration_argument(value: str) -> dt.timedelta:
 # -- running --------------------------------------------------------------------------------------
 
 
-def _run(args: argparse.Namespace, job: Job) -> int:
-    settings = _settings(args)
+def _run(settings: Settings, job: Job, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
     _require_data_dir(settings)
     return asyncio.run(_with_services(settings, job, args))
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    """As `hubwarden db upgrade` reads them: --config (or HUBWARDEN_CONFIG), the environment,
-    --data-dir. Raises ConfigError."""
-    config_file: Path | None = args.config
-    if config_file is None and os.environ.get(CONFIG_FILE_VARIABLE):
-        config_file = Path(os.environ[CONFIG_FILE_VARIABLE])
-    return load_settings(config_file, os.environ, {"data_dir": args.data_dir})
 
 
 class DataDirMissing(HubwardenError):
