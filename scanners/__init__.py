@@ -7,13 +7,14 @@ they arrive and says how much of the file may already be sent (the proxy's inges
 
 from scanners.dispatch import scan_file, scan_stream
 from scanners.incremental import StreamScan
-from scanners.limits import ArchiveLimits, PickleLimits, ScanLimits
+from scanners.limits import ArchiveLimits, NumpyLimits, PickleLimits, ScanLimits
 from scanners.report import Finding, JsonValue, Outcome, ScanReport, Severity
 
 __all__ = [
     "ArchiveLimits",
     "Finding",
     "JsonValue",
+    "NumpyLimits",
     "Outcome",
     "PickleLimits",
     "ScanLimits",

@@ -34,6 +34,7 @@ _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _EOCD_SIGNATURE = b"PK\x05\x06"
 _READ_CHUNK = 1024 * 1024
+_MIN_DIRECTORY_ENTRY = 46  # bytes of a central directory entry with an empty name
 _UNUSUAL_FLAGS = 0x1 | 0x20 | 0x40  # encrypted, patched data, strong encryption
 
 
@@ -115,26 +116,11 @@ def read_zip_members(
     """The members of a zip and the structural findings (names, duplicates, flags, layout).
 
     Raises ArchiveError when no central directory can be read at all."""
-    try:
-        fh.seek(0)
-        archive = zipfile.ZipFile(fh)  # parses the central directory (ZIP64 too), reads nothing
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise ArchiveError(
-            finding(
-                "ZIP_MALFORMED", Outcome.ERROR, f"the zip central directory cannot be read ({exc})"
-            )
-        ) from exc
+    _check_declared_entries(fh, size, budget)
+    archive = _open_zip(fh)
     infos = archive.infolist()
     findings = _layout_findings(fh, size, archive)
-    if len(infos) > budget.members_left:
-        raise ArchiveError(
-            finding(
-                "ARCHIVE_TOO_MANY_MEMBERS",
-                Outcome.ERROR,
-                f"the zip lists {len(infos)} members, over the limit",
-            )
-        )
-    budget.members_left -= len(infos)
+    _check_members(infos, budget)
     seen: set[str] = set()
     members: list[ZipMember] = []
     for info in infos:
@@ -143,6 +129,115 @@ def read_zip_members(
         _read_local_header(fh, size, member, info.header_offset, findings)
         members.append(member)
     return members, findings
+
+
+def _check_declared_entries(fh: BinaryIO, size: int, budget: ArchiveBudget) -> None:
+    """Refuse, before `zipfile` builds an object per entry, a directory that declares (or whose
+    size allows) more entries than the limit: parsing it is the loader's cost too."""
+    tail_len = min(size, ZIP_TAIL_BYTES)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    eocd = tail.rfind(_EOCD_SIGNATURE)
+    if eocd < 0 or eocd + 22 > len(tail):
+        return  # zipfile says what is wrong
+    entries, directory_bytes = struct.unpack_from("<HL", tail, eocd + 10)
+    if entries == 0xFFFF or directory_bytes == 0xFFFFFFFF:
+        entries, directory_bytes = _zip64_counts(fh, size, tail, eocd) or (entries, directory_bytes)
+    most = max(entries, min(directory_bytes, size) // _MIN_DIRECTORY_ENTRY)
+    if most > budget.members_left:
+        raise ArchiveError(_too_many_members(most))
+
+
+def _zip64_counts(fh: BinaryIO, size: int, tail: bytes, eocd: int) -> tuple[int, int] | None:
+    """(entries, directory bytes) from the ZIP64 end record the locator before `eocd` names."""
+    locator = eocd - 20
+    if locator < 0 or tail[locator : locator + 4] != b"PK\x06\x07":
+        return None
+    (record_at,) = struct.unpack_from("<Q", tail, locator + 8)
+    if not 0 <= record_at <= size - 56:
+        return None
+    fh.seek(record_at)
+    record = fh.read(56)
+    if record[:4] != b"PK\x06\x06":
+        return None
+    entries, directory_bytes = struct.unpack_from("<2Q", record, 32)
+    return entries, directory_bytes
+
+
+def _too_many_members(count: int) -> Finding:
+    return finding(
+        "ARCHIVE_MEMBERS_RESOURCE",
+        Outcome.ERROR,
+        f"the archive lists (or has room for) {count} members, over the limit: listing them is "
+        "the loader's cost too",
+        count=count,
+    )
+
+
+def _check_members(infos: list[zipfile.ZipInfo], budget: ArchiveBudget) -> None:
+    """Members count, and each member's declared size and ratio, before anything is inflated:
+    PyTorch inflates its storage records too (issue 13: a storage that inflates a thousand-fold
+    was never looked at, since storages are raw data)."""
+    if len(infos) > budget.members_left:
+        raise ArchiveError(_too_many_members(len(infos)))
+    budget.members_left -= len(infos)
+    limits = budget.limits
+    for info in infos:
+        _check_ratio(info.filename, info.file_size, info.compress_size, limits)
+    declared = sum(info.file_size for info in infos)
+    compressed = sum(info.compress_size for info in infos)
+    if declared > max(limits.ratio_grace_bytes, compressed * limits.max_ratio):
+        raise ArchiveError(
+            finding(
+                "ARCHIVE_RATIO_RESOURCE",
+                Outcome.ERROR,
+                f"the members declare {declared} bytes in all from {compressed} compressed (over "
+                "the ratio limit): not extracted",
+                size=declared,
+                compressed=compressed,
+            )
+        )
+
+
+def _check_ratio(name: str, file_size: int, compress_size: int, limits: ArchiveLimits) -> None:
+    ratio = file_size / max(compress_size, 1)
+    if file_size > limits.ratio_grace_bytes and ratio > limits.max_ratio:
+        raise ArchiveError(
+            finding(
+                "ARCHIVE_RATIO_RESOURCE",
+                Outcome.ERROR,
+                f"the member {name[:200]!r} declares {file_size} bytes from {compress_size} "
+                f"(ratio {ratio:.0f}, over the limit of {limits.max_ratio}): not extracted",
+                member=name[:200],
+                size=file_size,
+                compressed=compress_size,
+            )
+        )
+
+
+def _open_zip(fh: BinaryIO) -> zipfile.ZipFile:
+    """`zipfile` over `fh`: it parses the central directory (ZIP64 too) and reads nothing else.
+
+    Raises ArchiveError for a directory it cannot read, or a "version needed" it refuses
+    (PyTorch's reader ignores that field: such a file still loads, so it is held, not skipped)."""
+    try:
+        fh.seek(0)
+        return zipfile.ZipFile(fh)
+    except NotImplementedError as exc:  # zipfile: "zip file version 6.5" (fuzzing, issue 13)
+        raise ArchiveError(
+            finding(
+                "ZIP_UNSUPPORTED_VERSION",
+                Outcome.ERROR,
+                f"the zip asks for a reader version that is not supported ({exc}); readers that "
+                "ignore the field still open it",
+            )
+        ) from exc
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise ArchiveError(
+            finding(
+                "ZIP_MALFORMED", Outcome.ERROR, f"the zip central directory cannot be read ({exc})"
+            )
+        ) from exc
 
 
 def _layout_findings(fh: BinaryIO, size: int, archive: zipfile.ZipFile) -> list[Finding]:
@@ -223,6 +318,18 @@ def _read_local_header(
     fh: BinaryIO, size: int, member: ZipMember, header_offset: int, findings: list[Finding]
 ) -> None:
     info = member.info
+    if not 0 <= header_offset <= size - _LOCAL_HEADER.size:
+        # zipfile shifts offsets by what precedes the directory: a lying directory makes them
+        # negative or past the end (fuzzing, issue 13: "negative seek value")
+        raise ArchiveError(
+            finding(
+                "ZIP_MALFORMED",
+                Outcome.ERROR,
+                f"the local header of {member.name[:200]!r} is placed outside the file",
+                member=member.name[:200],
+                offset=header_offset,
+            )
+        )
     fh.seek(header_offset)
     raw = fh.read(_LOCAL_HEADER.size)
     if len(raw) < _LOCAL_HEADER.size or raw[:4] != _LOCAL_SIGNATURE:
@@ -280,7 +387,7 @@ def open_zip_member(
             if written > info.file_size or written > budget.bytes_left:
                 raise ArchiveError(
                     finding(
-                        "ARCHIVE_BOMB",
+                        "ARCHIVE_SIZE_RESOURCE",
                         Outcome.ERROR,
                         f"the member {member.name[:200]!r} inflates past its declared size or the "
                         "scan budget",
@@ -311,20 +418,19 @@ def open_zip_member(
 
 def _check_bomb(name: str, file_size: int, compress_size: int, budget: ArchiveBudget) -> None:
     limits = budget.limits
-    too_big = file_size > limits.max_member_bytes or file_size > budget.bytes_left
-    ratio = file_size / max(compress_size, 1)
-    if too_big or (file_size > limits.ratio_grace_bytes and ratio > limits.max_ratio):
+    if file_size > limits.max_member_bytes or file_size > budget.bytes_left:
         raise ArchiveError(
             finding(
-                "ARCHIVE_BOMB",
+                "ARCHIVE_SIZE_RESOURCE",
                 Outcome.ERROR,
-                f"the member {name[:200]!r} declares {file_size} bytes from {compress_size} "
-                "(size or ratio over the limits): not extracted",
+                f"the member {name[:200]!r} declares {file_size} bytes, over the member or total "
+                "size limit: not extracted",
                 member=name[:200],
                 size=file_size,
                 compressed=compress_size,
             )
         )
+    _check_ratio(name, file_size, compress_size, limits)
 
 
 def _decompressed_chunks(fh: BinaryIO, member: ZipMember) -> Iterator[bytes]:
@@ -445,7 +551,7 @@ def _tar_member(
 ) -> tuple[str, IO[bytes] | None, list[Finding]]:
     if budget.members_left <= 0:
         raise ArchiveError(
-            finding("ARCHIVE_TOO_MANY_MEMBERS", Outcome.ERROR, "the tar has too many members")
+            finding("ARCHIVE_MEMBERS_RESOURCE", Outcome.ERROR, "the tar has too many members")
         )
     budget.members_left -= 1
     findings: list[Finding] = []
@@ -495,7 +601,11 @@ def copy_bounded(
         total += len(chunk)
         if total > budget.bytes_left:
             raise ArchiveError(
-                finding("ARCHIVE_BOMB", Outcome.ERROR, "the archive inflates past the scan budget")
+                finding(
+                    "ARCHIVE_SIZE_RESOURCE",
+                    Outcome.ERROR,
+                    "the archive inflates past the scan budget",
+                )
             )
         out.write(chunk)
     budget.bytes_left -= total
@@ -522,11 +632,12 @@ def decompress_stream(
     Raises ArchiveError when it is damaged or a bomb."""
     fh.seek(0)
     limits = budget.limits
-    cap = min(limits.max_member_bytes, budget.bytes_left)
-    cap = min(cap, max(limits.ratio_grace_bytes, compressed_size * limits.max_ratio))
+    size_cap = min(limits.max_member_bytes, budget.bytes_left)
+    ratio_cap = max(limits.ratio_grace_bytes, compressed_size * limits.max_ratio)
+    code = "ARCHIVE_RATIO_RESOURCE" if ratio_cap < size_cap else "ARCHIVE_SIZE_RESOURCE"
     out = spool(limits)
     try:
-        total = _inflate_into(fh, _STREAM_KINDS[kind], out, cap)
+        total = _inflate_into(fh, _STREAM_KINDS[kind], out, min(size_cap, ratio_cap), code)
     except (OSError, EOFError, lzma.LZMAError, zlib.error, ArchiveError) as exc:
         out.close()
         if isinstance(exc, ArchiveError):
@@ -543,7 +654,9 @@ def decompress_stream(
     return out
 
 
-def _inflate_into(fh: BinaryIO, make: Callable[[], Any], out: IO[bytes], cap: int) -> int:
+def _inflate_into(
+    fh: BinaryIO, make: Callable[[], Any], out: IO[bytes], cap: int, code: str
+) -> int:
     inflater = make()
     total = 0
     while True:
@@ -558,7 +671,7 @@ def _inflate_into(fh: BinaryIO, make: Callable[[], Any], out: IO[bytes], cap: in
                 if total > cap:
                     raise ArchiveError(
                         finding(
-                            "ARCHIVE_BOMB",
+                            code,
                             Outcome.ERROR,
                             f"the compressed stream inflates past {cap} bytes (size or ratio "
                             "limit): not scanned",

@@ -26,8 +26,10 @@ that pickle, `{"decompiled": text, "cut": bool}` or `{"error": why}` (`scanners.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,22 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run `hubwarden scan`; returns the exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    reports: list[ScanReport] = []
-    errors: list[dict[str, str]] = []
-    for given in args.paths:
-        root = Path(given)
-        if not root.exists():
-            errors.append({"path": given, "error": "no such file or directory"})
-            continue
-        for file, hint in _files(root, args.recursive):
-            try:
-                report = scan_file(file, name=hint)
-            except OSError as exc:
-                errors.append({"path": str(file), "error": exc.strerror or str(exc)})
-                continue
-            reports.append(report)
-            if not args.json:
-                _print_report(report)
+    with _stdout_aside() if args.json else contextlib.nullcontext():
+        reports, errors = _scan_paths(args.paths, args.recursive, args.json)
     worst = _worst([r.outcome for r in reports] + [Outcome.ERROR] * bool(errors))
     if args.json:
         document = {
@@ -106,6 +94,48 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
     return worst.exit_code
+
+
+def _scan_paths(
+    paths: list[str], recursive: bool, quiet: bool
+) -> tuple[list[ScanReport], list[dict[str, str]]]:
+    reports: list[ScanReport] = []
+    errors: list[dict[str, str]] = []
+    for given in paths:
+        root = Path(given)
+        if not root.exists():
+            errors.append({"path": given, "error": "no such file or directory"})
+            continue
+        for file, hint in _files(root, recursive):
+            try:
+                report = scan_file(file, name=hint)
+            except OSError as exc:
+                errors.append({"path": str(file), "error": exc.strerror or str(exc)})
+                continue
+            reports.append(report)
+            if not quiet:
+                _print_report(report)
+    return reports, errors
+
+
+@contextlib.contextmanager
+def _stdout_aside() -> Iterator[None]:
+    """File descriptor 1 points at stderr while files are scanned, so that what C code in a
+    dependency writes there (HDF5, onnx, a stray printf) cannot come before the JSON document:
+    `--json` prints exactly one document on stdout (issue 13)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no fd 1 or 2 to move: nothing could be written there either
+        yield
+        return
+    try:
+        yield
+    finally:
+        sys.stdout.flush()  # what Python buffered meanwhile goes to stderr too
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _worst(outcomes: list[Outcome]) -> Outcome:

@@ -157,6 +157,8 @@ def _looks_like_mpeg_audio(prefix: bytes) -> bool:
         return False
     version, layer = (prefix[1] >> 3) & 3, (prefix[1] >> 1) & 3
     if layer == 0:  # ADTS (AAC): 12-bit sync, the frame length in bits 30..42
+        if len(prefix) < 7:  # a 7-byte header (fuzzing, issue 13: `ff e0 e1 42` read past it)
+            return False
         length = ((prefix[3] & 3) << 11) | (prefix[4] << 3) | (prefix[5] >> 5)
         return prefix[1] & 0xF6 == 0xF0 and length >= 7 and _sync_at(prefix, length)
     bitrate_index, rate_index = prefix[2] >> 4, (prefix[2] >> 2) & 3

@@ -29,6 +29,7 @@ from typing import IO, BinaryIO
 from scanners import archives, numpy, opaque, pickles, second_opinion, torch
 from scanners.archives import ZIP_TAIL_BYTES, ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
+from scanners.foreign_output import ForeignOutput, capture
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickles import PickleWalker
 from scanners.report import Finding, JsonValue, Outcome, ScanReport, Severity
@@ -101,7 +102,11 @@ def scan_stream(
         limits, ArchiveBudget(limits.archive), walked=walked, second_opinion=second_opinion
     )
     ctx.ran(SCANNER, SCANNER_VERSION)
-    file_format, findings = scan_content(fh, size, name, ctx)
+    with capture() as caught:  # nothing a dependency prints may reach our stdout (issue 13)
+        file_format, findings = scan_content(fh, size, name, ctx)
+    said = caught.details()
+    if said:  # not attached by the scanner that caused it: kept in our log, not on stdout
+        logger.debug("dependency output while scanning %s: %s", name[:200], said)
     return ScanReport(
         path=path if path is not None else name,
         file_format=file_format.value,
@@ -118,8 +123,9 @@ def scan_content(
     """Detect and scan; the one place a scanner bug becomes a fail-closed finding."""
     fh.seek(0)
     prefix = fh.read(min(size, ctx.limits.detect_prefix_bytes))
-    file_format = detect_format(prefix, size, name)
+    file_format = FileFormat.UNKNOWN  # what a crash in detection reports
     try:
+        file_format = detect_format(prefix, size, name)
         refined, findings = _HANDLERS[file_format](fh, size, name, ctx)
         if file_format in _POLYGLOT_CANDIDATES:
             findings.extend(_zip_polyglot(fh, size, name, ctx))
@@ -282,7 +288,10 @@ def _walk_findings(
             continue
         span = pickles.pickle_span(result, offset, size)
         view = views.get(span)
-        if view is None:
+        if finding.code.endswith("_RESOURCE"):
+            # built to exhaust whatever walks it: fickling's decompiler is no exception
+            view = {"error": "not decompiled: the pickle is built to exhaust a decompiler too"}
+        elif view is None:
             length = span[1] - span[0]
             if length > limits.max_pickle_bytes:
                 view = {
@@ -335,6 +344,9 @@ def _scan_npy(
     header = numpy.parse_npy_header(fh.read(min(size, numpy.MAX_HEADER_BYTES + 12)))
     if isinstance(header, Finding):
         return None, [header]
+    declared = numpy.declared_size_finding(header, size, ctx.limits.numpy)
+    if declared is not None:
+        return None, [declared]
     if not header.has_object:
         return None, []
     ctx.ran(pickles.SCANNER, pickles.SCANNER_VERSION)
@@ -365,6 +377,9 @@ def _scan_zip(
         return None, [exc.finding]
     names = [m.name for m in members]
     is_torch = torch.is_torch_zip(names)
+    scanned = [n for n in names if not (is_torch and torch.is_storage_member(n))]
+    if len(scanned) > ctx.limits.archive.max_scanned_members:
+        return None, [*findings, _too_many_scanned(len(scanned), ctx)]
     refined = _zip_kind(names, name, is_torch)
     if refined == FileFormat.KERAS:
         findings.extend(_run_optional("keras", fh, size, name, ctx))
@@ -379,6 +394,18 @@ def _scan_zip(
             continue  # TorchScript source: already the TORCHSCRIPT_CODE finding
         findings.extend(_scan_zip_member(fh, member, name, ctx))
     return refined, findings
+
+
+def _too_many_scanned(count: int, ctx: _Context) -> Finding:
+    """Tens of thousands of members to scan one by one (issue 13); a torch checkpoint's storage
+    records are raw data, not scanned, and do not count."""
+    return archives.finding(
+        "ARCHIVE_MEMBERS_RESOURCE",
+        Outcome.ERROR,
+        f"the zip has {count} members to scan, over the limit of "
+        f"{ctx.limits.archive.max_scanned_members}: not scanned",
+        count=count,
+    )
 
 
 def _zip_kind(names: list[str], name: str, is_torch: bool) -> FileFormat | None:
@@ -410,7 +437,7 @@ def _scan_member(
     if ctx.depth + 1 > ctx.limits.archive.max_depth:
         return [
             archives.finding(
-                "ARCHIVE_TOO_DEEP",
+                "ARCHIVE_DEPTH_RESOURCE",
                 Outcome.ERROR,
                 f"{member[:200]!r} is nested deeper than the limit",
             )
@@ -525,8 +552,17 @@ def _run_optional(
         return [_unavailable(module_name)]
     ctx.ran(getattr(module, "SCANNER", module_name), str(getattr(module, "SCANNER_VERSION", "1")))
     fh.seek(0)
-    found: list[Finding] = module.scan(fh, size, name)
-    return found
+    with capture() as caught:  # h5py, onnx, gguf... warn and print: kept with the findings
+        found: list[Finding] = module.scan(fh, size, name)
+    return _with_output(found, caught)
+
+
+def _with_output(found: list[Finding], caught: ForeignOutput) -> list[Finding]:
+    """`found`, each carrying what the dependency said while it looked (when it said anything)."""
+    said = caught.details()
+    if not said:
+        return found
+    return [replace(f, details={**f.details, "output": said}) for f in found]
 
 
 def _optional_module(module_name: str) -> ModuleType | None:
@@ -648,6 +684,32 @@ def _unknown(structure: opaque.Structure | None) -> Finding:
     )
 
 
+# Files that are empty in real repos by convention; an empty file of any other name is what a
+# truncated transfer or a loader-crashing placeholder looks like (issue 13: an empty `.pkl`).
+_EMPTY_IS_NORMAL = frozenset(
+    {"__init__.py", "py.typed", ".gitkeep", ".keep", ".gitignore", ".gitattributes"}
+)
+_EMPTY_IS_NORMAL_SUFFIXES = (".md", ".txt")
+
+
+def _scan_empty(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
+    base = name.rsplit("/", 1)[-1].lower()
+    if base in _EMPTY_IS_NORMAL or base.endswith(_EMPTY_IS_NORMAL_SUFFIXES):
+        return None, []
+    return None, [
+        Finding(
+            SCANNER,
+            "FILE_EMPTY",
+            Severity.HIGH,
+            Outcome.ERROR,
+            "the file is empty: there is nothing to scan, and a loader expecting a model fails "
+            "on it (a truncated transfer or a placeholder); it is held",
+        )
+    ]
+
+
 def _scan_data(
     fh: BinaryIO, size: int, name: str, ctx: _Context
 ) -> tuple[FileFormat | None, list[Finding]]:
@@ -666,7 +728,7 @@ def _dedupe(findings: list[Finding]) -> list[Finding]:
 
 
 _HANDLERS: dict[FileFormat, Handler] = {
-    FileFormat.EMPTY: _scan_data,
+    FileFormat.EMPTY: _scan_empty,
     FileFormat.SAFETENSORS: _header_format("safetensors"),
     FileFormat.GGUF: _header_format("gguf"),
     FileFormat.ZIP: _scan_zip,

@@ -28,6 +28,7 @@ for pickles, on the walk already done), so both give the same report for the sam
 from __future__ import annotations
 
 import io
+import logging
 import struct
 import tempfile
 import zlib
@@ -40,6 +41,8 @@ from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickle_stream import PickleStream
 from scanners.report import Finding, Outcome, ScanReport, Severity
 from scanners.second_opinion import SecondOpinion, fickling_view
+
+logger = logging.getLogger(__name__)
 
 _HEADER_FORMATS = frozenset({FileFormat.SAFETENSORS, FileFormat.GGUF})
 _CLEAR_ALL_FORMATS = frozenset(
@@ -90,10 +93,14 @@ class StreamScan:
         self._pickles: PickleStream | None = None
         self._opaque: opaque.StreamCheck | None = None  # binary `detect` could not name
         self._finished = False
+        self._crash: Exception | None = None  # a bug met while feeding: `finish` reports it
+        self._cleared_before_crash = 0
 
     @property
     def cleared(self) -> int:
         """How many bytes from the start may be sent before the verdict (never decreases)."""
+        if self._crash is not None:
+            return self._cleared_before_crash
         if self._clear_all:
             return self._received
         if self._pickles is not None:
@@ -112,6 +119,19 @@ class StreamScan:
         self._received += len(chunk)
         if self._received > self._size:
             self._alarm()
+        if self._crash is not None:
+            return  # nothing more is cleared; `finish` scans it all and says what failed
+        try:
+            self._advance(chunk)
+        except (
+            Exception
+        ) as exc:  # hostile bytes: a scanner bug holds the file, never reaches the ingest
+            logger.exception("stream scan crashed on %s", self._name[:200])
+            self._cleared_before_crash = self.cleared
+            self._crash = exc
+            self._alarm()
+
+    def _advance(self, chunk: bytes) -> None:
         if self._pickles is not None:
             self._pickles.feed(chunk)
             if self._pickles.alarmed:
@@ -130,8 +150,26 @@ class StreamScan:
             self._cleared = self._opaque.advance(self._read_at, self._received)
 
     def finish(self) -> ScanReport:
-        """The final report, after the last byte; removes any temp file."""
+        """The final report, after the last byte; removes any temp file. Never raises for the
+        content: a scanner bug is a SCANNER_CRASHED finding (held)."""
         self._finished = True
+        try:
+            return self._finish()
+        except (
+            Exception
+        ) as exc:  # hostile bytes: a scanner bug holds the file, never reaches the ingest
+            logger.exception("stream scan crashed on %s", self._name[:200])
+            self.close()
+            return ScanReport(
+                path=self._name,
+                file_format=FileFormat.UNKNOWN.value,
+                size=self._received,
+                findings=(_crashed(exc),),
+                scanners={},
+                elapsed_s=0.0,
+            )
+
+    def _finish(self) -> ScanReport:
         if self._pickles is not None:
             return self._finish_pickles(self._pickles)
         try:
@@ -150,9 +188,7 @@ class StreamScan:
             )
         finally:
             self._spool.close()
-        if self._received != self._size:
-            report = _with_finding(report, _size_mismatch(self._received, self._size))
-        return report
+        return self._checked(report)
 
     def close(self) -> None:
         """Drop what was kept (when the ingest gives up before `finish`)."""
@@ -186,8 +222,14 @@ class StreamScan:
                 )
         finally:
             stream.close()
+        return self._checked(report)
+
+    def _checked(self, report: ScanReport) -> ScanReport:
+        """The report with what `finish` adds: a size that differs, a crash while feeding."""
         if self._received != self._size:
             report = _with_finding(report, _size_mismatch(self._received, self._size))
+        if self._crash is not None:
+            report = _with_finding(report, _crashed(self._crash))
         return report
 
     # ---- internals ----------------------------------------------------------------------------
@@ -442,6 +484,18 @@ def _size_mismatch(received: int, size: int) -> Finding:
         Outcome.ERROR,
         f"{received} bytes arrived for a file advertised as {size} bytes",
         {"received": received, "advertised": size},
+    )
+
+
+def _crashed(exc: Exception) -> Finding:
+    return Finding(
+        "stream",
+        "SCANNER_CRASHED",
+        Severity.HIGH,
+        Outcome.ERROR,
+        f"the stream scan failed on this file ({type(exc).__name__}); it is held until an admin "
+        "looks at it",
+        {"error": str(exc)[:200]},
     )
 
 

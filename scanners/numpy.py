@@ -8,8 +8,10 @@ only, never evaluated code) and bounded.
 from __future__ import annotations
 
 import ast
+import math
 import struct
 
+from scanners.limits import NumpyLimits
 from scanners.report import Finding, Outcome, Severity
 
 SCANNER = "numpy"
@@ -87,3 +89,61 @@ def parse_npy_header(head: bytes) -> NpyHeader | Finding:
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
         return _problem("NUMPY_MALFORMED", "the .npy shape is not a tuple of sizes")
     return NpyHeader(value["descr"], shape, start + length)
+
+
+def declared_size_finding(header: NpyHeader, size: int, limits: NumpyLimits) -> Finding | None:
+    """A finding when the header declares more than the file holds or the limits allow.
+
+    `numpy.load` sizes its array (or reads `count` items) from the header before reading the
+    data, so a header claiming a trillion elements, or an element of gigabytes, makes the loader
+    allocate what the file never held (issue 13). Object arrays hold a pickle, walked instead."""
+    if len(header.shape) > limits.max_dimensions:
+        return _problem("NUMPY_MALFORMED", f"the .npy shape has {len(header.shape)} dimensions")
+    dtype = _dtype(header.descr)
+    if dtype is None:
+        return (
+            None
+            if header.has_object
+            else _problem(
+                "NUMPY_MALFORMED", "numpy does not understand the .npy dtype: it cannot be loaded"
+            )
+        )
+    itemsize, has_object = dtype
+    if itemsize > limits.max_itemsize_bytes:
+        return _resource(
+            "NUMPY_ITEMSIZE_RESOURCE",
+            f"one element of the .npy dtype is {itemsize} bytes, over the limit of "
+            f"{limits.max_itemsize_bytes}",
+            itemsize=itemsize,
+        )
+    if has_object:
+        return None
+    count = math.prod(header.shape)
+    present = max(size - header.data_offset, 0)
+    if count > present or count * itemsize > present:
+        return _resource(
+            "NUMPY_SIZE_RESOURCE",
+            f"the .npy header declares {count} elements of {itemsize} bytes but only {present} "
+            "bytes of data follow: the loader would allocate what the file does not hold",
+            elements=str(count) if count > 2**53 else count,
+            itemsize=itemsize,
+            present=present,
+        )
+    return None
+
+
+def _dtype(descr: object) -> tuple[int, bool] | None:
+    """(itemsize, has object fields) as numpy reads the descriptor; None when it refuses it."""
+    try:
+        from numpy.lib.format import descr_to_dtype
+    except ImportError:
+        return None
+    try:
+        dtype = descr_to_dtype(descr)  # type: ignore[arg-type]
+    except (TypeError, ValueError, KeyError, IndexError, RecursionError, MemoryError):
+        return None
+    return int(dtype.itemsize), bool(dtype.hasobject)
+
+
+def _resource(code: str, message: str, **details: str | int) -> Finding:
+    return Finding(SCANNER, code, Severity.HIGH, Outcome.ERROR, message, dict(details))

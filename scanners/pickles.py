@@ -25,6 +25,7 @@ from typing import NoReturn
 
 from scanners.allowlist import GlobalVerdict, canonical_global, judge_global
 from scanners.limits import PickleLimits
+from scanners.pickle_shape import Node, measure
 from scanners.report import Finding, JsonValue, Outcome, Severity
 
 SCANNER = "pickle"
@@ -54,13 +55,22 @@ class Global:
 
 
 class Made:
-    """Whatever a call (REDUCE, NEWOBJ, OBJ, INST) or a persistent id would build at load time."""
+    """Whatever a call (REDUCE, NEWOBJ, OBJ, INST) or a persistent id would build at load time.
+    `kids`: the containers BUILD, APPENDS or SETITEMS put in it later (`scanners.pickle_shape`)."""
 
-    __slots__ = ("args", "origin")
+    __slots__ = ("args", "kids", "origin")
 
     def __init__(self, origin: object, args: object) -> None:
         self.origin = origin
         self.args = args
+        self.kids: list[object] | None = None
+
+
+class Record(Made):
+    """A torch tensor record built by the fast path: a fixed subtree of strings, ints, plain
+    globals and tuples of ints (`_torch_record` checks it), so its shape is known."""
+
+    __slots__ = ()
 
 
 class LongText:
@@ -76,20 +86,27 @@ class LongText:
 
 
 class ListV:
-    __slots__ = ()
+    """A list; `kids`: the containers put in it (`scanners.pickle_shape`)."""
+
+    __slots__ = ("kids",)
+
+    def __init__(self) -> None:
+        self.kids: list[object] | None = None
 
 
-class SetV:
+class SetV(ListV):
     __slots__ = ()
 
 
 class DictV:
-    """A dict, keeping its first few items (enough for joblib's array wrapper state)."""
+    """A dict, keeping its first few items (enough for joblib's array wrapper state) and the
+    containers put in it."""
 
-    __slots__ = ("items",)
+    __slots__ = ("items", "kids")
 
     def __init__(self) -> None:
         self.items: dict[object, object] = {}
+        self.kids: list[object] | None = None
 
 
 class _Malformed(Exception):
@@ -100,7 +117,14 @@ class _Malformed(Exception):
 
 
 class _LimitHit(_Malformed):
-    pass
+    def __init__(self, reason: str, offset: int, code: str = "PICKLE_LIMIT_EXCEEDED") -> None:
+        super().__init__(reason, offset)
+        self.code = code
+
+
+MEMO_RESOURCE = "PICKLE_MEMO_RESOURCE"
+NESTING_RESOURCE = "PICKLE_NESTING_RESOURCE"
+EXPANSION_RESOURCE = "PICKLE_EXPANSION_RESOURCE"
 
 
 class _Truncated(_Malformed):
@@ -299,7 +323,7 @@ class PickleWalker:
         except _Pause as pause:
             return pause.frame
         except _LimitHit as exc:
-            self._malformed(exc.reason, exc.offset, limit=True)
+            self._malformed(exc.reason, exc.offset, limit=True, code=exc.code)
             return None
         except _Malformed as exc:
             self._malformed(exc.reason, exc.offset)
@@ -335,10 +359,14 @@ class PickleWalker:
     def _starts_like_pickle(self, pos: int) -> bool:
         return self.data[pos] in _OPCODE_BYTES
 
-    def _malformed(self, reason: str, offset: int, *, limit: bool = False) -> None:
+    def _malformed(
+        self, reason: str, offset: int, *, limit: bool = False, code: str | None = None
+    ) -> None:
         offset += self.base
-        code = "PICKLE_LIMIT_EXCEEDED" if limit else "PICKLE_MALFORMED"
+        code = code or ("PICKLE_LIMIT_EXCEEDED" if limit else "PICKLE_MALFORMED")
         what = "exceeds a scanning limit" if limit else "does not parse"
+        if code.endswith("_RESOURCE"):
+            what = "makes the unpickler exhaust memory or its stack"
         self.flag(
             code,
             Severity.HIGH,
@@ -631,7 +659,7 @@ class PickleWalker:
         limit = self.limit
         limits = self.limits
         max_keep = limits.max_kept_string_chars
-        max_depth = limits.max_stack_depth
+        max_nesting = limits.max_nesting_depth
         max_memo_index = limits.max_memo_index
         if frame is None:
             stack: list[object] = []
@@ -658,7 +686,10 @@ class PickleWalker:
             if frame is not None and frame.peek:  # the memo store folded into a skipped string
                 at = frame.at - self.base
                 if data[pos] == 0x72:
-                    memo[u32(data, pos + 1)[0]] = stack[-1]
+                    idx = u32(data, pos + 1)[0]
+                    if idx > max_memo_index:
+                        raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                    memo[idx] = stack[-1]
                     pos += 5
                 elif data[pos] == 0x71:
                     memo[data[pos + 1]] = stack[-1]
@@ -684,6 +715,8 @@ class PickleWalker:
                     if op == 0x72:  # LONG_BINPUT
                         idx = u32(data, pos)[0]
                         pos += 4
+                        if idx > max_memo_index:  # CPython sizes its memo array from it
+                            raise _LimitHit("memo index too large", at, MEMO_RESOURCE)
                         if len(stack) <= fence:
                             raise _Malformed("memo store with an empty stack", at)
                         memo[idx] = stack[-1]
@@ -711,8 +744,8 @@ class PickleWalker:
                     elif op == 0x28:  # MARK
                         marks.append(len(stack))
                         fence = len(stack)
-                        if len(marks) > max_depth:
-                            raise _LimitHit("too many nested MARKs", at)
+                        if len(marks) > max_nesting:
+                            raise _LimitHit("too many nested MARKs", at, NESTING_RESOURCE)
                     elif (
                         op == 0x58 or op == 0x8C or op == 0x8D
                     ):  # BINUNICODE SHORT_BINUNICODE BINUNICODE8
@@ -736,7 +769,10 @@ class PickleWalker:
                             push(self._long(n, pos, True))
                         pos += n
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
-                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            idx = u32(data, pos + 1)[0]
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                            memo[idx] = stack[-1]
                             pos += 5
                         elif data[pos] == 0x71:  # BINPUT
                             memo[data[pos + 1]] = stack[-1]
@@ -750,7 +786,10 @@ class PickleWalker:
                         del stack[k:]
                         push(items)
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
-                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            idx = u32(data, pos + 1)[0]
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                            memo[idx] = stack[-1]
                             pos += 5
                         elif data[pos] == 0x71:  # BINPUT
                             memo[data[pos + 1]] = stack[-1]
@@ -763,7 +802,10 @@ class PickleWalker:
                         del stack[-n:]
                         push(items)
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
-                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            idx = u32(data, pos + 1)[0]
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                            memo[idx] = stack[-1]
                             pos += 5
                         elif data[pos] == 0x71:  # BINPUT
                             memo[data[pos + 1]] = stack[-1]
@@ -777,7 +819,10 @@ class PickleWalker:
                             self._note_call(callee, args, at)
                         stack[-1] = Made(callee, args)
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
-                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            idx = u32(data, pos + 1)[0]
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                            memo[idx] = stack[-1]
                             pos += 5
                         elif data[pos] == 0x71:  # BINPUT
                             memo[data[pos + 1]] = stack[-1]
@@ -787,7 +832,10 @@ class PickleWalker:
                             raise _Malformed("BINPERSID with an empty stack", at)
                         stack[-1] = Made("persistent", stack[-1])
                         if data[pos] == 0x72:  # LONG_BINPUT right after: done here, one loop turn
-                            memo[u32(data, pos + 1)[0]] = stack[-1]
+                            idx = u32(data, pos + 1)[0]
+                            if idx > max_memo_index:
+                                raise _LimitHit("memo index too large", pos, MEMO_RESOURCE)
+                            memo[idx] = stack[-1]
                             pos += 5
                         elif data[pos] == 0x71:  # BINPUT
                             memo[data[pos + 1]] = stack[-1]
@@ -808,7 +856,7 @@ class PickleWalker:
                             if idx < 0:
                                 raise _Malformed("negative PUT argument", at)
                             if idx > max_memo_index:
-                                raise _LimitHit("memo index too large", at)
+                                raise _LimitHit("memo index too large", at, MEMO_RESOURCE)
                         if len(stack) <= fence:
                             raise _Malformed("memo store with an empty stack", at)
                         memo[idx] = stack[-1]
@@ -867,6 +915,7 @@ class PickleWalker:
                             raise _Malformed("APPENDS with no list", at)
                         if stack[k - 1].__class__ is Global:
                             self._mutates_global(stack[k - 1], at)  # type: ignore[arg-type]
+                        _link(stack[k - 1], stack[k:])
                         del stack[k:]
                     elif op == 0x62:  # BUILD
                         if len(stack) - 2 < fence:
@@ -881,6 +930,7 @@ class PickleWalker:
                             if pos > end:  # streaming only: the array's bytes are skipped
                                 raise _Skip(pos)
                         else:
+                            _link(target, stack[-1:])
                             del stack[-1]
                             if target.__class__ is Global:
                                 self._mutates_global(target, at)
@@ -994,6 +1044,7 @@ class PickleWalker:
                         if len(stack) <= fence:
                             raise _Malformed("STOP with an empty stack", at)
                         self.last_value = stack[-1]
+                        self._check_shape(stack[-1], at)
                         self._opcodes_left = ops_left
                         self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + step_i + 1
                         return pos
@@ -1026,7 +1077,9 @@ class PickleWalker:
                         popped = stack[k:]
                         del stack[k:]
                         if op == 0x6C:
-                            push(ListV())
+                            built_list = ListV()
+                            _link(built_list, popped)
+                            push(built_list)
                         elif op == 0x64:
                             if len(popped) % 2:
                                 raise _Malformed("odd number of items for DICT", at)
@@ -1034,11 +1087,15 @@ class PickleWalker:
                             self._set_items(built, popped, at)
                             push(built)
                         elif op == 0x91:
-                            push(SetV())
+                            built_set = SetV()
+                            _link(built_set, popped)
+                            push(built_set)
                         elif len(stack) <= fence:
                             raise _Malformed("ADDITEMS with no set", at)
                         elif stack[-1].__class__ is Global:  # calls the global's `add`
                             self._mutates_global(stack[-1], at)
+                        else:
+                            _link(stack[-1], popped)
                     elif op == 0x8F:  # EMPTY_SET
                         push(SetV())
                     elif op == 0x50:  # PERSID
@@ -1082,15 +1139,46 @@ class PickleWalker:
         except (IndexError, struct.error):
             raise _Malformed("the data ends inside an opcode or before STOP", at) from None
 
+    def _check_shape(self, root: object, at: int) -> None:
+        """What the pickle loads to: nesting depth and expansion (`scanners.pickle_shape`)."""
+        limits = self.limits
+        cap = limits.max_expanded_nodes * _EXPANSION_FACTOR  # counts saturate: no huge ints
+        shape = measure(root, _shape_node, _NODES, limits.max_nesting_depth, cap)
+        offset = self.base + at
+        if shape.depth > limits.max_nesting_depth:
+            self.flag(
+                NESTING_RESOURCE,
+                Severity.HIGH,
+                Outcome.ERROR,
+                f"the pickle ending at offset {offset} loads containers nested more than "
+                f"{limits.max_nesting_depth} deep: the first recursive walk over the value "
+                "(repr, copy, compare, serialise) exhausts the stack",
+                offset=offset,
+                depth=shape.depth,
+            )
+        expansion = min(max(limits.max_expanded_nodes, _EXPANSION_FACTOR * shape.distinct), cap)
+        if shape.expanded > expansion:
+            self.flag(
+                EXPANSION_RESOURCE,
+                Severity.HIGH,
+                Outcome.ERROR,
+                f"the pickle ending at offset {offset} loads {shape.distinct} containers that "
+                f"reference each other into more than {limits.max_expanded_nodes} (a billion "
+                "laughs): whatever walks the value as a tree exhausts memory or time",
+                offset=offset,
+                distinct=shape.distinct,
+            )
+
     def _check_bounds(self, ops_left: int, depth: int, memo_entries: int, pos: int) -> None:
         if ops_left < 0:
             raise _LimitHit("too many opcodes", pos)
         if depth > self.limits.max_stack_depth:
             raise _LimitHit("stack too deep", pos)
         if memo_entries > self.limits.max_memo_entries:
-            raise _LimitHit("memo too large", pos)
+            raise _LimitHit("memo too large", pos, MEMO_RESOURCE)
 
     def _set_items(self, target: object, items: list[object], at: int) -> None:
+        _link(target, items)
         if target.__class__ is Global:
             self._mutates_global(target, at)
         elif isinstance(target, DictV) and len(target.items) < self.limits.max_tracked_items:
@@ -1133,6 +1221,44 @@ class PickleWalker:
             offset=self.base + at,
             target=target.dotted[:200],
         )
+
+
+_NODES = frozenset({tuple, ListV, SetV, DictV, Made, Record})
+_TRACKED = frozenset({ListV, SetV, DictV, Made, Record})  # containers that keep their kids
+_EXPANSION_FACTOR = 64  # a benign value shares parts; one built to explode shares exponentially
+
+
+def _link(target: object, items: list[object]) -> None:
+    """Keep the containers among `items` as put in `target` (a container we track)."""
+    if target.__class__ not in _TRACKED:
+        return
+    kids = [item for item in items if item.__class__ in _NODES]
+    if not kids:
+        return
+    held: list[object] | None = target.kids  # type: ignore[attr-defined]
+    if held is None:
+        target.kids = kids  # type: ignore[attr-defined]
+    else:
+        held.extend(kids)
+
+
+def _shape_node(value: object) -> Node:
+    cls = value.__class__
+    if cls is tuple:
+        for item in value:  # type: ignore[attr-defined]
+            if item.__class__ in _NODES:
+                return 1, 1, value  # type: ignore[return-value]
+        return (1, 1, ()) if value else None  # most tuples hold scalars: a leaf, measured at once
+    if cls is Made:
+        made: Made = value  # type: ignore[assignment]
+        if made.kids is None:
+            return 1, 1, (made.origin, made.args)
+        return 1, 1, (made.origin, made.args, *made.kids)
+    if cls is ListV or cls is DictV or cls is SetV:
+        return 1, 1, value.kids or ()  # type: ignore[attr-defined]
+    if cls is Record:  # args, persistent id, storage, size, stride, OrderedDict: 4 deep
+        return 4, 7, value.kids or ()  # type: ignore[attr-defined]
+    return None
 
 
 # INT LONG FLOAT STRING UNICODE: the protocol 0 opcodes whose argument is a line
@@ -1191,6 +1317,7 @@ _TORCH_RECORD = re.compile(
 )
 _REBUILD_TENSOR_V2 = ("torch._utils", "_rebuild_tensor_v2")
 _RECORD_OPCODES = 30
+_FAST_MEMO_INDEX = 1 << 24  # larger memo indices go through the loop, which bounds them
 _from_bytes = int.from_bytes
 
 
@@ -1225,7 +1352,7 @@ def _torch_record(
     memo: dict[int, object],
     rebuild: Global,
     cache: dict[bytes, tuple[int, ...]],
-) -> tuple[Made, int] | None:
+) -> tuple[Record, int] | None:
     """Build one steady-state tensor record starting at `pos` (after the rebuild BINGET): the
     value the loop would push and where it would stop, memo stores done in the loop's order.
     None (nothing changed) when the bytes or the memo are anything else."""
@@ -1254,6 +1381,14 @@ def _torch_record(
         return None
     if ordered.__class__ is not Global or not ordered.plain:
         return None
+    # a Record is a leaf of known shape only when what it fetched holds no container
+    if word.__class__ is not str or location.__class__ is not str or cls.__class__ is not Global:
+        return None
+    i_od_put = _from_bytes(put_od[1:], "little")
+    i_args = _from_bytes(put_args[1:], "little")
+    i_result = _from_bytes(put_result[1:], "little") if put_result else -1
+    if max(i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result) > _FAST_MEMO_INDEX:
+        return None  # the loop checks the memo index limit
     text = key.decode("ascii")
     storage = (word, cls, text, location, _int_op(numel))
     size = _tuple_op(size_raw, cache)
@@ -1265,12 +1400,12 @@ def _torch_record(
     if i_stride >= 0:
         memo[i_stride] = stride
     made_od = Made(ordered, ())
-    memo[_from_bytes(put_od[1:], "little")] = made_od
+    memo[i_od_put] = made_od
     args = (Made("persistent", storage), _int_op(offset), size, stride, grad == b"\x88", made_od)
-    memo[_from_bytes(put_args[1:], "little")] = args
-    result = Made(rebuild, args)
-    if put_result:
-        memo[_from_bytes(put_result[1:], "little")] = result
+    memo[i_args] = args
+    result = Record(rebuild, args)
+    if i_result >= 0:
+        memo[i_result] = result
     return result, match.end()
 
 

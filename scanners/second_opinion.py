@@ -22,7 +22,9 @@ from collections.abc import Callable
 from functools import cache
 from importlib import metadata
 from types import FrameType
+from typing import Any
 
+from scanners.foreign_output import capture
 from scanners.limits import FicklingLimits
 from scanners.report import JsonValue
 
@@ -58,10 +60,24 @@ def fickling_view(data: bytes, limits: FicklingLimits) -> dict[str, JsonValue]:
         if time.monotonic() > deadline:
             raise _Deadline
 
+    with capture() as caught:  # fickling prints "Warning: malformed pickle file." on stdout
+        view = _decompiled(Pickled.load, data, limits, stop_at_deadline)
+    said = caught.details()
+    if said:
+        view["output"] = said
+    return view
+
+
+def _decompiled(
+    load: Callable[[bytes], Any],
+    data: bytes,
+    limits: FicklingLimits,
+    tracer: Callable[[FrameType, str, object], None],
+) -> dict[str, JsonValue]:
     previous = sys.gettrace()
-    sys.settrace(stop_at_deadline)
+    sys.settrace(tracer)
     try:
-        text = ast.unparse(Pickled.load(data).ast)
+        text = ast.unparse(load(data).ast)
     except _Deadline:
         return {"error": f"fickling did not finish within {limits.max_seconds:g} s"}
     except Exception as exc:  # noqa: BLE001 - a foreign decompiler on hostile bytes: any failure is reported in the finding, never fatal
