@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -20,12 +21,15 @@ from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
 from proxy.hub.context import SERVICES
+from proxy.hub.cursors import cursor_signer
 from proxy.hub.errors import error_middleware
+from proxy.hub.flights import FLIGHTS, Flights
 from proxy.hub.routes import add_hub_routes
+from proxy.hub.server import keepalive_limit
 from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
 from proxy.lifecycle import BlobLifecycle
 from proxy.ops.notify import Notifier
-from proxy.scanning import ScanLimits, ScannerPool
+from proxy.scanning import ScanLimits, ScannerPool, kill_leftover_workers
 from proxy.services import Services
 from proxy.store import db
 from proxy.store.blobs import BlobStore
@@ -38,6 +42,7 @@ from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
 from proxy.trust.policy_gate import PolicyGate
 from proxy.trust.policy_source import PolicySource
+from proxy.trust.waiver_sweep import INTERVAL_S as WAIVER_SWEEP_INTERVAL_S
 from proxy.upstream import Upstream, UpstreamConfig
 
 logger = logging.getLogger(__name__)
@@ -62,16 +67,29 @@ def create_app(
     settings: Settings, *, stream_scan: StreamScanFactory | None = None
 ) -> web.Application:
     """Build the Hubwarden application; resources start and stop with the app's cleanup_ctx."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES)
+    app = web.Application(
+        middlewares=[keepalive_limit, error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES
+    )
     app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_http_session(settings))
     if settings.notify.webhook_urls:
         app.cleanup_ctx.append(_notifier(settings))
     app.cleanup_ctx.append(_services(settings, stream_scan or _default_stream_scan()))
+    app.cleanup_ctx.append(cursor_signer(settings))
+    app[FLIGHTS] = Flights()  # resolve GETs in flight, shared by identical ones
+    app.on_shutdown.append(_drain_ingests)
     app.add_subapp("/admin/api/", admin_api())  # before the hub's catch-all write route
     add_admin_pages(app)  # /admin/ pages, likewise before the hub routes
     add_hub_routes(app)
     return app
+
+
+async def _drain_ingests(app: web.Application) -> None:
+    """On shutdown, before open connections are waited for: ingests in flight get
+    `ingest.shutdown_grace_s` to finish, then end cleanly (issue 10)."""
+    services = app.get(SERVICES)
+    if services is not None:
+        await services.ingestor.drain()
 
 
 def _database(settings: Settings) -> CleanupCtx:
@@ -162,6 +180,7 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             on_audit=notifier.on_audit if notifier is not None else None,
         )
         store = BlobStore(settings.data_dir)
+        await asyncio.to_thread(kill_leftover_workers, store.tmp_dir)  # a killed run's scans
         await asyncio.to_thread(store.prepare)
         upstream = _upstream(settings, app[HTTP])
         waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
@@ -210,6 +229,10 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
                 write_batch_bytes=ingest.write_batch_bytes,
                 chunk_bytes=settings.fetch.chunk_bytes,
                 retries=settings.fetch.retries,
+                free_space_margin_bytes=ingest.free_space_margin_bytes,
+                retry_backoff_s=ingest.retry_backoff_s,
+                retry_backoff_max_s=ingest.retry_backoff_max_s,
+                shutdown_grace_s=ingest.shutdown_grace_s,
             ),
         )
         delivery = Delivery(
@@ -236,9 +259,25 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             identities=identities,
             access_list=access_list,
         )
+        sweeper = asyncio.create_task(_sweep_waivers(review), name="waiver-sweep")
         try:
             yield
         finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
             await ingestor.cleanup()
 
     return ctx
+
+
+async def _sweep_waivers(review: Review, interval_s: float = WAIVER_SWEEP_INTERVAL_S) -> None:
+    """Judge again, every `interval_s`, the files whose waivers expired (a supervisor: a failed
+    sweep is logged and the next one tries again)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            if held := await review.sweep_waivers():
+                logger.info("%d waived files held again: their waivers ended", held)
+        except Exception:
+            logger.exception("waiver sweep failed")

@@ -46,6 +46,7 @@ from proxy.admin.commands import register_admin_commands
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
+from proxy.ops.doctor import register as register_doctor_command
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -156,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     _policy_parser(commands)
     register_review_commands(commands, load_cli_settings, _add_config_option)
     register_admin_commands(commands, load_cli_settings, _add_config_option)
+    register_doctor_command(commands, load_cli_settings, _add_config_option)
     # Later: pins, prefetch, export, import.
     return parser
 
@@ -231,20 +233,16 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
     SchemaOutdated, raised by the app's cleanup_ctx), a file under the data directory the blob
     store cannot use (DataDirUnusable), the address that cannot be bound (ListenFailed).
     """
-    from aiohttp import web
-
-    from proxy.hub.access import ACCESS_LOGGER, AccessLogger
+    from proxy.hub.server import HubServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=ACCESS_LOGGER, access_log_class=AccessLogger
-    )
+    server = HubServer(app, settings)
     try:
         try:
-            await runner.setup()
+            await server.setup()
         except OSError as exc:  # the blob store's folders under the data directory
             if exc.filename is None or not Path(str(exc.filename)).is_relative_to(
                 settings.data_dir
@@ -257,9 +255,8 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
             ) from exc
         if stop.is_set():  # asked to stop while starting: do not listen
             return
-        site = web.TCPSite(runner, settings.host, settings.port)
         try:
-            await site.start()
+            await server.listen(settings.host, settings.port)
         except OSError as exc:
             raise ListenFailed(settings.host, settings.port, exc) from exc
         logger.info("clients need only HF_ENDPOINT=%s", _client_endpoint(settings))
@@ -267,7 +264,7 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
         await stop.wait()
         logger.info("stopping")
     finally:
-        await runner.cleanup()
+        await server.close()
 
 
 def _client_endpoint(settings: Settings) -> str:

@@ -48,6 +48,7 @@ _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"[A-Za-z0-9.:%_\[\]-]{1,253}")
+_TRUSTED_HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DATABASE_SCHEMES = {
     "sqlite": SQLITE_DRIVER,
@@ -166,6 +167,16 @@ def _http_url(value: object) -> object:
     return text.rstrip("/")
 
 
+def _trusted_hosts(value: object) -> object:
+    """Host names (optionally `name:port`) that a request's Host header may name in links."""
+    if not isinstance(value, tuple):
+        raise TypeError(value)
+    for host in value:
+        if not _TRUSTED_HOST.fullmatch(host):
+            raise ValueError(host)
+    return tuple(host.lower() for host in value)
+
+
 def _host(value: object) -> object:
     if not _HOST.fullmatch(str(value)):
         raise ValueError(value)
@@ -273,6 +284,12 @@ class IngestSettings:
         default=8 * MiB, metadata=_rule(minimum=4096, maximum=1024 * MiB)
     )
     stream_before_release: bool = field(default=True, metadata=_rule())
+    free_space_margin_bytes: int = field(
+        default=1024 * MiB, metadata=_rule(minimum=0, maximum=MAX_INT)
+    )
+    retry_backoff_s: float = field(default=10.0, metadata=_rule(minimum=0, maximum=3600))
+    retry_backoff_max_s: float = field(default=300.0, metadata=_rule(minimum=0, maximum=86400))
+    shutdown_grace_s: float = field(default=30.0, metadata=_rule(minimum=0, maximum=3600))
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +386,26 @@ class Settings:
     public_url: str | None = field(
         default=None, metadata=_rule(check=_http_url, allowed="an http(s) URL")
     )
+    trusted_hosts: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(
+            check=_trusted_hosts, allowed='a list of host names, each with an optional ":port"'
+        ),
+    )
+    cursor_secret: Secret | None = field(
+        default=None,
+        metadata=_rule(check=_token, sensitive=True, allowed="a secret shared by the replicas"),
+    )
+    header_timeout_s: float = field(default=10.0, metadata=_rule(above_zero=True, maximum=3600))
+    idle_timeout_s: float = field(default=60.0, metadata=_rule(above_zero=True, maximum=86400))
+    max_connections: int = field(default=1024, metadata=_rule(minimum=1, maximum=1_000_000))
+    max_connections_per_client: int = field(
+        default=256, metadata=_rule(minimum=1, maximum=1_000_000)
+    )
+    max_requests_per_connection: int = field(
+        default=1000, metadata=_rule(minimum=1, maximum=MAX_INT)
+    )
+    busy_retry_after_s: int = field(default=2, metadata=_rule(minimum=1, maximum=3600))
     data_dir: Path = field(default=DEFAULT_DATA_DIR, metadata=_rule())
     database_url: str | None = field(
         default=None,

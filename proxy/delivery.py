@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.catalog import Caller, Catalog, Resolved
-from proxy.errors import Held, NotReady
+from proxy.errors import Held, NotReady, UpstreamRateLimited, UpstreamUnavailable
 from proxy.ingest import IngestJob, Ingestor, IngestSpec
 from proxy.lifecycle import BlobLifecycle
 from proxy.metadata import TreeEntry
@@ -98,7 +98,10 @@ class Delivery:
             return
         blob = await self._db.get_blob(target.entry.etag)
         if blob is None:
-            await self._ingestor.start(self._spec(target, caller))
+            try:
+                await self._ingestor.start(self._spec(target, caller))
+            except (UpstreamUnavailable, UpstreamRateLimited) as exc:  # backoff, store full
+                logger.info("no prefetch of %s: %s", target.entry.path, exc.message)
 
     async def open(self, target: FileTarget, caller: Caller) -> ReleasedBlob | InFlightBlob:
         """What to send for a GET. Raises Held (quarantined, rejected) or NotReady."""
@@ -124,7 +127,12 @@ class Delivery:
             blob = await self._db.get_blob(entry.etag)
             if blob is not None and blob.state is BlobState.RELEASED and blob.sha256:
                 return await self._released_blob(target, blob.sha256, caller)
-            raise NotReady(entry.path, self._retry_after_s)
+            if blob is None:
+                job = await self._ingestor.start(self._spec(target, caller))
+            else:  # a row whose ingest died with its process is taken over, not waited for
+                job = await self._ingestor.recover(self._spec(target, caller), blob)
+            if job is None:
+                raise NotReady(entry.path, self._retry_after_s)
         return InFlightBlob(target, job)
 
     def warm(self, key: tuple[str, str]) -> ReleasedBlob | None:

@@ -6,6 +6,11 @@ batches on a worker thread (per-chunk thread hand-offs halve throughput on 2 cor
 ask meanwhile read the temp file as it grows, but only as far as `sendable()` allows: what the
 stream scan cleared, minus a held-back tail, until the verdict. The blob row in the database
 (state `fetching`/`scanning`) is the claim that makes the ingest single-flight.
+
+Every ingest ends in a state a person or a retry can act on (issue 10): verified bytes whose scan
+or verdict failed are held for review with an ERROR finding; anything before that (upstream
+error, disk full, database refusal) abandons the blob, which is fetched again only after a
+per-blob backoff (`proxy.backoff`). The job stays the blob's owner until its end is recorded.
 """
 
 from __future__ import annotations
@@ -19,14 +24,17 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from proxy.backoff import Backoffs
 from proxy.errors import HubwardenError, IntegrityError, UpstreamUnavailable
-from proxy.lifecycle import BlobLifecycle, BlobOrigin, Settlement
+from proxy.lifecycle import BlobLifecycle, BlobOrigin, Settlement, StateNotRecorded
 from proxy.metadata import TreeEntry
-from proxy.scanning import ScannerPool
-from proxy.store.blobs import BlobStore
-from proxy.store.repository import RepoRecord
+from proxy.scanning import GuardedStreamScan, ScannerPool, StreamScanLike, failed_report
+from proxy.store.blobs import BlobStore, StoreFull
+from proxy.store.models import BlobState
+from proxy.store.repository import BlobRecord, RepoRecord
 from proxy.trust.gate import Gate
 from proxy.upstream import Upstream
 from scanners.report import ScanReport
@@ -37,19 +45,7 @@ FIRST_BATCH_BYTES = 256 * 1024
 SYNC_EVERY_BYTES = 64 * 1024 * 1024
 
 
-class StreamScanLike(Protocol):
-    """What the ingest needs of `scanners.StreamScan`."""
-
-    def feed(self, chunk: bytes) -> None: ...
-
-    @property
-    def cleared(self) -> int: ...
-
-    @property
-    def alarmed(self) -> bool: ...
-
-    def close(self) -> None: ...
-
+__all__ = ["IngestJob", "IngestSettings", "IngestSpec", "Ingestor", "StreamScanLike"]
 
 StreamScanFactory = Callable[[str, int], StreamScanLike]
 VerdictFor = Callable[["IngestSpec", ScanReport], Awaitable[Settlement]]
@@ -61,6 +57,10 @@ class IngestSettings:
     write_batch_bytes: int
     chunk_bytes: int
     retries: int
+    free_space_margin_bytes: int = 0
+    retry_backoff_s: float = 0.0
+    retry_backoff_max_s: float = 0.0
+    shutdown_grace_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +140,8 @@ class IngestJob:
 
 
 class Ingestor:
-    """Owns every in-flight ingest task; `cleanup` cancels and awaits them."""
+    """Owns every in-flight ingest task; `drain` lets them finish (within the shutdown grace),
+    `cleanup` cancels and awaits the rest."""
 
     def __init__(
         self,
@@ -161,6 +162,7 @@ class Ingestor:
         self._gate = gate
         self._stream_scan = stream_scan
         self._settings = settings
+        self._backoffs = Backoffs(settings.retry_backoff_s, settings.retry_backoff_max_s)
         self._jobs: dict[str, IngestJob] = {}
         self._starting: dict[str, asyncio.Future[IngestJob | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -170,7 +172,9 @@ class Ingestor:
 
     async def start(self, spec: IngestSpec) -> IngestJob | None:
         """Start the ingest of a blob unless one runs; returns the running job (None when another
-        replica or a finished ingest holds the claim)."""
+        replica or a finished ingest holds the claim). Raises FetchBackoff (or
+        UpstreamRateLimited) while its last fetch failed too recently, StoreFull when the store
+        cannot hold it."""
         etag = spec.entry.etag
         running = self._jobs.get(etag)
         if running is not None:
@@ -180,15 +184,46 @@ class Ingestor:
         starting = self._starting.get(etag)
         if starting is not None:  # another request of this process is claiming it right now
             return await asyncio.shield(starting)
+        self._backoffs.check(etag, spec.entry.path)
         future: asyncio.Future[IngestJob | None] = asyncio.get_running_loop().create_future()
         self._starting[etag] = future
         job: IngestJob | None = None
         try:
+            await self._check_space(spec)
             job = await self._claim_and_launch(spec)
         finally:
             future.set_result(job)
             del self._starting[etag]
         return job
+
+    async def recover(self, spec: IngestSpec, blob: BlobRecord) -> IngestJob | None:
+        """For a blob row left `fetching`/`scanning` with no ingest running here: when its owner
+        is gone (killed, or this process lost it), free the row and start again."""
+        etag = spec.entry.etag
+        if etag in self._jobs or etag in self._starting:
+            return self._jobs.get(etag)
+        if blob.state not in (BlobState.FETCHING, BlobState.SCANNING):
+            return None
+        if not await self._lifecycle.take_over_stale(blob):
+            return None
+        return await self.start(spec)
+
+    async def _check_space(self, spec: IngestSpec) -> None:
+        """Refuse before fetching what the store cannot hold, counting what the ingests in
+        flight still have to write."""
+        free = await asyncio.to_thread(self._store.free_bytes)
+        pending = sum(max(0, job.size - job.flushed) for job in self._jobs.values())
+        margin = self._settings.free_space_margin_bytes
+        if free - pending < spec.entry.size + margin:
+            logger.warning(
+                "refusing %s (%d bytes): %d bytes free, %d still to write, margin %d",
+                spec.entry.path,
+                spec.entry.size,
+                free,
+                pending,
+                margin,
+            )
+            raise StoreFull(spec.entry.path, spec.entry.size, max(0, free - pending), margin)
 
     async def _claim_and_launch(self, spec: IngestSpec) -> IngestJob | None:
         etag = spec.entry.etag
@@ -197,53 +232,83 @@ class Ingestor:
         try:
             temp = await asyncio.to_thread(self._store.new_temp)
         except OSError as exc:
-            await self._lifecycle.abandon(
-                spec.origin, Path(os.devnull), UpstreamUnavailable(str(exc))
-            )
-            raise
-        job = IngestJob(
-            spec,
-            temp,
-            self._stream_scan(spec.entry.path, spec.entry.size),
-            self._settings.hold_tail_bytes,
-        )
+            await self._lifecycle.unclaim(spec.origin)
+            raise StoreFull(
+                spec.entry.path, spec.entry.size, 0, 0, reason=exc.strerror or str(exc)
+            ) from exc
+        entry = spec.entry
+        scan = GuardedStreamScan(lambda: self._stream_scan(entry.path, entry.size))
+        job = IngestJob(spec, temp, scan, self._settings.hold_tail_bytes)
         self._jobs[etag] = job
         task = asyncio.create_task(self._run(job), name=f"ingest {etag[:12]}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
 
+    async def drain(self) -> None:
+        """At shutdown, once no new request comes in (the app's on_shutdown): let the ingests
+        in flight finish within `shutdown_grace_s`, their clients still being served, then
+        abandon the rest cleanly (absent, temp file gone), which cuts their clients."""
+        grace_s = self._settings.shutdown_grace_s
+        if self._tasks and grace_s > 0:
+            logger.info("letting %d ingests finish (at most %g s)", len(self._tasks), grace_s)
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
+        await self.cleanup()
+
     async def cleanup(self) -> None:
-        for task in list(self._tasks):
+        """Cancel the ingests still running (each abandons its blob) and wait for them."""
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, job: IngestJob) -> None:
-        spec = job.spec
         try:
-            digests = await self._fetch(job)
-            sha256 = digests.sha256.hexdigest()
-            job.sha256 = sha256  # before any rename: readers find the blob by it
-            await self._lifecycle.verified(spec.origin, sha256)
-            report = await self._scanner.scan(job.temp, spec.entry.path)
-            await self._settle(job, report)
-        except IntegrityError as exc:
-            job.failure = await self._lifecycle.tampered(spec.origin, job.temp, exc)
-        except HubwardenError as exc:
-            await self._abandon(job, exc)
+            await self._ingest(job)
         except asyncio.CancelledError:
-            await asyncio.shield(self._abandon(job, UpstreamUnavailable("the mirror is stopping")))
+            stopping = UpstreamUnavailable("the mirror is stopping; retry in a moment", status=503)
+            await asyncio.shield(self._give_up(job, stopping, patient=False))
             raise
-        except Exception as exc:  # task supervisor: log, fail the job closed
-            logger.exception("ingest of %s failed", job.etag)
-            await self._abandon(job, UpstreamUnavailable(f"ingest failed: {type(exc).__name__}"))
         finally:
             # The final verdict comes from the worker process; the stream scan only cleared bytes.
             await asyncio.to_thread(job.scan.close)
             self._jobs.pop(job.etag, None)
             await job.notify()
+
+    async def _ingest(self, job: IngestJob) -> None:
+        """Fetch and verify, then scan and settle; every failure ends the blob's ingest in a
+        recorded state (task supervisor: nothing escapes but cancellation)."""
+        spec = job.spec
+        try:
+            digests = await self._fetch(job)
+        except IntegrityError as exc:
+            await self._tampered(job, exc)
+            return
+        except HubwardenError as exc:
+            await self._give_up(job, exc)
+            return
+        except Exception as exc:  # task supervisor: log, abandon (fetched again after a backoff)
+            logger.exception("fetching %s failed", job.etag)
+            await self._give_up(job, UpstreamUnavailable(f"fetching failed ({type(exc).__name__})"))
+            return
+        job.sha256 = digests.sha256.hexdigest()  # before any rename: readers find the blob by it
+        try:
+            await self._lifecycle.verified(spec.origin, job.sha256)
+        except StateNotRecorded as exc:
+            await self._give_up(job, exc)
+            return
+        try:
+            report = await self._scanner.scan(job.temp, spec.entry.path)
+            if isinstance(job.scan, GuardedStreamScan):
+                report = job.scan.judged(report)
+            await self._settle(job, report)
+        except StateNotRecorded as exc:
+            await self._give_up(job, exc)
+        except Exception as exc:  # task supervisor: verified bytes whose scan or verdict failed
+            logger.exception("scanning %s failed", job.etag)
+            await self._hold_failed(job, exc)
+        else:
+            self._backoffs.succeeded(job.etag)
 
     async def _fetch(self, job: IngestJob) -> _Digests:
         """Stream upstream bytes to the temp file, hashing and scanning in batches."""
@@ -261,6 +326,8 @@ class Ingestor:
                 try:
                     await self._fetch_from(job, fd, digests)
                     break
+                except StoreFull:
+                    raise
                 except UpstreamUnavailable:
                     attempts += 1
                     if attempts > self._settings.retries:
@@ -317,7 +384,12 @@ class Ingestor:
         if not batch:
             return
         data = b"".join(batch)
-        await asyncio.to_thread(_write_batch, fd, data, digests, job.scan)
+        try:
+            await asyncio.to_thread(_write_batch, fd, data, digests, job.scan)
+        except OSError as exc:  # ENOSPC, EIO: the store, not the upstream, failed
+            free = await asyncio.to_thread(self._store.free_bytes)
+            reason = exc.strerror or str(exc)
+            raise StoreFull(job.spec.entry.path, job.size, free, 0, reason=reason) from exc
         job.flushed += len(data)
         await job.notify()
 
@@ -342,13 +414,47 @@ class Ingestor:
         if refusal is not None:
             job.failure = refusal
             return
-        await self._gate.after_release(spec.repo, spec.commit, spec.entry, spec.token)
         job.released = True
+        try:
+            await self._gate.after_release(spec.repo, spec.commit, spec.entry, spec.token)
+        except (HubwardenError, SQLAlchemyError) as exc:  # serving pins it later (Delivery)
+            logger.warning("pinning %s after its release failed: %s", spec.entry.path, exc)
 
-    async def _abandon(self, job: IngestJob, exc: HubwardenError) -> None:
-        """Upstream trouble: nothing is recorded as verified; the next request starts again."""
+    async def _hold_failed(self, job: IngestJob, exc: Exception) -> None:
+        """Verified bytes whose scan or verdict crashed: held for review with an ERROR finding,
+        once (DESIGN.md rule 6), never fetched again in a loop."""
+        spec = job.spec
+        elapsed_s = time.monotonic() - job.started_s
+        message = f"the scan failed ({type(exc).__name__}); the file is held until an admin looks"
+        report = failed_report(job.temp, job.size, "SCANNER_CRASHED", message, elapsed_s)
+        settlement = Settlement(BlobState.QUARANTINED, f"scan failed: {type(exc).__name__}")
+        try:
+            job.failure = await self._lifecycle.settle(spec.origin, job.temp, report, settlement)
+        except (HubwardenError, SQLAlchemyError, OSError) as error:
+            logger.error("holding %s failed too: %s", job.etag, error)
+            await self._give_up(job, StateNotRecorded(job.etag, "the hold", str(error)))
+
+    async def _tampered(self, job: IngestJob, exc: IntegrityError) -> None:
+        try:
+            job.failure = await self._lifecycle.tampered(job.spec.origin, job.temp, exc)
+        except (StateNotRecorded, SQLAlchemyError, OSError) as error:
+            # Not recorded: abandoned instead; the next fetch finds the same lie and tries again.
+            logger.error("recording %s as tampered failed: %s", job.etag, error)
+            await self._give_up(job, exc)
+
+    async def _give_up(self, job: IngestJob, exc: HubwardenError, *, patient: bool = True) -> None:
+        """Abandon the blob (→ absent) and start its backoff. Readers see `exc` at once; the
+        job stays the blob's owner until the database has recorded the end (patiently retried
+        unless stopping), so no row is left `fetching` without a live owner."""
         job.failure = exc
-        await self._lifecycle.abandon(job.spec.origin, job.temp, exc)
+        await job.notify()
+        try:
+            await self._lifecycle.abandon(job.spec.origin, job.temp, exc, patient=patient)
+        except StateNotRecorded:  # stopping: the next start's forget_unfinished removes the row
+            return
+        wait_s = self._backoffs.failed(job.etag, exc)
+        if wait_s:
+            logger.info("blob %s is fetched again in %.0f s at the earliest", job.etag, wait_s)
 
 
 def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) -> None:

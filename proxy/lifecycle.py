@@ -3,18 +3,31 @@ message, happens here and nowhere else (DESIGN.md, "One blob lifecycle").
 
     absent ──claim──▶ fetching ──verified──▶ scanning ──verdict──▶ released | quarantined | rejected
                          │ bytes differ from what upstream advertised ──▶ rejected (repo blocked)
-                         └ upstream trouble, stop ──▶ absent again (abandoned; a retry refetches)
+                         ├ upstream trouble, disk full, stop ──▶ absent again (abandoned; a retry
+                         │                                       refetches, after a backoff)
+                         └ owner process gone (crash, kill -9) ──▶ absent (`take_over_stale`)
+
+Database writes of a transition are retried when the database refuses them for a while (disk
+full, connection lost): a write that still fails raises `StateNotRecorded`, except abandoning,
+which a patient caller retries until it is recorded, so no blob is left `fetching` behind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from proxy.errors import Held, HubwardenError, IntegrityError, shown
 from proxy.metadata import TreeEntry
+from proxy.ops.owners import Liveness, is_alive, this_process
 from proxy.store.blobs import BlobStore
 from proxy.store.models import BlobState, BlockReason
 from proxy.store.repository import BlobRecord, RepoRecord, Repository
@@ -22,6 +35,54 @@ from proxy.trust.blocks import SYSTEM_ACTOR, Blocks
 from scanners.report import ScanReport
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Database writes refused for a moment (disk full, lock, connection lost): retried this often,
+# the delay doubling from the first to the last (about 6 s in all), then StateNotRecorded.
+RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+PATIENT_MAX_DELAY_S = 30.0
+_DB_REFUSED = (OperationalError, InterfaceError, OSError, TimeoutError)
+
+
+class StateNotRecorded(HubwardenError):
+    """The database refused a blob's state change (`etag`, `what`) even after retries."""
+
+    def __init__(self, etag: str, what: str, reason: str) -> None:
+        self.etag = etag
+        self.what = what
+        self.reason = reason
+        super().__init__(
+            f"the mirror could not record {what} of blob {etag[:12]} ({shown(reason)}); "
+            "retry later, and if this persists ask its administrator to check the database "
+            "and free space (hubwarden doctor)"
+        )
+
+
+async def recorded(
+    etag: str, what: str, write: Callable[[], Awaitable[T]], *, patient: bool = False
+) -> T:
+    """Run a database write, retrying while the database refuses it. Raises StateNotRecorded
+    (never when `patient`: then it retries, each failure logged, until cancelled)."""
+    for attempt in itertools.count():
+        try:
+            return await write()
+        except _DB_REFUSED as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            if attempt >= len(RETRY_DELAYS_S) and not patient:
+                logger.error("blob %s: %s not recorded: %s", etag, what, reason)
+                raise StateNotRecorded(etag, what, reason) from exc
+            delay_s = _retry_delay_s(attempt)
+            log = logger.warning if attempt < len(RETRY_DELAYS_S) else logger.error
+            log("blob %s: %s refused by the database (%s); retry in %.2f s", etag, what, reason,
+                delay_s)  # fmt: skip
+            await asyncio.sleep(delay_s)
+    raise AssertionError("unreachable")
+
+
+def _retry_delay_s(attempt: int) -> float:
+    if attempt < len(RETRY_DELAYS_S):
+        return RETRY_DELAYS_S[attempt]
+    return min(RETRY_DELAYS_S[-1] * 2.0 ** (attempt - len(RETRY_DELAYS_S) + 1), PATIENT_MAX_DELAY_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +159,10 @@ class BlobLifecycle:
     async def claim(self, origin: BlobOrigin) -> bool:
         """absent → fetching; False when another task or replica holds the claim."""
         entry = origin.entry
-        if not await self._db.claim_blob(entry.etag, entry.size, origin.repo.pk, entry.path):
+        claimed = await self._db.claim_blob(
+            entry.etag, entry.size, origin.repo.pk, entry.path, owner=this_process()
+        )
+        if not claimed:
             return False
         logger.info(
             "blob %s (%s %s, %d bytes): absent -> fetching",
@@ -156,6 +220,25 @@ class BlobLifecycle:
         )  # fmt: skip
         return state
 
+    async def held_again(self, blob: BlobRecord, reason: str, actor: str) -> None:
+        """released → quarantined: the waiver that let the file through ended, so it is judged
+        again without it (its findings are unchanged; a reviewer decides afresh)."""
+        if blob.state is not BlobState.RELEASED or blob.sha256 is None:
+            raise NotHeld(blob.pk, blob.state)
+        await asyncio.to_thread(self._store.return_to_quarantine, blob.sha256)
+        await self._db.set_blob_state(blob.etag, BlobState.QUARANTINED, reason=reason)
+        repo = await self._db.repo_of_blob(blob.pk)
+        await self._db.audit(
+            actor,
+            "blob.quarantined",
+            repo_pk=repo.pk if repo is not None else None,
+            blob_pk=blob.pk,
+            details={"before": blob.state.value, "after": BlobState.QUARANTINED.value,
+                     "reason": reason, "path": blob.first_path, "sha256": blob.sha256},
+        )  # fmt: skip
+        logger.info("blob %s (%s): released -> quarantined (%s)", blob.etag, blob.first_path,
+                    shown(reason))  # fmt: skip
+
     async def _decided(self, blob: BlobRecord, state: BlobState, actor: str, comment: str) -> None:
         await self._db.audit(
             actor,
@@ -184,17 +267,20 @@ class BlobLifecycle:
         logger.warning("blob %s: fetching -> absent (no temp file)", origin.entry.etag)
 
     async def verified(self, origin: BlobOrigin, sha256: str) -> None:
-        """fetching → scanning: the bytes hash to what upstream advertised."""
-        await self._db.set_blob_state(origin.entry.etag, BlobState.SCANNING, sha256=sha256)
+        """fetching → scanning: the bytes hash to what upstream advertised.
+        Raises StateNotRecorded."""
+        etag = origin.entry.etag
+        await recorded(etag, "fetching -> scanning", lambda: self._db.set_blob_state(
+            etag, BlobState.SCANNING, sha256=sha256))  # fmt: skip
 
     async def settle(
         self, origin: BlobOrigin, temp: Path, report: ScanReport, settlement: Settlement
     ) -> Held | None:
         """scanning → released, quarantined or rejected; returns the refusal unless released."""
-        entry = origin.entry
-        blob = await self._db.get_blob(entry.etag)
+        entry, etag = origin.entry, origin.entry.etag
+        blob = await recorded(etag, "reading", lambda: self._db.get_blob(etag))
         assert blob is not None and blob.sha256 is not None
-        await self._db.add_findings(blob.pk, report.findings)
+        await recorded(etag, "findings", lambda: self._db.add_findings(blob.pk, report.findings))
         fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
         state = settlement.state
         if state is BlobState.RELEASED:
@@ -202,8 +288,12 @@ class BlobLifecycle:
         else:
             await asyncio.to_thread(self._store.quarantine, temp, blob.sha256)
         reason = "" if state is BlobState.RELEASED else settlement.reason
-        await self._db.set_blob_state(entry.etag, state, reason=reason, **fields)
-        await self._audit(origin, blob.pk, f"blob.{state.value}", report, settlement.reason)
+        await recorded(etag, f"scanning -> {state.value}", lambda: self._db.set_blob_state(
+            etag, state, reason=reason, **fields))  # fmt: skip
+        # The state is recorded: a lost audit event is logged (ERROR), not a failed ingest.
+        with contextlib.suppress(StateNotRecorded):
+            await recorded(etag, "its audit event", lambda: self._audit(
+                origin, blob.pk, f"blob.{state.value}", report, settlement.reason))  # fmt: skip
         logger.info(
             "blob %s (%s %s): scanning -> %s (%s)",
             entry.etag,
@@ -257,8 +347,34 @@ class BlobLifecycle:
         logger.warning("blob %s: fetching -> rejected (%s)", entry.etag, shown(exc.message))
         return self._blocks.held(origin.repo, block, entry.path)
 
-    async def abandon(self, origin: BlobOrigin, temp: Path, exc: HubwardenError) -> None:
-        """fetching → absent: nothing is recorded as verified; the next request starts again."""
-        await asyncio.to_thread(self._store.discard, temp)
-        await self._db.forget_blob(origin.entry.etag)
-        logger.warning("blob %s: fetching -> abandoned (%s)", origin.entry.etag, shown(exc.message))
+    async def abandon(
+        self, origin: BlobOrigin, temp: Path, exc: HubwardenError, *, patient: bool = False
+    ) -> None:
+        """fetching → absent: nothing is recorded as verified; the next request starts again.
+        The temp file goes first (on a full disk that frees the room the database needs).
+        Raises StateNotRecorded unless `patient` (then it retries until recorded)."""
+        etag = origin.entry.etag
+        try:
+            await asyncio.to_thread(self._store.discard, temp)
+        except OSError as error:  # the row matters more; doctor finds the file
+            logger.error("blob %s: temp file %s not removed: %s", etag, temp, error)
+        await recorded(etag, "fetching -> absent", lambda: self._db.forget_blob(etag),
+                       patient=patient)  # fmt: skip
+        logger.warning("blob %s: fetching -> abandoned (%s)", etag, shown(exc.message))
+
+    async def take_over_stale(self, blob: BlobRecord) -> bool:
+        """fetching/scanning → absent when the process that claimed the blob is gone (killed)
+        or is this one and no longer runs its ingest. True when the row was removed."""
+        owner = blob.owner
+        if owner != this_process() and is_alive(owner) is not Liveness.DEAD:
+            return False
+        if not await self._db.forget_abandoned_blob(blob.etag, owner):
+            return False
+        logger.warning(
+            "blob %s (%s): %s -> absent (its ingest by %s is gone)",
+            blob.etag,
+            blob.first_path,
+            blob.state.value,
+            owner,
+        )
+        return True

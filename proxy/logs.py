@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
+
+from aiohttp.http_exceptions import HttpProcessingError
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -69,3 +73,83 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+
+
+# -- rate limits per cause -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LogLimits:
+    """At most `burst` lines per cause in each `window_s`; the next line let through says how many
+    were dropped. `max_causes` bounds the memory a flood of distinct causes can take."""
+
+    burst: int = 10
+    window_s: float = 60.0
+    max_causes: int = 256
+
+
+@dataclass(slots=True)
+class _Window:
+    started: float
+    lines: int = 0
+    dropped: int = 0
+
+
+class RateLimitFilter(logging.Filter):
+    """Rate-limits records per cause, on the logger it is attached to.
+
+    A record's cause is its `cause` attribute (`extra={"cause": ...}`); a record that carries an
+    exception gets one from the exception's type, and when the exception is a malformed request
+    (aiohttp's HttpProcessingError: a bad request line, header or body framing, which any client
+    can send at will) its traceback becomes one line. Records with neither pass untouched.
+    """
+
+    def __init__(
+        self, limits: LogLimits = LogLimits(), clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._limits = limits
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cause = getattr(record, "cause", None)
+        if cause is None and record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            cause = type(error).__name__
+            if isinstance(error, HttpProcessingError):
+                record.msg = f"{record.getMessage()}: {cause}: {_one_line(error)}"
+                record.args = ()
+                record.exc_info = record.exc_text = None
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        if cause is None:
+            return True
+        return self._admit(str(cause), record)
+
+    def _admit(self, cause: str, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        window = self._windows.get(cause)
+        if window is None or now - window.started >= self._limits.window_s:
+            dropped = window.dropped if window is not None else 0
+            if window is None and len(self._windows) >= self._limits.max_causes:
+                self._windows.clear()
+            window = self._windows[cause] = _Window(now)
+            if dropped:
+                record.msg = f"{record.getMessage()} ({dropped} more like this were not logged)"
+                record.args = ()
+        window.lines += 1
+        if window.lines > self._limits.burst:
+            window.dropped += 1
+            return False
+        return True
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:300]
+
+
+def install_rate_limits(*loggers: logging.Logger, limits: LogLimits = LogLimits()) -> None:
+    """Attach a RateLimitFilter to each logger that has none yet (idempotent)."""
+    for target in loggers:
+        if not any(isinstance(f, RateLimitFilter) for f in target.filters):
+            target.addFilter(RateLimitFilter(limits))

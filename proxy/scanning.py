@@ -1,24 +1,125 @@
 """Runs `scanners.scan_file` in a separate worker process with CPU, memory and wall-time limits.
 
 A scan parses hostile bytes, so it never runs in the server process: a crash, a limit hit or a
-garbled answer becomes a fail-closed finding, never a dead server (DESIGN.md rule 6).
+garbled answer becomes a fail-closed finding, never a dead server (DESIGN.md rule 6). The one
+scan that does run in the server, the stream scan that clears bytes for progressive serving, sits
+behind `GuardedStreamScan`: if it raises, nothing more goes out and the file is held for review.
+
+Workers die with the server: each is told the server's pid and asks the kernel for SIGKILL when
+its parent goes (`scanners.worker`); `kill_leftover_workers` ends any a killed server left anyway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from scanners.report import Finding, Outcome, ScanReport, Severity
 
 logger = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024
+WORKER_MODULE = "scanners.worker"
+PROC = Path("/proc")
+
+
+class StreamScanLike(Protocol):
+    """What the ingest needs of `scanners.StreamScan`."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    @property
+    def cleared(self) -> int: ...
+
+    @property
+    def alarmed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class GuardedStreamScan:
+    """A stream scan whose crash is a finding, not a failed ingest (issue 10: a 4-byte file
+    made format detection raise, and every request refetched it). After a failure it clears
+    nothing more and reads as alarmed; `finding()` then holds the file (fail closed)."""
+
+    def __init__(self, make: Callable[[], StreamScanLike]) -> None:
+        self.error: str | None = None
+        self._scan: StreamScanLike | None = None
+        try:
+            self._scan = make()
+        except Exception as exc:  # noqa: BLE001 - scanner boundary: a fail-closed finding
+            self._failed("starting", exc)
+
+    def _failed(self, when: str, exc: Exception) -> None:
+        if self.error is None:
+            logger.error("stream scan failed while %s", when, exc_info=exc)
+            self.error = f"{type(exc).__name__} while {when}"
+
+    def feed(self, chunk: bytes) -> None:
+        if self.error is not None or self._scan is None:
+            return
+        try:
+            self._scan.feed(chunk)
+        except Exception as exc:  # noqa: BLE001 - scanner boundary
+            self._failed("reading the bytes", exc)
+
+    @property
+    def cleared(self) -> int:
+        if self.error is not None or self._scan is None:
+            return 0
+        try:
+            return self._scan.cleared
+        except Exception as exc:  # noqa: BLE001 - scanner boundary
+            self._failed("clearing bytes", exc)
+            return 0
+
+    @property
+    def alarmed(self) -> bool:
+        if self.error is not None or self._scan is None:
+            return True
+        try:
+            return self._scan.alarmed
+        except Exception as exc:  # noqa: BLE001 - scanner boundary
+            self._failed("judging bytes", exc)
+            return True
+
+    def close(self) -> None:
+        if self._scan is None:
+            return
+        try:
+            self._scan.close()
+        except Exception as exc:  # noqa: BLE001 - scanner boundary; closing judges nothing
+            logger.warning("stream scan failed to close: %r", exc)
+
+    def finding(self) -> Finding | None:
+        """The ERROR finding that holds the file, if the stream scan failed."""
+        if self.error is None:
+            return None
+        return Finding(
+            scanner="stream",
+            code="SCANNER_CRASHED",
+            severity=Severity.HIGH,
+            outcome=Outcome.ERROR,
+            message=f"the stream scan failed ({self.error}); the file is held until an admin "
+            "looks at it",
+        )
+
+    def judged(self, report: ScanReport) -> ScanReport:
+        """The worker's report with the stream scan's failure added, if it failed."""
+        finding = self.finding()
+        if finding is None:
+            return report
+        return dataclasses.replace(report, findings=(*report.findings, finding))
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +167,9 @@ class ScannerPool:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "scanners.worker",
+            WORKER_MODULE,
             f"--name={name}",  # one item: a name starting with "-" is not an option
+            f"--parent-pid={os.getpid()}",  # the worker dies with this process
             "--max-memory-mb",
             str(self._limits.max_memory_mb),
             "--max-cpu-s",
@@ -121,3 +223,62 @@ class ScannerPool:
                 "the scanner process gave no readable report",
                 elapsed,
             )
+
+
+def kill_leftover_workers(scan_dir: Path) -> int:
+    """Kill the scan workers a killed server left running on files under `scan_dir` (nobody
+    waits for their reports, and their temp files are about to go). Linux only (/proc);
+    returns how many were killed."""
+    killed = 0
+    for pid in leftover_workers(scan_dir):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+        killed += 1
+    if killed:
+        logger.warning("killed %d scan workers a previous run left behind", killed)
+    return killed
+
+
+def leftover_workers(scan_dir: Path) -> list[int]:
+    """Pids of scan workers (`python -m scanners.worker … FILE`, FILE under `scan_dir`) whose
+    server is gone: their parent is no longer the `--parent-pid` they were started for (or,
+    without one, they were handed to init)."""
+    if not PROC.is_dir():
+        return []
+    root = str(scan_dir.resolve()) + os.sep
+    found = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = [
+                a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0")
+            ]
+            status = (entry / "status").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if WORKER_MODULE not in args or not any(a.startswith(root) for a in args):
+            continue
+        if "\nState:\tZ" in status:
+            continue  # already dead, waiting to be reaped
+        intended, actual = _intended_parent(args), _parent_pid(status)
+        if actual == 1 if intended is None else actual != intended:
+            found.append(int(entry.name))
+    return found
+
+
+def _parent_pid(status: str) -> int:
+    for line in status.splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    return 1
+
+
+def _intended_parent(args: list[str]) -> int | None:
+    for arg in args:
+        value = arg.removeprefix("--parent-pid=")
+        if value != arg and value.isdigit():
+            return int(value)
+    return None

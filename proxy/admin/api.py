@@ -18,17 +18,26 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from proxy.admin.filters import held_filter, parse_since
 from proxy.admin.identity import Action, Identity
 from proxy.admin.rescan import RescanImpossible
-from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
+from proxy.admin.review import (
+    AuditQuery,
+    HeldItem,
+    PinnedChange,
+    Review,
+    ReviewError,
+    ReviewNotFound,
+)
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
 from proxy.lifecycle import NotHeld
 from proxy.repos import RepoRef, RepoType
 from proxy.services import Services
-from proxy.store.repository import AuditRecord
-from proxy.store.review import BlockedRepo, HeldBlob
+from proxy.store.repository import AUDIT_CONTEXT, AuditRecord
+from proxy.store.review import BlockedRepo, HeldBlob, HeldFilter
+from proxy.store.waivers import WAIVER_STATUSES
 from scanners.report import JsonValue
 
 logger = logging.getLogger(__name__)
@@ -36,7 +45,9 @@ logger = logging.getLogger(__name__)
 PREFIX = "/admin/api"
 MAX_BODY_BYTES = 64 * 1024
 IDENTITY = web.RequestKey("identity", Identity)
-ApiHandler = Callable[[web.Request], Awaitable[JsonValue]]
+ApiHandler = Callable[[web.Request], Awaitable[JsonValue | web.StreamResponse]]
+NDJSON = "application/x-ndjson"
+STREAM_BATCH = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +86,31 @@ class ApiError(HubwardenError):
 
 
 def _blob(blob: HeldBlob) -> dict[str, JsonValue]:
+    worst = blob.worst
     return {
         "id": blob.pk,
         "repo": blob.repo.repo_id if blob.repo else None,
         "repo_type": blob.repo.repo_type.value if blob.repo else None,
+        "revision": blob.revisions[0] if blob.revisions else blob.commit or None,
+        "revisions": list(blob.revisions),
+        "commit": blob.commit or None,
         "path": blob.path,
         "size": blob.size,
         "sha256": blob.sha256,
         "state": blob.state.value,
         "format": blob.file_format,
         "reason": blob.reason,
+        "worst_finding": None
+        if worst is None
+        else {"severity": worst.severity.value, "code": worst.code, "message": worst.message},
         "since": blob.updated_at.isoformat(),
+        "age_s": max(0, int((dt.datetime.now(dt.UTC) - _aware(blob.updated_at)).total_seconds())),
+        "requests": blob.requests,
     }
+
+
+def _aware(moment: dt.datetime) -> dt.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def _item(item: HeldItem) -> dict[str, JsonValue]:
@@ -99,7 +123,8 @@ def _item(item: HeldItem) -> dict[str, JsonValue]:
 
 def _event(event: AuditRecord) -> dict[str, JsonValue]:
     return {
-        "at": event.at.isoformat(),
+        "id": event.pk,
+        "at": _aware(event.at).isoformat(),
         "actor": event.actor,
         "action": event.action,
         "repo_pk": event.repo_pk,
@@ -163,7 +188,11 @@ async def _body(request: web.Request) -> dict[str, JsonValue]:
 
 async def _comment(request: web.Request) -> str:
     """The required `comment` of a decision, from a JSON body `{"comment": "…"}`."""
-    comment = (await _body(request)).get("comment")
+    return _comment_in(await _body(request))
+
+
+def _comment_in(body: dict[str, JsonValue]) -> str:
+    comment = body.get("comment")
     if not isinstance(comment, str) or not comment.strip():
         raise InvalidInput("comment", comment, 'is required: send {"comment": "why"}')
     return comment
@@ -174,20 +203,65 @@ def _actor(request: web.Request) -> str:
     return f"token:{identity.name}"
 
 
-def _limit(request: web.Request) -> int:
+def _limit(request: web.Request, most: int = 10_000) -> int:
     text = request.query.get("limit", "100")
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
-        raise InvalidInput("limit", text, "must be a number from 1 to 10000")
+    if not text.isdigit() or not 1 <= int(text) <= most:
+        raise InvalidInput("limit", text, f"must be a number from 1 to {most}")
     return int(text)
+
+
+def _number(request: web.Request, name: str) -> int | None:
+    text = request.query.get(name)
+    if text is None:
+        return None
+    if not text.isdigit() or len(text) > 12:
+        raise InvalidInput(name, text, "must be the number a previous page gave")
+    return int(text)
+
+
+def _filter_of(values: Any) -> HeldFilter:
+    """The quarantine filters from query parameters or a bulk call's `filter` object."""
+    texts = {}
+    for key in ("state", "repo", "format", "severity", "since"):
+        value = values.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(key, value, "must be a string")
+        texts[key] = value
+    return held_filter(
+        state=texts["state"], repo=texts["repo"], file_format=texts["format"],
+        severity=texts["severity"], since=texts["since"],
+    )  # fmt: skip
 
 
 # -- handlers ----------------------------------------------------------------------------------
 
 
 async def list_quarantine(request: web.Request) -> JsonValue:
-    state = request.query.get("state")
-    held = await _review(request).held()
-    return [_blob(b) for b in held if state is None or b.state.value == state]
+    limit = _limit(request, most=1000)
+    after = _number(request, "cursor") or 0
+    held = await _review(request).held(_filter_of(request.query), after=after, limit=limit + 1)
+    page = held[:limit]
+    more = len(held) > limit
+    return {"items": [_blob(b) for b in page], "next_cursor": str(page[-1].pk) if more else None}
+
+
+async def bulk(request: web.Request) -> JsonValue:
+    body = await _body(request)
+    comment = _comment_in(body)
+    filters = body.get("filter")
+    if not isinstance(filters, dict) or not (filters or body.get("all") is True):
+        raise InvalidInput("filter", filters, 'must name what to decide, e.g. {"repo": "org/name"}'
+                           ' (or send "all": true to decide every held file)')  # fmt: skip
+    decision = body.get("decision")
+    if decision not in ("release", "reject"):
+        raise InvalidInput("decision", decision, "must be release or reject")
+    found = _filter_of(filters)
+    result = await _review(request).bulk(found, str(decision), _actor(request), comment)
+    return {
+        "decided": list(result.decided),
+        "failed": [{"id": pk, "error": error} for pk, error in result.failed],
+        "more": result.more,
+    }
 
 
 async def show_quarantine(request: web.Request) -> JsonValue:
@@ -211,14 +285,21 @@ async def release(request: web.Request) -> JsonValue:
 
 
 async def list_waivers(request: web.Request) -> JsonValue:
+    wanted = request.query.get("status")
+    if wanted is not None and wanted not in WAIVER_STATUSES:
+        raise InvalidInput("status", wanted, f"must be one of {', '.join(WAIVER_STATUSES)}")
     now = dt.datetime.now(dt.UTC)
-    return [
-        {"id": w.pk, "covers": w.covers, "scope": w.scope.value, "by": w.created_by,
-         "comment": w.comment, "created_at": w.created_at.isoformat(),
-         "expires_at": w.expires_at.isoformat() if w.expires_at else None,
-         "active": w.is_active(now)}
-        for w in await _review(request).waivers()
-    ]  # fmt: skip
+    listed: list[JsonValue] = []
+    for w in await _review(request).waivers():
+        status = w.status(now)
+        if wanted is None or status == wanted:
+            listed.append(
+                {"id": w.pk, "covers": w.covers, "scope": w.scope.value, "by": w.created_by,
+                 "comment": w.comment, "created_at": w.created_at.isoformat(),
+                 "expires_at": w.expires_at.isoformat() if w.expires_at else None,
+                 "active": status in ("active", "expiring"), "status": status}
+            )  # fmt: skip
+    return listed
 
 
 async def revoke_waiver(request: web.Request) -> JsonValue:
@@ -280,6 +361,9 @@ async def summary(request: web.Request) -> JsonValue:
         "rejected": found.rejected,
         "blocked": found.blocked,
         "changes": found.changes,
+        "by_severity": dict(found.by_severity),
+        "waivers": found.waivers,
+        "requests": found.requests,
         "recent": [_event(e) for e in found.recent],
     }
 
@@ -293,9 +377,25 @@ async def pins(request: web.Request) -> JsonValue:
     ]
 
 
-async def audit(request: web.Request) -> JsonValue:
-    events = await _review(request).audit(action=request.query.get("action"), limit=_limit(request))
-    return [_event(e) for e in events]
+async def audit(request: web.Request) -> JsonValue | web.StreamResponse:
+    query = request.query
+    repo = None
+    if query.get("repo"):
+        repo = RepoRef.parse(RepoType.from_plural(query.get("type", "models")), query["repo"])
+    since = parse_since(query["since"], dt.datetime.now(dt.UTC)) if query.get("since") else None
+    found = AuditQuery(query.get("action"), query.get("actor"), repo, since)
+    review = _review(request)
+    if NDJSON not in request.headers.get("Accept", ""):
+        events = await review.audit(found, limit=_limit(request), after=_number(request, "after"))
+        return [_event(e) for e in events]
+    response = web.StreamResponse(headers={"Content-Type": NDJSON})
+    await response.prepare(request)
+    after = _number(request, "after") or 0
+    while events := await review.audit(found, limit=STREAM_BATCH, after=after):
+        await response.write(b"".join(json.dumps(_event(e)).encode() + b"\n" for e in events))
+        after = events[-1].pk
+    await response.write_eof()
+    return response
 
 
 _ID = (Param("id", "path", "integer", "the review id the 403 message names"),)
@@ -307,8 +407,15 @@ _REPO = (
 _REF = (*_REPO, Param("ref", "path", "string", "the branch or tag, e.g. main"))
 _Q = "/quarantine"
 ROUTES = (
-    Route("GET", _Q, Action.VIEW, "Held and rejected files", list_quarantine,
-          (Param("state", "query", "string", "quarantined or rejected"),)),
+    Route("GET", _Q, Action.VIEW, "Held and rejected files, a page at a time", list_quarantine,
+          (Param("state", "query", "string", "quarantined or rejected"),
+           Param("repo", "query", "string", "namespace/name, or namespace/ for all of it"),
+           Param("format", "query", "string", "pickle, gguf, zip, …"),
+           Param("severity", "query", "string", "worst finding at least info, low, medium, "
+                 "high or critical"),
+           Param("since", "query", "string", "changed since: 7d, 12h, 90m or an ISO time"),
+           Param("cursor", "query", "string", "next_cursor of the previous page"),
+           Param("limit", "query", "integer", "1 to 1000 (100)"))),
     Route("GET", _Q + "/{id}", Action.VIEW, "A held file, its findings and history",
           show_quarantine, _ID),
     Route("POST", _Q + "/{id}/release", Action.DECIDE, "Release a quarantined file", release,
@@ -318,10 +425,18 @@ ROUTES = (
                 Param("expires_in_days", "body", "integer", "when the waiver ends"))),
     Route("POST", _Q + "/{id}/reject", Action.DECIDE, "Reject a quarantined file", reject, _ID,
           takes_comment=True),
+    Route("POST", _Q + "/bulk", Action.DECIDE,
+          "Release or reject every quarantined file a filter matches (at most 500)", bulk,
+          takes_comment=True,
+          body=(Param("decision", "body", "string", "release or reject"),
+                Param("filter", "body", "object", "state, repo, format, severity, since"),
+                Param("all", "body", "boolean", "true to decide every held file"))),
     Route("POST", _Q + "/{id}/rescan", Action.DECIDE,
           "Scan a quarantined file again with today's scanners and policy", rescan, _ID,
           takes_comment=True),
-    Route("GET", "/waivers", Action.VIEW, "Waivers, newest first", list_waivers),
+    Route("GET", "/waivers", Action.VIEW, "Waivers, newest first", list_waivers,
+          (Param("status", "query", "string", "active, expiring (within 7 days), expired or "
+                 "revoked"),)),
     Route("DELETE", "/waivers/{id}", Action.DECIDE, "End a waiver", revoke_waiver,
           (Param("id", "path", "integer"),), takes_comment=True),
     Route("GET", "/repos", Action.VIEW, "Blocked repos", list_repos),
@@ -340,8 +455,15 @@ ROUTES = (
     Route("GET", "/pins", Action.VIEW, "The pins of a repo", pins,
           (Param("repo", "query", "string", "namespace/name"),
            Param("type", "query", "string", "models (default), datasets or spaces"))),
-    Route("GET", "/audit", Action.VIEW, "The audit log, newest last", audit,
-          (Param("action", "query"), Param("limit", "query", "integer", "1 to 10000"))),
+    Route("GET", "/audit", Action.VIEW, "The audit log, newest last (Accept: "
+          "application/x-ndjson streams all of it)", audit,
+          (Param("action", "query", "string", "e.g. review.released"),
+           Param("actor", "query", "string", "e.g. token:alice or os:root"),
+           Param("repo", "query", "string", "namespace/name"),
+           Param("type", "query", "string", "models (default), datasets or spaces"),
+           Param("since", "query", "string", "7d, 12h, 90m or an ISO time"),
+           Param("after", "query", "integer", "only events after this id"),
+           Param("limit", "query", "integer", "1 to 10000 (100)"))),
 )  # fmt: skip
 
 
@@ -454,9 +576,13 @@ def _authenticated(route: Route) -> Handler:
                            f"role {identity.role.value} may not {route.action.value}",
                            "use a token with a role that allows it")  # fmt: skip
         request[IDENTITY] = identity
+        AUDIT_CONTEXT.set({"role": identity.role.value, "remote": request.remote or ""})
         logger.info("admin %s by %s: %s", route.handler.__name__, shown(identity.name),
                     shown(request.path))  # fmt: skip
-        return web.json_response(await route.handler(request))
+        answer = await route.handler(request)
+        if isinstance(answer, web.StreamResponse):
+            return answer
+        return web.json_response(answer)
 
     return handle
 

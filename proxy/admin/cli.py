@@ -1,32 +1,45 @@
-"""`hubwarden quarantine|repos|changes|audit`: the admins' review for people on the server.
+"""`hubwarden quarantine|waivers|repos|changes|pins|audit`: the admins' review for people on
+the server.
 
-These run over the same service as the API will (`proxy.admin.review.Review`), on the configured
+These run over the same service as the API (`proxy.admin.review.Review`), on the configured
 database and data directory, not over HTTP. The acting identity recorded is the OS user
-(`os:<name>`). Tables for people, `--json` for scripts. Exit 0 done, 1 failed (one stderr line),
-2 bad usage.
+(`os:<name>`, role `os-user`, from `local`). Tables for people (rich), `--json` for scripts.
+Decisions made here reach the `[notify]` webhooks like the server's. Exit 0 done, 1 failed (one
+stderr line), 2 bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import getpass
 import json
-from collections.abc import Awaitable, Callable, Sequence
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
-from proxy.admin.commands import duration_argument
+import aiohttp
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from proxy.admin.commands import duration_argument, require_data_dir
+from proxy.admin.filters import held_filter, parse_since
 from proxy.admin.rescan import Rescanner, make_rescanner
-from proxy.admin.review import Review
+from proxy.admin.review import AuditQuery, Review
 from proxy.config import Settings
+from proxy.errors import InvalidInput
 from proxy.lifecycle import BlobLifecycle
+from proxy.ops.notify import Notifier
 from proxy.repos import RepoRef, RepoType
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store import db
 from proxy.store.blobs import BlobStore
-from proxy.store.repository import Repository
-from proxy.store.review import ReviewQueries
+from proxy.store.repository import AUDIT_CONTEXT, AuditRecord, Repository
+from proxy.store.review import HeldFilter, ReviewQueries
 from proxy.store.waivers import Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.lineage import Lineage
@@ -38,6 +51,7 @@ Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Job = Callable[[Review, argparse.Namespace], Awaitable[object]]
 SettingsLoader = Callable[[argparse.Namespace], Settings]
 AddOptions = Callable[[argparse.ArgumentParser], None]
+FOLLOW_POLL_S = 1.0
 
 
 def actor() -> str:
@@ -60,7 +74,13 @@ class _Builder:
 
     def build(self) -> None:
         quarantine = self._group("quarantine", "held and rejected files")
-        self._action(quarantine, "list", "list held files", _quarantine_list, json_flag=True)
+        listed = self._action(quarantine, "list", "list held files", _quarantine_list,
+                              json_flag=True, filters=True)  # fmt: skip
+        listed.add_argument("--limit", type=int, default=200, help="at most this many (200)")
+        bulk = self._action(quarantine, "bulk", "release or reject every held file a filter "
+                            "matches (at most 500)", _bulk, comment=True, filters=True)  # fmt: skip
+        bulk.add_argument("decision", choices=["release", "reject"], help="what to do")
+        bulk.add_argument("--all", action="store_true", help="every held file (no filter)")
         self._action(quarantine, "show", "one held file, its findings and history",
                      _quarantine_show, ids=True, json_flag=True)  # fmt: skip
         release = self._action(quarantine, "release", "serve these bytes from now on",
@@ -95,7 +115,13 @@ class _Builder:
         audit = self._commands.add_parser("audit", help="the audit log, newest last")
         self._add(audit)
         audit.add_argument("--action", help="only this action, e.g. review.released")
+        audit.add_argument("--actor", help="only this actor, e.g. token:alice or os:root")
+        audit.add_argument("--repo", metavar="REPO", help="only events about this repo")
+        audit.add_argument("--type", choices=[t.value for t in RepoType], default="model")
+        audit.add_argument("--since", help="7d, 12h, 90m or an ISO time")
         audit.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+        audit.add_argument("--follow", "-f", action="store_true",
+                           help="then print new events as they come, until ^C")  # fmt: skip
         audit.add_argument("--json", action="store_true", help="one JSON object per line")
         self._bind(audit, _audit)
 
@@ -124,6 +150,13 @@ class _Builder:
             parser.add_argument("--comment", "-m", required=True, help="why (audited)")
         if wants.get("json_flag"):
             parser.add_argument("--json", action="store_true", help="machine-readable output")
+        if wants.get("filters"):
+            parser.add_argument("--state", choices=["quarantined", "rejected"])
+            parser.add_argument("--repo", help="namespace/name, or namespace/ for all of it")
+            parser.add_argument("--format", dest="file_format", help="pickle, gguf, zip, …")
+            parser.add_argument("--severity", help="worst finding at least info, low, medium, "
+                                "high or critical")  # fmt: skip
+            parser.add_argument("--since", help="changed since: 7d, 12h, 90m or an ISO time")
         self._bind(parser, job)
         return parser
 
@@ -131,32 +164,67 @@ class _Builder:
         load = self._load
 
         def command(args: argparse.Namespace) -> int:
-            asyncio.run(_run(load(args), job, args))
+            settings = load(args)
+            require_data_dir(settings)
+            try:
+                asyncio.run(_run(settings, job, args))
+            except KeyboardInterrupt:  # `audit --follow` ends so
+                return 0
             return 0
 
         parser.set_defaults(command=command)
 
 
 async def _run(settings: Settings, job: Job, args: argparse.Namespace) -> None:
+    AUDIT_CONTEXT.set({"role": "os-user", "remote": "local"})
     engine = db.create_engine(settings.effective_database_url)
     try:
         await db.prepare_schema(engine, upgrade=settings.upgrade_on_start)
-        repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
-        blocks = Blocks(repository, settings.contact)
-        store = BlobStore(settings.data_dir)
-        waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
-        review = Review(
-            repository,
-            ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
-            BlobLifecycle(repository, store, blocks, settings.contact),
-            blocks,
-            Pins(repository, settings.policy.unpinned_paths),
-            _rescanner(settings, repository, store, waivers),
-            waivers,
-        )
-        await job(review, args)
+        async with _notifier(settings, engine) as notifier:
+            await _review_job(settings, engine, notifier, job, args)
     finally:
         await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def _notifier(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Notifier | None]:
+    """The `[notify]` webhooks, as the server has them, so that a decision made here is told
+    too; the queued events go out before the command ends."""
+    if not settings.notify.webhook_urls:
+        yield None
+        return
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        repos = Repository(db.session_maker(engine), db.read_session_maker(engine))
+        notifier = Notifier(settings.notify, session, repos)
+        notifier.start()
+        try:
+            yield notifier
+        finally:
+            await notifier.close()
+
+
+async def _review_job(
+    settings: Settings,
+    engine: AsyncEngine,
+    notifier: Notifier | None,
+    job: Job,
+    args: argparse.Namespace,
+) -> None:
+    hook = notifier.on_audit if notifier is not None else None
+    repository = Repository(db.session_maker(engine), db.read_session_maker(engine), on_audit=hook)
+    blocks = Blocks(repository, settings.contact)
+    store = BlobStore(settings.data_dir)
+    waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
+    review = Review(
+        repository,
+        ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
+        BlobLifecycle(repository, store, blocks, settings.contact),
+        blocks,
+        Pins(repository, settings.policy.unpinned_paths),
+        _rescanner(settings, repository, store, waivers),
+        waivers,
+    )
+    await job(review, args)
 
 
 def _rescanner(
@@ -178,13 +246,37 @@ def _when(moment: dt.datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M")
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    """An aligned table for people; the last column is not padded."""
-    texts = [[str(c) for c in header], *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in texts) for i in range(len(header) - 1)]
-    for row in texts:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        print("  ".join([*cells, row[-1]]))
+_SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan"}
+
+
+def _console() -> Console:
+    """Colours on a terminal; plain and wide enough for whole ids and paths otherwise."""
+    tty = sys.stdout.isatty()
+    return Console(file=sys.stdout, width=None if tty else 240, no_color=not tty, highlight=False)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]], title: str = "") -> None:
+    """An aligned table for people (rich); a severity cell is coloured."""
+    table = Table(*header, title=title or None, box=None, header_style="bold", pad_edge=False)
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    _console().print(table)
+
+
+def _cell(value: object) -> str:
+    text = escape(str(value))  # rich markup is ours only, never a file name's
+    style = _SEVERITY_STYLE.get(text)
+    return f"[{style}]{text}[/]" if style else text
+
+
+def _filter(args: argparse.Namespace) -> HeldFilter:
+    return held_filter(
+        state=getattr(args, "state", None),
+        repo=args.repo,
+        file_format=args.file_format,
+        severity=args.severity,
+        since=args.since,
+    )
 
 
 def _json(value: Any) -> None:
@@ -192,19 +284,40 @@ def _json(value: Any) -> None:
 
 
 async def _quarantine_list(review: Review, args: argparse.Namespace) -> None:
-    held = await review.held()
+    held = await review.held(_filter(args), limit=max(1, min(args.limit, 1000)))
     if args.json:
         _json([
             {"id": b.pk, "repo": str(b.repo) if b.repo else None, "path": b.path, "size": b.size,
              "sha256": b.sha256, "state": b.state.value, "format": b.file_format,
-             "reason": b.reason, "since": b.updated_at}
+             "commit": b.commit or None, "revisions": list(b.revisions),
+             "worst_finding": None if b.worst is None else {
+                 "severity": b.worst.severity.value, "code": b.worst.code},
+             "reason": b.reason, "requests": b.requests, "since": b.updated_at}
             for b in held
         ])  # fmt: skip
         return
-    rows = [(b.pk, b.state.value, b.repo or "-", b.path, b.size, _when(b.updated_at), b.reason)
-            for b in held]  # fmt: skip
-    _table(("ID", "STATE", "REPO", "PATH", "SIZE", "SINCE", "WHY"), rows)
+    rows = [(b.pk, b.state.value, b.repo or "-", b.path, b.size,
+             b.worst.severity.value if b.worst else "-", b.worst.code if b.worst else b.reason,
+             _when(b.updated_at), b.requests or "") for b in held]  # fmt: skip
+    _table(("ID", "STATE", "REPO", "PATH", "SIZE", "WORST", "FINDING", "SINCE", "ASKED"), rows)
     print(f"{len(held)} held or rejected files")
+
+
+async def _bulk(review: Review, args: argparse.Namespace) -> None:
+    found = _filter(args)
+    if found == HeldFilter() and not args.all:
+        raise InvalidInput(
+            "filter", "", "is empty: name what to decide (--repo, --format, --severity, "
+            "--since) or pass --all to decide every held file"
+        )  # fmt: skip
+    result = await review.bulk(found, args.decision, actor(), args.comment)
+    verb = "released" if args.decision == "release" else "rejected"
+    files = "file" if len(result.decided) == 1 else "files"
+    print(f"{len(result.decided)} {files} {verb}: {', '.join(map(str, result.decided)) or '-'}")
+    for pk, error in result.failed:
+        print(f"review {pk} not {verb}: {error}")
+    if result.more:
+        print("more files match: run the same command again for the next 500")
 
 
 async def _quarantine_show(review: Review, args: argparse.Namespace) -> None:
@@ -324,12 +437,34 @@ async def _pins_list(review: Review, args: argparse.Namespace) -> None:
 
 
 async def _audit(review: Review, args: argparse.Namespace) -> None:
-    events = await review.audit(action=args.action, limit=max(1, min(args.limit, 10_000)))
+    repo = _repo(args) if args.repo else None
+    since = parse_since(args.since, dt.datetime.now(dt.UTC)) if args.since else None
+    found = AuditQuery(action=args.action, actor=args.actor, repo=repo, since=since)
+    events = await review.audit(found, limit=max(1, min(args.limit, 10_000)))
     for event in events:
-        if args.json:
-            print(json.dumps({"at": event.at, "actor": event.actor, "action": event.action,
-                              "repo_pk": event.repo_pk, "blob_pk": event.blob_pk,
-                              "details": event.details}, default=str))  # fmt: skip
-        else:
-            print(f"{_when(event.at)}  {event.actor:<16}  {event.action:<20}  "
-                  f"{json.dumps(event.details, default=str)[:160]}")  # fmt: skip
+        _print_event(event, as_json=args.json)
+    if not args.follow:
+        return
+    after = events[-1].pk if events else await _last_event(review)
+    while True:
+        sys.stdout.flush()
+        await asyncio.sleep(FOLLOW_POLL_S)
+        for event in await review.audit(found, limit=1000, after=after):
+            _print_event(event, as_json=args.json)
+            after = event.pk
+
+
+async def _last_event(review: Review) -> int:
+    newest = await review.audit(limit=1)
+    return newest[-1].pk if newest else 0
+
+
+def _print_event(event: AuditRecord, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"id": event.pk, "at": event.at, "actor": event.actor,
+                          "action": event.action, "repo_pk": event.repo_pk,
+                          "blob_pk": event.blob_pk, "details": event.details},
+                         default=str), flush=True)  # fmt: skip
+    else:
+        print(f"{_when(event.at)}  {event.actor:<16}  {event.action:<20}  "
+              f"{json.dumps(event.details, default=str)[:160]}", flush=True)  # fmt: skip

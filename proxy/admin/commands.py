@@ -198,7 +198,7 @@ def duration_argument(value: str) -> dt.timedelta:
 
 def _run(settings: Settings, job: Job, args: argparse.Namespace) -> int:
     configure_logging(settings.log_level)
-    _require_data_dir(settings)
+    require_data_dir(settings)
     return asyncio.run(_with_services(settings, job, args))
 
 
@@ -208,13 +208,14 @@ class DataDirMissing(HubwardenError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(
-            f"data directory {path} does not exist; tokens and grants live in the server's "
+            f"data directory {path} does not exist; the review queue, tokens and grants live in "
+            "the server's "
             "database: give its data directory with --data-dir, --config or HUBWARDEN_DATA_DIR "
             "(or its database_url)"
         )
 
 
-def _require_data_dir(settings: Settings) -> None:
+def require_data_dir(settings: Settings) -> None:
     # Never create one: in the wrong working directory that would be a fresh database whose
     # tokens the server never sees (the default data_dir is relative).
     if settings.database_url is None and not settings.data_dir.is_dir():

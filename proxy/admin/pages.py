@@ -42,7 +42,14 @@ from aiohttp.typedefs import Handler
 
 from proxy.admin import sessions
 from proxy.admin.identity import Action, Identity, utcnow
-from proxy.admin.review import HeldItem, PinnedChange, Review, ReviewError, ReviewNotFound
+from proxy.admin.review import (
+    AuditQuery,
+    HeldItem,
+    PinnedChange,
+    Review,
+    ReviewError,
+    ReviewNotFound,
+)
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
@@ -317,7 +324,9 @@ async def summary(request: web.Request) -> web.StreamResponse:
     review = _review(request)
     held = await review.held()
     events = [
-        e for a in sorted(DECISIONS) for e in await review.audit(action=a, limit=RECENT_DECISIONS)
+        e
+        for a in sorted(DECISIONS)
+        for e in await review.audit(AuditQuery(action=a), limit=RECENT_DECISIONS)
     ]
     recent = sorted(events, key=lambda e: e.at, reverse=True)[:RECENT_DECISIONS]
     counts = {
@@ -404,7 +413,8 @@ async def audit(request: web.Request) -> web.StreamResponse:
     limit_text = request.query.get("limit", "200")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 10_000:
         raise InvalidInput("limit", limit_text, "must be a number from 1 to 10000")
-    events = list(reversed(await _review(request).audit(action=action, limit=int(limit_text))))
+    found = AuditQuery(action=action)
+    events = list(reversed(await _review(request).audit(found, limit=int(limit_text))))
     context = {
         "events": events,
         "subjects": await _subjects(request, events),

@@ -7,6 +7,7 @@ and is audited. Nothing here knows HTTP.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass
 
@@ -23,16 +24,25 @@ from proxy.store.repository import (
     Repository,
     utcnow,
 )
-from proxy.store.review import BlockedRepo, HeldBlob, HeldRef, ReviewQueries
+from proxy.store.review import (
+    AuditFilter,
+    BlockedRepo,
+    HeldBlob,
+    HeldFilter,
+    HeldRef,
+    ReviewQueries,
+)
 from proxy.store.waivers import WaiverRecord, Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.pins import Pins
-from scanners.report import Finding
+from proxy.trust.waiver_sweep import WaiverSweep
+from scanners.report import Finding, Severity
 
 MAX_COMMENT_CHARS = 2000
 MAX_JUSTIFICATION_CHARS = 2000
 MAX_REQUESTS_PER_FILE = 1000
 MAX_REASON_CHARS = 160
+MAX_BULK = 500  # files one bulk decision may touch
 
 
 class ReviewError(HubwardenError):
@@ -87,6 +97,28 @@ class Summary:
     blocked: int
     changes: int
     recent: tuple[AuditRecord, ...]
+    by_severity: dict[str, int]  # held files by worst finding ("none" without findings)
+    waivers: int = 0  # active waivers
+    requests: int = 0  # exception requests on held files
+
+
+@dataclass(frozen=True, slots=True)
+class AuditQuery:
+    """Which audit events: of one action, by one actor, about one repo, since a time."""
+
+    action: str | None = None
+    actor: str | None = None
+    repo: RepoRef | None = None
+    since: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """What a bulk decision did: the review ids decided, and those it could not decide."""
+
+    decided: tuple[int, ...]
+    failed: tuple[tuple[int, str], ...]
+    more: bool  # more files matched than one bulk decision may touch
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +155,7 @@ class Review:
         releases wider than the bytes are kept (None: only `blob` releases)."""
         self._rescanner = rescanner
         self._waivers = waivers
+        self._sweep = WaiverSweep(waivers, repository, lifecycle) if waivers else None
         self._db = repository
         self._queries = queries
         self._lifecycle = lifecycle
@@ -131,9 +164,33 @@ class Review:
 
     # -- held files ------------------------------------------------------------------------
 
-    async def held(self, *, include_rejected: bool = True) -> list[HeldBlob]:
-        states = [BlobState.QUARANTINED] + ([BlobState.REJECTED] if include_rejected else [])
-        return await self._queries.held_blobs(states)
+    async def held(
+        self, found: HeldFilter | None = None, *, after: int = 0, limit: int = 1000
+    ) -> list[HeldBlob]:
+        """Held and rejected files (those `found` matches), by review id, after `after`."""
+        return await self._queries.held_blobs(found or HeldFilter(), after_pk=after, limit=limit)
+
+    async def bulk(self, found: HeldFilter, decision: str, actor: str, comment: str) -> BulkResult:
+        """Release or reject (`decision`) every quarantined file `found` matches, each audited
+        on its own; at most MAX_BULK at a time."""
+        text = _comment(comment)
+        if decision not in ("release", "reject"):
+            raise ReviewError(f'decision "{shown(decision)}" is neither release nor reject')
+        found = dataclasses.replace(found, states=(BlobState.QUARANTINED,))
+        matched = await self.held(found, limit=MAX_BULK + 1)
+        decided: list[int] = []
+        failed: list[tuple[int, str]] = []
+        for blob in matched[:MAX_BULK]:
+            try:
+                if decision == "release":
+                    await self.release(blob.pk, actor, text)
+                else:
+                    await self.reject(blob.pk, actor, text)
+            except (ReviewError, NotHeld) as exc:  # decided by someone else meanwhile
+                failed.append((blob.pk, str(exc)))
+            else:
+                decided.append(blob.pk)
+        return BulkResult(tuple(decided), tuple(failed), len(matched) > MAX_BULK)
 
     async def item(self, review_id: int) -> HeldItem:
         blob = await self._queries.held_blob(review_id)
@@ -205,7 +262,20 @@ class Review:
         text = _comment(comment)
         if self._waivers is None or not await self._waivers.revoke(pk, actor):
             raise ReviewNotFound(f"waiver {pk} does not exist or is revoked already")
-        await self._db.audit(actor, "waiver.revoked", details={"waiver": pk, "comment": text})
+        await self._db.audit(
+            actor,
+            "waiver.revoked",
+            details={"waiver": pk, "comment": text, "before": "active", "after": "revoked"},
+        )
+        await self.sweep_waivers()
+
+    async def waived_counts(self) -> dict[int, int]:
+        """waiver id → how many files it let through."""
+        return {} if self._waivers is None else await self._waivers.waived_counts()
+
+    async def sweep_waivers(self) -> int:
+        """Judge again the files that ended waivers let through; returns how many are held."""
+        return 0 if self._sweep is None else await self._sweep.sweep()
 
     async def reject(self, review_id: int, actor: str, comment: str) -> None:
         text = _comment(comment)
@@ -295,6 +365,10 @@ class Review:
         record = await self._db.find_repo(repo)
         if record is None:
             record = await self._db.upsert_repo(repo, private=False, gated="false")
+        existing = await self._db.active_block(record.pk)
+        if existing is not None:
+            raise ReviewError(f"{shown(repo)} is blocked already ({existing.reason}: "
+                              f"{shown(existing.detail)})")  # fmt: skip
         await self._blocks.place(record, BlockReason.ADMIN, _comment(comment), by=actor)
 
     async def unblock(self, repo: RepoRef, actor: str, comment: str) -> None:
@@ -306,7 +380,12 @@ class Review:
         if not lifted:
             raise ReviewError(f"{repo} is not blocked")
         self._blocks.forget(record.pk)
-        await self._db.audit(actor, "repo.unblocked", repo_pk=record.pk, details={"comment": text})
+        await self._db.audit(
+            actor,
+            "repo.unblocked",
+            repo_pk=record.pk,
+            details={"comment": text, "lifted": lifted, "before": "blocked", "after": "serving"},
+        )
 
     async def _repo(self, repo: RepoRef) -> RepoRecord:
         record = await self._db.find_repo(repo)
@@ -349,6 +428,8 @@ class Review:
                 "to": change.held.head,
                 "paths": [p for p, _, _ in change.changed],
                 "comment": text,
+                "before": f"{ref} served at {change.held.approved}",
+                "after": f"{ref} served at {change.held.head}",
             },
         )
 
@@ -360,7 +441,13 @@ class Review:
             actor,
             "change.rejected",
             repo_pk=change.held.repo.pk,
-            details={"ref": ref, "head": change.held.head, "comment": text},
+            details={
+                "ref": ref,
+                "head": change.held.head,
+                "comment": text,
+                "before": f"{ref} served at {change.held.approved}",
+                "after": f"{ref} stays at {change.held.approved}, {change.held.head} refused",
+            },
         )
 
     async def _change(self, repo: RepoRef, ref: str) -> PinnedChange:
@@ -373,9 +460,20 @@ class Review:
 
     # -- audit -----------------------------------------------------------------------------
 
-    async def audit(self, *, action: str | None = None, limit: int = 100) -> list[AuditRecord]:
-        """The newest `limit` audit events (of one action), oldest first."""
-        return await self._queries.audit_log(action=action, limit=limit)
+    async def audit(
+        self, query: AuditQuery | None = None, *, limit: int = 100, after: int | None = None
+    ) -> list[AuditRecord]:
+        """Audit events, oldest first: the newest `limit` that match, or with `after` the
+        `limit` that follow event `after` (to follow or stream the log)."""
+        query = query or AuditQuery()
+        repo_pk = None
+        if query.repo is not None:
+            record = await self._db.find_repo(query.repo)
+            if record is None:
+                return []
+            repo_pk = record.pk
+        found = AuditFilter(query.actor, query.action, repo_pk, query.since)
+        return await self._queries.audit_log(found, limit=limit, after_pk=after)
 
     # -- overview --------------------------------------------------------------------------
 
@@ -383,12 +481,20 @@ class Review:
         """Counts a reviewer starts from, and the latest decisions."""
         held = await self.held()
         decisions = [e for e in await self._queries.audit_log(limit=500) if e.action in _DECISIONS]
+        by_severity = {s.value: 0 for s in reversed(Severity)} | {"none": 0}
+        for blob in held:
+            if blob.state is BlobState.QUARANTINED:
+                by_severity[blob.worst.severity.value if blob.worst else "none"] += 1
+        now = utcnow()
         return Summary(
             quarantined=sum(1 for b in held if b.state is BlobState.QUARANTINED),
             rejected=sum(1 for b in held if b.state is BlobState.REJECTED),
             blocked=len(await self.blocked()),
             changes=len(await self.changes()),
             recent=tuple(decisions[-10:]),
+            by_severity=by_severity,
+            waivers=sum(1 for w in await self.waivers() if w.is_active(now)),
+            requests=sum(b.requests for b in held if b.state is BlobState.QUARANTINED),
         )
 
     async def pins(self, repo: RepoRef) -> list[PinRecord]:

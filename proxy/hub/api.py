@@ -14,9 +14,12 @@ from proxy.errors import (
     OfflineMiss,
     ReadOnly,
     RepoNotFound,
+    UpstreamRejected,
     XetRefused,
 )
+from proxy.hub.bodies import read_form_or_json
 from proxy.hub.context import services_of
+from proxy.hub.cursors import cursors_of
 from proxy.hub.requests import (
     caller_of,
     folder_path,
@@ -31,7 +34,7 @@ from scanners.report import JsonValue
 
 TREE_PAGE_SIZE_EXPANDED = 50
 MAX_PATHS_INFO = 1000
-MAX_BODY_BYTES = 1024 * 1024
+MAX_UPSTREAM_CURSOR_CHARS = 4000
 
 
 def _json(data: JsonValue, *, headers: dict[str, str] | None = None) -> web.Response:
@@ -94,6 +97,9 @@ async def tree(request: web.Request) -> web.Response:
     folder = folder_path(wanted.path).value
     recursive, expand = query_bool(request, "recursive"), query_bool(request, "expand")
     caller = caller_of(request)
+    cursors, listing, rev = cursors_of(request), f"tree {folder}", wanted.revision.name
+    cursor = request.query.get("cursor")
+    offset = 0 if cursor is None else int(cursors.verify(listing, repo, rev, cursor) or "0")
     resolved = await services.catalog.resolve(repo, wanted.revision, caller)
     entries = await services.catalog.tree(resolved, caller)
     if folder:
@@ -108,26 +114,18 @@ async def tree(request: web.Request) -> web.Response:
     page_size = services.settings.tree_page_size
     if expand:
         page_size = min(page_size, TREE_PAGE_SIZE_EXPANDED)
-    offset = _cursor_offset(request.query.get("cursor"))
     page = listed[offset : offset + page_size]
     headers = {}
     if offset + page_size < len(listed):
+        next_cursor = cursors.issue(listing, repo, rev, str(offset + page_size))
         query = {
             "recursive": str(recursive).lower(),
             "expand": str(expand).lower(),
-            "cursor": str(offset + page_size),
+            "cursor": next_cursor,
         }
-        base = public_base(request, services.settings.public_url)
+        base = public_base(request, services.settings)
         headers["Link"] = f'<{base}{request.path}?{urlencode(query)}>; rel="next"'
     return _json([e.to_json() for e in page], headers=headers)
-
-
-def _cursor_offset(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    if not cursor.isdigit() or len(cursor) > 9:
-        raise InvalidInput("cursor", cursor, "is not valid; follow the Link URL as given")
-    return int(cursor)
 
 
 async def paths_info(request: web.Request) -> web.Response:
@@ -143,18 +141,7 @@ async def paths_info(request: web.Request) -> web.Response:
 
 async def _requested_paths(request: web.Request) -> list[str]:
     """`paths` from a form (repeated keys) or a JSON body {"paths": [...]}."""
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
-    if request.content_type == "application/json":
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, RecursionError) as exc:
-            raise InvalidInput("request body", "…", 'is not JSON {"paths": [...]}') from exc
-        raw = body.get("paths", []) if isinstance(body, dict) else []
-        paths = [p for p in raw if isinstance(p, str)] if isinstance(raw, list) else []
-    else:
-        form = await request.post()
-        paths = [p for p in form.getall("paths", []) if isinstance(p, str)]
+    paths = (await read_form_or_json(request)).strings("paths")
     if len(paths) > MAX_PATHS_INFO:
         raise InvalidInput("paths", f"{len(paths)} paths", f"exceeds {MAX_PATHS_INFO}; split it")
     return [folder_path(p).value for p in paths]
@@ -171,21 +158,25 @@ async def refs(request: web.Request) -> web.Response:
 async def commits(request: web.Request) -> web.Response:
     services = services_of(request)
     repo = repo_of(request)
-    revision = Revision.parse(request.match_info["rev"])
+    rev = request.match_info["rev"]
+    revision = Revision.parse(rev)
     caller = caller_of(request)
     if services.upstream is None:
         raise OfflineMiss(f"offline: the history of {repo} is not mirrored")
+    cursors, cursor = cursors_of(request), request.query.get("cursor")
+    upstream_cursor = None if cursor is None else cursors.verify("commits", repo, rev, cursor)
     await services.catalog.repo_info(repo, revision, caller)
-    page = await services.upstream.commits_page(
-        repo, revision.name, request.query.get("cursor"), caller.token
-    )
+    page = await services.upstream.commits_page(repo, revision.name, upstream_cursor, caller.token)
     headers = {}
     if page.total is not None:
         headers["X-Total-Count"] = str(page.total)
     if page.cursor is not None:
-        base = public_base(request, services.settings.public_url)
+        if len(page.cursor) > MAX_UPSTREAM_CURSOR_CHARS:
+            raise UpstreamRejected(f"the upstream's next-page cursor of {repo} is too long")
+        query = urlencode({"cursor": cursors.issue("commits", repo, rev, page.cursor)})
+        base = public_base(request, services.settings)
         path = f"/api/{repo.api_path}/commits/{quote(revision.name, safe='')}"
-        headers["Link"] = f'<{base}{path}?{urlencode({"cursor": page.cursor})}>; rel="next"'
+        headers["Link"] = f'<{base}{path}?{query}>; rel="next"'
     return _json([strip_xet(dict(c.raw)) for c in page.items], headers=headers)
 
 

@@ -18,9 +18,11 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from proxy.catalog import Caller
 from proxy.delivery import FileTarget, InFlightBlob, ReleasedBlob
 from proxy.errors import HubwardenError, InvalidInput, NotReady
 from proxy.hub.context import services_of
+from proxy.hub.flights import Landing, Redirect, flights_of
 from proxy.hub.requests import caller_of, file_path, repo_of, revision_and_path
 from proxy.ingest import IngestJob
 from proxy.store.blobs import BlobStore
@@ -95,11 +97,20 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 async def resolve_file(request: web.Request) -> web.StreamResponse:
     services = services_of(request)
     caller = caller_of(request)
-    warm_key = (request.raw_path, caller.key)
-    if request.method == "GET":
-        warm = services.delivery.warm(warm_key)
-        if warm is not None:
-            return await _send_released(request, warm, file_headers(warm.target))
+    key = (request.raw_path, caller.key)
+    if request.method != "GET":
+        return await _resolve(request, caller, key, Landing())
+    found = services.delivery.warm(key) or await flights_of(request).follow(key)
+    if found is not None:
+        return await _answer(request, found)
+    with flights_of(request).lead(key) as landing:
+        return await _resolve(request, caller, key, landing)
+
+
+async def _resolve(
+    request: web.Request, caller: Caller, warm_key: tuple[str, str], landing: Landing
+) -> web.StreamResponse:
+    services = services_of(request)
     repo = repo_of(request)
     wanted = revision_and_path(request)
     path = file_path(wanted.path)
@@ -108,10 +119,8 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
         location = f"/{repo.file_path}/resolve/{resolved.commit}/{quote(path.value)}"
         if request.query_string:
             location += f"?{request.query_string}"
-        headers = {"Location": location, "X-Repo-Commit": resolved.commit}
-        if resolved.notice:
-            headers["X-HF-Warning"] = f"hubwarden; {resolved.notice}"
-        return web.Response(status=307, headers=headers)
+        landing.outcome = Redirect(location, resolved.commit, resolved.notice)
+        return await _answer(request, landing.outcome)
     target = await services.delivery.locate(repo, wanted.revision, path, caller)
     headers = file_headers(target)
     if request.method == "HEAD":
@@ -122,8 +131,19 @@ async def resolve_file(request: web.Request) -> web.StreamResponse:
     found = await services.delivery.open(target, caller)
     if isinstance(found, ReleasedBlob):
         services.delivery.remember_warm(warm_key, found)
+        landing.outcome = found
         return await _send_released(request, found, headers)
     return await _stream_in_flight(request, found, headers)
+
+
+async def _answer(request: web.Request, found: ReleasedBlob | Redirect) -> web.StreamResponse:
+    """A released blob or a redirect found by this request, or by one just like it."""
+    if isinstance(found, ReleasedBlob):
+        return await _send_released(request, found, file_headers(found.target))
+    headers = {"Location": found.location, "X-Repo-Commit": found.commit}
+    if found.notice:
+        headers["X-HF-Warning"] = f"hubwarden; {found.notice}"
+    return web.Response(status=307, headers=headers)
 
 
 async def _send_released(

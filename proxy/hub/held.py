@@ -8,13 +8,13 @@ told (ids can be guessed).
 from __future__ import annotations
 
 import functools
-import json
 
 import jinja2
 from aiohttp import web
 
 from proxy.admin.review import PublicView
 from proxy.errors import InvalidInput
+from proxy.hub.bodies import BodyLimits, read_form_or_json
 from proxy.hub.context import services_of
 from proxy.hub.requests import caller_of, review_id_of
 
@@ -72,18 +72,11 @@ async def held_page(request: web.Request) -> web.Response:
 
 async def request_exception(request: web.Request) -> web.Response:
     review_id = review_id_of(request)
-    if request.content_length is not None and request.content_length > MAX_FORM_BYTES:
-        raise InvalidInput("request body", f"{request.content_length} bytes", "is too large")
-    if request.content_type == "application/json":
-        try:
-            body = json.loads(await request.read())
-        except (ValueError, RecursionError) as exc:
-            raise InvalidInput("request body", "…", 'is not JSON {"justification": "…"}') from exc
-        text = body.get("justification") if isinstance(body, dict) else None
-    else:
-        text = (await request.post()).get("justification")
-    if not isinstance(text, str):
-        raise InvalidInput("justification", text, "is required: say why you need the file")
+    body = await read_form_or_json(request, BodyLimits(max_bytes=MAX_FORM_BYTES, max_fields=20))
+    values = body.strings("justification")
+    text = values[0] if len(values) == 1 else None
+    if text is None:
+        raise InvalidInput("justification", "", "is required once: say why you need the file")
     review = services_of(request).review
     await review.request_exception(
         review_id, text, caller_of(request).key, request.remote or "unknown"

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from proxy.catalog import Caller
+from proxy.config import Settings
 from proxy.errors import InvalidInput
 from proxy.repos import RepoPath, RepoRef, RepoType, Revision
 
@@ -81,14 +82,34 @@ def query_bool(request: web.Request, key: str, default: bool = False) -> bool:
     raise InvalidInput(f"query parameter {key}", value, "must be true or false")
 
 
-def public_base(request: web.Request, configured: str | None) -> str:
-    """The base URL clients reach us by (for absolute Link URLs): configured, or the request's."""
-    if configured:
-        return configured.rstrip("/")
+def public_base(request: web.Request, settings: Settings) -> str:
+    """The base URL clients reach us by, for absolute Link URLs (the client refuses relative ones,
+    hub-protocol.md §2): `public_url`; else the request's Host when it is one of `trusted_hosts`;
+    else the address this connection reached. A Host header is never copied unchecked: behind a
+    shared cache that would let one client plant links to another host for everyone."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
     host = request.headers.get("Host", "")
-    if not _HOST.fullmatch(host):
-        raise InvalidInput("Host header", host, "is not a valid host name")
-    return f"{request.scheme}://{host}"
+    if settings.trusted_hosts and _HOST.fullmatch(host) and _is_trusted(host, settings):
+        return f"{request.scheme}://{host}"
+    return f"{request.scheme}://{_bound_address(request)}"
+
+
+def _is_trusted(host: str, settings: Settings) -> bool:
+    """`name:port` matches an entry naming that port, `name` an entry with no port (any port)."""
+    host = host.lower()
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return host in settings.trusted_hosts or name in settings.trusted_hosts
+
+
+def _bound_address(request: web.Request) -> str:
+    """`ip:port` of our end of the connection (what the client connected to, NAT aside)."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        raise InvalidInput("Host header", "", "cannot be used here: set public_url")
+    address, port = str(sockname[0]), int(sockname[1])
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def review_id_of(request: web.Request) -> int:

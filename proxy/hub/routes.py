@@ -67,7 +67,7 @@ async def _not_served(request: web.Request) -> web.Response:
 
 async def _unknown_route(request: web.Request) -> web.Response:
     """Any path or method the Hub's API does not have: 404 in the Hub's error shape."""
-    endpoint = public_base(request, services_of(request).settings.public_url)
+    endpoint = public_base(request, services_of(request).settings)
     message = (
         f"{request.method} {shown(request.path)} is not a route of this server: it is a "
         "Hugging Face Hub mirror (Hubwarden) with no web pages; use it from huggingface_hub, "

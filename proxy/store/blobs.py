@@ -10,12 +10,48 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import uuid
 from pathlib import Path
+
+from proxy.errors import UpstreamUnavailable, shown
 
 logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_TEMP_NAME = re.compile(r"(?:([0-9]{1,10})-)?[0-9a-f]{32}\.part")
+STORE_FULL_STATUS = 507
+
+
+class StoreFull(UpstreamUnavailable):
+    """The blob store cannot hold a file: before an ingest, less than its `size` plus the
+    configured `margin` is free (`free`); during one, a write failed (`reason`, e.g. ENOSPC).
+    Answered 507 (a subclass of UpstreamUnavailable only so the hub edge maps its `status`)."""
+
+    def __init__(self, path: str, size: int, free: int, margin: int, reason: str = "") -> None:
+        self.path = path
+        self.size = size
+        self.free = free
+        self.margin = margin
+        self.reason = reason
+        if reason:
+            what = f"the mirror cannot store {shown(path)}: writing it failed ({shown(reason)})"
+        else:
+            what = (
+                f"the mirror's store is full: {shown(path)} needs {size} bytes plus a margin of "
+                f"{margin}, and {free} are free"
+            )
+        super().__init__(
+            f"{what}; ask the mirror's administrator to free space in its data directory "
+            "(hubwarden doctor), then retry",
+            status=STORE_FULL_STATUS,
+        )
+
+
+def temp_owner_pid(path: Path) -> int | None:
+    """The pid of the process that made a temp file (None: not one of ours, or older)."""
+    match = _TEMP_NAME.fullmatch(path.name)
+    return int(match[1]) if match and match[1] else None
 
 
 def _checked(sha256: str) -> str:
@@ -48,8 +84,9 @@ class BlobStore:
         return removed
 
     def new_temp(self) -> Path:
-        """A fresh, empty temp file path (created) in tmp/."""
-        path = self.tmp_dir / f"{uuid.uuid4().hex}.part"
+        """A fresh, empty temp file path (created) in tmp/, named after this process so that
+        `hubwarden doctor` tells a live ingest's file from one a dead process left."""
+        path = self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         path.touch(mode=0o600, exist_ok=False)
         return path
 
@@ -73,8 +110,16 @@ class BlobStore:
         """An admin released a quarantined blob."""
         return self._move(self.quarantined_path(sha256), self.released_path(sha256))
 
+    def return_to_quarantine(self, sha256: str) -> Path:
+        """A released blob is held again (the waiver that let it through ended)."""
+        return self._move(self.released_path(sha256), self.quarantined_path(sha256))
+
     def discard(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def free_bytes(self) -> int:
+        """Bytes this process may still write under the data directory (statvfs)."""
+        return shutil.disk_usage(self.tmp_dir).free
 
     def has_released(self, sha256: str) -> bool:
         return self.released_path(sha256).is_file()

@@ -404,3 +404,18 @@ class Waiver(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     revoked_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class WaivedBlob(Base):
+    """A file a waiver let through its held verdict (not one a reviewer looked at): judged again
+    when the waiver ends (`judged_at` set then)."""
+
+    __tablename__ = "waived_blobs"
+    __table_args__ = (Index("ix_waived_blobs_waiver_pk", "waiver_pk"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    waiver_pk: Mapped[int] = mapped_column(ForeignKey("waivers.id", ondelete="CASCADE"))
+    blob_pk: Mapped[int] = mapped_column(ForeignKey("blobs.id", ondelete="CASCADE"))
+    held_for: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = _created()
+    judged_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)

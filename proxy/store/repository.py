@@ -7,8 +7,10 @@ the loser's insert fails with IntegrityError and it reads the winner's row.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select, update
@@ -64,6 +66,8 @@ class BlobRecord:
     state: BlobState
     reason: str
     first_path: str
+    owner: str | None = None
+    """The process (`host:pid`) whose ingest claimed the blob (see proxy.ops.owners)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,20 @@ class AuditRecord:
     repo_pk: int | None
     blob_pk: int | None
     details: dict[str, JsonValue]
+    pk: int = 0
+
+
+AUDIT_CONTEXT: ContextVar[Mapping[str, str] | None] = ContextVar("audit_context", default=None)
+"""Who is calling, for every audit event written while it is set: the edge that authenticated
+the call (admin API, web pages, CLI) sets the acting identity's `role` and the `remote` address,
+and each event made on its behalf (by the review, the lifecycle, blocks, pins) records them."""
+
+
+def audit_record(event: AuditEvent) -> AuditRecord:
+    return AuditRecord(
+        event.at, event.actor, event.action, event.repo_pk, event.blob_pk, event.details or {},
+        event.id,
+    )  # fmt: skip
 
 
 AuditHook = Callable[[AuditRecord], None]
@@ -129,6 +147,7 @@ def _blob(row: Blob) -> BlobRecord:
         state=BlobState(row.state),
         reason=row.reason,
         first_path=row.first_path,
+        owner=row.lease_owner,
     )
 
 
@@ -383,8 +402,11 @@ class Repository:
             row = await session.get(Blob, pk)
             return None if row is None else _blob(row)
 
-    async def claim_blob(self, etag: str, size: int, repo_pk: int, path: str) -> bool:
-        """Insert the blob in state `fetching`; False when another task or replica has it."""
+    async def claim_blob(
+        self, etag: str, size: int, repo_pk: int, path: str, owner: str | None = None
+    ) -> bool:
+        """Insert the blob in state `fetching`, owned by `owner`; False when another task or
+        replica has it."""
         async with self._sessions() as session:
             session.add(
                 Blob(
@@ -394,6 +416,7 @@ class Repository:
                     reason="",
                     first_repo_pk=repo_pk,
                     first_path=path,
+                    lease_owner=owner,
                     lease_token=1,
                 )
             )
@@ -421,6 +444,28 @@ class Repository:
         async with self._sessions() as session:
             await session.execute(delete(Blob).where(Blob.etag == etag))
             await session.commit()
+
+    async def forget_abandoned_blob(self, etag: str, owner: str | None) -> bool:
+        """Delete a fetching/scanning row still owned by `owner` (a process found dead, or
+        this one, which lost its ingest); False when the row moved on or another took it."""
+        unfinished = [BlobState.FETCHING.value, BlobState.SCANNING.value]
+        query = delete(Blob).where(Blob.etag == etag, Blob.state.in_(unfinished))
+        query = query.where(
+            Blob.lease_owner.is_(None) if owner is None else Blob.lease_owner == owner
+        )
+        async with self._sessions() as session:
+            result = await session.execute(query)
+            await session.commit()
+            return bool(getattr(result, "rowcount", 0))
+
+    async def list_blobs(self, states: Iterable[BlobState]) -> list[BlobRecord]:
+        """Every blob in one of `states` (for `hubwarden doctor`)."""
+        wanted = [state.value for state in states]
+        async with self._read() as session:
+            result = await session.execute(
+                select(Blob).where(Blob.state.in_(wanted)).order_by(Blob.id)
+            )
+            return [_blob(row) for row in result.scalars()]
 
     async def forget_unfinished_blobs(self) -> int:
         """At start-up: rows left in fetching/scanning by a stopped process are deleted."""
@@ -541,20 +586,24 @@ class Repository:
         blob_pk: int | None = None,
         details: dict[str, JsonValue] | None = None,
     ) -> None:
-        """Append an audit event; once it is committed, hand it to the `on_audit` hook."""
-        record = AuditRecord(utcnow(), actor, action, repo_pk, blob_pk, details or {})
+        """Append an audit event (with the caller's role and address, see `AUDIT_CONTEXT`);
+        once it is committed, hand it to the `on_audit` hook."""
+        context = AUDIT_CONTEXT.get() or {}
+        record = AuditRecord(
+            utcnow(), actor, action, repo_pk, blob_pk, {**context, **(details or {})}
+        )
         async with self._sessions() as session:
-            session.add(
-                AuditEvent(
-                    at=record.at,
-                    actor=actor,
-                    action=action,
-                    repo_pk=repo_pk,
-                    blob_pk=blob_pk,
-                    details=record.details,
-                )
+            row = AuditEvent(
+                at=record.at,
+                actor=actor,
+                action=action,
+                repo_pk=repo_pk,
+                blob_pk=blob_pk,
+                details=record.details,
             )
+            session.add(row)
             await session.commit()
+            record = dataclasses.replace(record, pk=row.id)
         if self._on_audit is not None:
             self._on_audit(record)
 
@@ -565,7 +614,4 @@ class Repository:
             if action is not None:
                 query = query.where(AuditEvent.action == action)
             result = await session.execute(query)
-            return [
-                AuditRecord(e.at, e.actor, e.action, e.repo_pk, e.blob_pk, e.details or {})
-                for e in result.scalars()
-            ]
+            return [audit_record(e) for e in result.scalars()]

@@ -6,11 +6,12 @@ short session per method, typed records out, ORM objects never leave this module
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.repos import RepoRef, RepoType
@@ -22,13 +23,42 @@ from proxy.store.models import (
     Commit,
     Entry,
     ExceptionRequest,
+    FindingRow,
     Pin,
     Ref,
     Repo,
 )
-from proxy.store.repository import AuditRecord, RepoRecord, repo_record, utcnow
+from proxy.store.repository import AuditRecord, RepoRecord, audit_record, repo_record, utcnow
+from scanners.report import Severity
 
 MAX_LISTED = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class WorstFinding:
+    severity: Severity
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeldFilter:
+    """Which held blobs a list shows: `repo` is `namespace/name` (or a namespace followed by
+    `/`), `severity` the least severe worst finding, `since` the oldest state change."""
+
+    states: tuple[BlobState, ...] = (BlobState.QUARANTINED, BlobState.REJECTED)
+    repo: str | None = None
+    file_format: str | None = None
+    severity: Severity | None = None
+    since: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    actor: str | None = None
+    action: str | None = None
+    repo_pk: int | None = None
+    since: dt.datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +76,10 @@ class HeldBlob:
     path: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    worst: WorstFinding | None = None
+    commit: str = ""  # the commit it was first fetched for
+    revisions: tuple[str, ...] = ()  # the branches and tags at that commit
+    requests: int = 0  # exception requests from refused users
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +121,36 @@ class ReviewQueries:
         self._read = read_sessions or sessions
 
     async def held_blobs(
-        self, states: Sequence[BlobState], *, limit: int = MAX_LISTED, after_pk: int = 0
+        self, found: HeldFilter, *, limit: int = MAX_LISTED, after_pk: int = 0
     ) -> list[HeldBlob]:
-        """Blobs in `states`, by id, from `after_pk` on (at most `limit`)."""
+        """Blobs `found` matches, by id, from `after_pk` on (at most `limit`), each with its
+        worst finding, commit, revisions and request count."""
         async with self._read() as session:
             query = (
                 select(Blob, Repo)
                 .outerjoin(Repo, Repo.id == Blob.first_repo_pk)
-                .where(Blob.state.in_([s.value for s in states]), Blob.id > after_pk)
+                .where(Blob.state.in_([s.value for s in found.states]), Blob.id > after_pk)
                 .order_by(Blob.id)
-                .limit(min(limit, MAX_LISTED))
+                .limit(max(1, min(limit, MAX_LISTED)))
             )
-            result = await session.execute(query)
-            return [_held(blob, repo) for blob, repo in result.all()]
+            if found.repo is not None:
+                repo_id = found.repo
+                query = query.where(
+                    Repo.repo_id.startswith(repo_id, autoescape=True)
+                    if repo_id.endswith("/")
+                    else Repo.repo_id == repo_id
+                )
+            if found.file_format is not None:
+                query = query.where(Blob.file_format == found.file_format)
+            if found.since is not None:
+                query = query.where(Blob.updated_at >= found.since)
+            if found.severity is not None:
+                worse = [s.value for s in Severity if s.rank >= found.severity.rank]
+                query = query.where(
+                    exists().where(FindingRow.blob_pk == Blob.id, FindingRow.severity.in_(worse))
+                )
+            rows = (await session.execute(query)).all()
+            return await _annotated(session, [_held(blob, repo) for blob, repo in rows])
 
     async def held_blob(self, pk: int) -> HeldBlob | None:
         async with self._read() as session:
@@ -109,17 +160,16 @@ class ReviewQueries:
                 .where(Blob.id == pk)
             )
             row = result.first()
-            return None if row is None else _held(row[0], row[1])
+            if row is None:
+                return None
+            return (await _annotated(session, [_held(row[0], row[1])]))[0]
 
     async def blob_history(self, blob_pk: int) -> list[AuditRecord]:
         async with self._read() as session:
             result = await session.execute(
                 select(AuditEvent).where(AuditEvent.blob_pk == blob_pk).order_by(AuditEvent.id)
             )
-            return [
-                AuditRecord(e.at, e.actor, e.action, e.repo_pk, e.blob_pk, e.details or {})
-                for e in result.scalars()
-            ]
+            return [audit_record(e) for e in result.scalars()]
 
     async def blocked_repos(self) -> list[BlockedRepo]:
         async with self._read() as session:
@@ -185,20 +235,31 @@ class ReviewQueries:
             return [(p, e, c) for p, e, c in result.all()]
 
     async def audit_log(
-        self, *, action: str | None = None, repo_pk: int | None = None, limit: int = MAX_LISTED
+        self,
+        found: AuditFilter | None = None,
+        *,
+        limit: int = MAX_LISTED,
+        after_pk: int | None = None,
     ) -> list[AuditRecord]:
+        """Audit events `found` matches, oldest first: the newest `limit` of them, or with
+        `after_pk` the `limit` that follow that event (for following or streaming the log)."""
+        found = found or AuditFilter()
+        query = select(AuditEvent).limit(max(1, min(limit, 10_000)))
+        if after_pk is None:
+            query = query.order_by(AuditEvent.id.desc())
+        else:
+            query = query.where(AuditEvent.id > after_pk).order_by(AuditEvent.id)
+        if found.actor is not None:
+            query = query.where(AuditEvent.actor == found.actor)
+        if found.action is not None:
+            query = query.where(AuditEvent.action == found.action)
+        if found.repo_pk is not None:
+            query = query.where(AuditEvent.repo_pk == found.repo_pk)
+        if found.since is not None:
+            query = query.where(AuditEvent.at >= found.since)
         async with self._read() as session:
-            query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(min(limit, 10_000))
-            if action is not None:
-                query = query.where(AuditEvent.action == action)
-            if repo_pk is not None:
-                query = query.where(AuditEvent.repo_pk == repo_pk)
-            result = await session.execute(query)
-            events = [
-                AuditRecord(e.at, e.actor, e.action, e.repo_pk, e.blob_pk, e.details or {})
-                for e in result.scalars()
-            ]
-            return events[::-1]
+            events = [audit_record(e) for e in (await session.execute(query)).scalars()]
+        return events[::-1] if after_pk is None else events
 
     async def add_request(
         self, blob_pk: int, justification: str, requester: str, remote: str
@@ -241,3 +302,82 @@ def _held(blob: Blob, repo: Repo | None) -> HeldBlob:
         created_at=blob.created_at,
         updated_at=blob.updated_at,
     )
+
+
+async def _annotated(session: AsyncSession, blobs: list[HeldBlob]) -> list[HeldBlob]:
+    """The blobs with their worst finding, first commit, revisions and request count (a few
+    queries per page, whatever its length)."""
+    if not blobs:
+        return blobs
+    pks = [b.pk for b in blobs]
+    worst = await _worst_findings(session, pks)
+    commits = await _first_commits(session, pks)
+    names = await _ref_names(session, set(commits.values()))
+    counts = await _request_counts(session, pks)
+    return [
+        dataclasses.replace(
+            b,
+            worst=worst.get(b.pk),
+            commit=commits[b.pk][1] if b.pk in commits else "",
+            revisions=tuple(sorted(names.get(commits[b.pk], ()))) if b.pk in commits else (),
+            requests=counts.get(b.pk, 0),
+        )
+        for b in blobs
+    ]
+
+
+async def _worst_findings(session: AsyncSession, pks: list[int]) -> dict[int, WorstFinding]:
+    worst: dict[int, WorstFinding] = {}
+    rows = await session.execute(
+        select(FindingRow.blob_pk, FindingRow.severity, FindingRow.code, FindingRow.message)
+        .where(FindingRow.blob_pk.in_(pks))
+        .order_by(FindingRow.id)
+    )
+    for pk, severity, code, message in rows.all():
+        candidate = WorstFinding(Severity(severity), code, message[:300])
+        if pk not in worst or candidate.severity.rank > worst[pk].severity.rank:
+            worst[pk] = candidate
+    return worst
+
+
+async def _first_commits(
+    session: AsyncSession, pks: list[int]
+) -> dict[int, tuple[int | None, str]]:
+    """blob pk → (repo pk, commit) it was first fetched for, from its settling audit event."""
+    commits: dict[int, tuple[int | None, str]] = {}
+    rows = await session.execute(
+        select(AuditEvent.blob_pk, AuditEvent.repo_pk, AuditEvent.details)
+        .where(AuditEvent.blob_pk.in_(pks), AuditEvent.action.startswith("blob."))
+        .order_by(AuditEvent.id)
+    )
+    for blob_pk, repo_pk, details in rows.all():
+        commit = (details or {}).get("commit")
+        if blob_pk is not None and blob_pk not in commits and isinstance(commit, str):
+            commits[blob_pk] = (repo_pk, commit)
+    return commits
+
+
+async def _ref_names(
+    session: AsyncSession, wanted: set[tuple[int | None, str]]
+) -> dict[tuple[int | None, str], list[str]]:
+    """(repo pk, commit) → the branches and tags at that commit."""
+    names: dict[tuple[int | None, str], list[str]] = {}
+    if wanted:
+        rows = await session.execute(
+            select(Ref.repo_pk, Ref.commit, Ref.name).where(
+                Ref.commit.in_({commit for _, commit in wanted})
+            )
+        )
+        for repo_pk, commit, name in rows.all():
+            if (repo_pk, commit) in wanted:
+                names.setdefault((repo_pk, commit), []).append(name)
+    return names
+
+
+async def _request_counts(session: AsyncSession, pks: list[int]) -> dict[int, int]:
+    rows = await session.execute(
+        select(ExceptionRequest.blob_pk, func.count())
+        .where(ExceptionRequest.blob_pk.in_(pks))
+        .group_by(ExceptionRequest.blob_pk)
+    )
+    return {pk: int(count) for pk, count in rows.all()}

@@ -5,14 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.repos import RepoRef, RepoType
-from proxy.store.models import Waiver, WaiverScope
+from proxy.store.models import Blob, BlobState, WaivedBlob, Waiver, WaiverScope
 from proxy.store.repository import utcnow
 
 MAX_LISTED = 1000
+WAIVER_STATUSES = ("active", "expiring", "expired", "revoked")
+EXPIRING = dt.timedelta(days=7)  # an active waiver ending sooner than this is "expiring"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,16 @@ class WaiverRecord:
     def is_active(self, now: dt.datetime) -> bool:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
+    def status(self, now: dt.datetime) -> str:
+        """One of WAIVER_STATUSES."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if not self.is_active(now):
+            return "expired"
+        if self.expires_at is not None and self.expires_at - now <= EXPIRING:
+            return "expiring"
+        return "active"
+
     @property
     def covers(self) -> str:
         """What it covers, for people: `path model/org/m:x.bin`, `repo model/org/m`, `org org`."""
@@ -39,6 +51,16 @@ class WaiverRecord:
             return f"org {self.repo_type.value}/{self.namespace}"
         target = f"{self.repo_type.value}/{self.repo_id}"
         return f"path {target}:{self.path}" if self.scope is WaiverScope.PATH else f"repo {target}"
+
+
+@dataclass(frozen=True, slots=True)
+class WaivedFile:
+    """A file an ended waiver let through, still released: to be judged again."""
+
+    pk: int
+    waiver: WaiverRecord
+    blob_pk: int
+    held_for: str
 
 
 def _record(row: Waiver) -> WaiverRecord:
@@ -125,3 +147,47 @@ class Waivers:
             now = utcnow()  # expiry compared here: the same on SQLite and PostgreSQL
             active = (r for r in map(_record, result.scalars()) if r.is_active(now))
             return next(active, None)
+
+    async def record_waived(self, waiver_pk: int, blob_pk: int, held_for: str) -> None:
+        """Remember that `waiver_pk` let blob `blob_pk` through (held for `held_for`)."""
+        async with self._sessions() as session:
+            session.add(WaivedBlob(waiver_pk=waiver_pk, blob_pk=blob_pk, held_for=held_for))
+            await session.commit()
+
+    async def waived_counts(self) -> dict[int, int]:
+        """waiver pk → how many files it let through."""
+        async with self._read() as session:
+            result = await session.execute(
+                select(WaivedBlob.waiver_pk, func.count()).group_by(WaivedBlob.waiver_pk)
+            )
+            return {pk: int(count) for pk, count in result.all()}
+
+    async def ended_waived(self, *, limit: int = MAX_LISTED) -> list[WaivedFile]:
+        """Released files let through by a waiver that has expired or been revoked, not yet
+        judged again (oldest first, at most `limit`)."""
+        now = utcnow()
+        async with self._read() as session:
+            result = await session.execute(
+                select(WaivedBlob, Waiver)
+                .join(Waiver, Waiver.id == WaivedBlob.waiver_pk)
+                .join(Blob, Blob.id == WaivedBlob.blob_pk)
+                .where(
+                    WaivedBlob.judged_at.is_(None),
+                    Blob.state == BlobState.RELEASED.value,
+                    or_(Waiver.revoked_at.is_not(None), Waiver.expires_at <= now),
+                )
+                .order_by(WaivedBlob.id)
+                .limit(limit)
+            )
+            return [  # expiry checked again here: SQLite compares datetimes as text
+                WaivedFile(waived.id, waiver, waived.blob_pk, waived.held_for)
+                for waived, waiver in ((w, _record(r)) for w, r in result.all())
+                if not waiver.is_active(now)
+            ]
+
+    async def mark_judged(self, waived_pk: int) -> None:
+        async with self._sessions() as session:
+            await session.execute(
+                update(WaivedBlob).where(WaivedBlob.id == waived_pk).values(judged_at=utcnow())
+            )
+            await session.commit()

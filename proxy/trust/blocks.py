@@ -70,7 +70,13 @@ class Blocks:
             by,
             "repo.blocked",
             repo_pk=repo.pk,
-            details={"reason": reason.value, "detail": detail, "block": block.pk},
+            details={
+                "reason": reason.value,
+                "detail": detail,
+                "block": block.pk,
+                "before": "serving",
+                "after": "blocked",
+            },
         )
         logger.warning("blocked %s: %s (%s)", repo.ref, reason.value, shown(detail))
         return block

@@ -138,10 +138,14 @@ class PolicyGate:
         if waivable and self._waivers is not None:
             waiver = await self._waivers.covering(origin.repo.ref, origin.entry.path)
             if waiver is not None:  # held, not malicious nor refused by a rule to reject
+                blob = await self._db.get_blob(origin.entry.etag)
+                if blob is not None:  # judged again when the waiver ends
+                    await self._waivers.record_waived(waiver.pk, blob.pk, decision.reason)
                 await self._db.audit(
                     waiver.created_by,
                     "waiver.applied",
                     repo_pk=origin.repo.pk,
+                    blob_pk=blob.pk if blob is not None else None,
                     details={"waiver": waiver.pk, "path": origin.entry.path,
                              "held_for": decision.reason},
                 )  # fmt: skip

@@ -75,8 +75,8 @@ async def test_admin_api_viewer_may_read_but_not_decide(
         await proxy.download(MODEL, "labels.pkl")
     viewer = await _token(proxy, Role.VIEWER)
     status, listed = await _call(proxy, "GET", "/quarantine", viewer)
-    assert status == 200 and isinstance(listed, list) and len(listed) == 1
-    review_id = listed[0]["id"]
+    assert status == 200 and isinstance(listed, dict) and len(listed["items"]) == 1
+    review_id = listed["items"][0]["id"]
     status, body = await _call(
         proxy, "POST", f"/quarantine/{review_id}/release", viewer, {"comment": "fine"}
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from proxy.catalog import Caller
+from proxy.config import Settings, load_settings
 from proxy.errors import InvalidInput
 from proxy.hub.requests import (
     MAX_TOKEN_CHARS,
@@ -81,22 +84,42 @@ def test_query_bool_other_values_are_invalid_input(value: str) -> None:
         query_bool(_request(f"/x?flag={value}"), "flag")
 
 
+def _settings(**values: object) -> Settings:
+    return load_settings(None, {}, values)
+
+
+def _on_socket(host: str, sockname: tuple[str, int] = ("10.1.2.3", 8080)) -> web.Request:
+    """A request whose connection reached us at `sockname` (our end of the socket)."""
+    transport = mock.Mock()
+    transport.get_extra_info.side_effect = lambda name, default=None: (
+        sockname if name == "sockname" else default
+    )
+    return make_mocked_request("GET", "/", headers={"Host": host}, transport=transport)
+
+
 def test_public_base_configured_url_wins_without_trailing_slash() -> None:
-    request = _request(headers={"Host": "evil.example"})
-    assert public_base(request, "https://hub.example.com/") == "https://hub.example.com"
+    settings = _settings(public_url="https://hub.example.com/", trusted_hosts=["evil.example"])
+    assert public_base(_on_socket("evil.example"), settings) == "https://hub.example.com"
 
 
-@pytest.mark.parametrize("host", ["proxy", "proxy.corp:8080", "127.0.0.1:5000", "[::1]:8080"])
-def test_public_base_from_a_valid_host_header(host: str) -> None:
-    assert public_base(_request(headers={"Host": host}), None) == f"http://{host}"
+@pytest.mark.parametrize("host", ["proxy", "proxy.corp:8080", "PROXY.corp:9", "[::1]:8080"])
+def test_public_base_trusted_host_header_is_used(host: str) -> None:
+    settings = _settings(trusted_hosts=["proxy", "proxy.corp", "[::1]:8080"])
+    assert public_base(_on_socket(host), settings) == f"http://{host}"
 
 
 @pytest.mark.parametrize(
-    "host", ["", "evil.example/path", "a b", "x@evil.example", "h:99999999", "h\r\nX: y", "a" * 300]
+    "host",
+    ["evil.example", "proxy:81", "", "evil.example/path", "a b", "x@proxy", "h\r\nX: y", "a" * 300],
 )
-def test_public_base_hostile_host_header_is_invalid_input(host: str) -> None:
-    with pytest.raises(InvalidInput, match="Host header"):
-        public_base(_request(headers={"Host": host}), None)
+def test_public_base_untrusted_host_header_gives_the_bound_address(host: str) -> None:
+    settings = _settings(trusted_hosts=["proxy:80"])
+    assert public_base(_on_socket(host), settings) == "http://10.1.2.3:8080"
+
+
+def test_public_base_without_trusted_hosts_never_copies_the_host_header() -> None:
+    request = _on_socket("evil.example", ("::1", 9000))
+    assert public_base(request, _settings()) == "http://[::1]:9000"
 
 
 @pytest.mark.parametrize(
