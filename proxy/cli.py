@@ -47,6 +47,7 @@ from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_setti
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
 from proxy.ops.doctor import register as register_doctor_command
+from proxy.ops.prefetch import register as register_prefetch_command
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_review_commands(commands, load_cli_settings, _add_config_option)
     register_admin_commands(commands, load_cli_settings, _add_config_option)
     register_doctor_command(commands, load_cli_settings, _add_config_option)
-    # Later: pins, prefetch, export, import.
+    register_prefetch_command(commands, load_cli_settings, _add_config_option)
+    # Later: export, import.
     return parser
 
 

@@ -175,8 +175,14 @@ class BlobLifecycle:
 
     async def forget_unfinished(self) -> None:
         """At start: fetching/scanning rows a stopped process left → absent (its temp files are
-        gone with `tmp/`)."""
-        forgotten = await self._db.forget_unfinished_blobs()
+        gone with `tmp/`). Rows a live process of this host owns (a server or `hubwarden
+        prefetch` beside this one on the same data directory) are left to it."""
+        forgotten = 0
+        for blob in await self._db.list_blobs((BlobState.FETCHING, BlobState.SCANNING)):
+            owner = blob.owner
+            if owner != this_process() and is_alive(owner) is Liveness.ALIVE:
+                continue
+            forgotten += await self._db.forget_abandoned_blob(blob.etag, owner)
         if forgotten:
             logger.info("forgot %d blobs a previous run left unfinished", forgotten)
 

@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from proxy.errors import UpstreamUnavailable, shown
+from proxy.ops.owners import pid_is_alive
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,12 @@ def temp_owner_pid(path: Path) -> int | None:
     return int(match[1]) if match and match[1] else None
 
 
+def _live_temp(path: Path) -> bool:
+    """A temp file another process of this host that still runs is writing."""
+    pid = temp_owner_pid(path)
+    return pid is not None and pid != os.getpid() and pid_is_alive(pid)
+
+
 def _checked(sha256: str) -> str:
     if not _SHA256.fullmatch(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256[:80]!r}")
@@ -70,14 +77,15 @@ class BlobStore:
         self.blobs_dir = self.root / "blobs"
 
     def prepare(self) -> int:
-        """Create the directories and delete what a previous run left half-written in tmp/.
-        Returns how many temp files were removed."""
+        """Create the directories and delete what a previous run left half-written in tmp/
+        (not the files of another live process: a server or `hubwarden prefetch` sharing this
+        data directory). Returns how many temp files were removed."""
         for directory in (self.tmp_dir, self.quarantine_dir, self.blobs_dir):
             directory.mkdir(parents=True, exist_ok=True)
         removed = 0
         for leftover in self.tmp_dir.iterdir():
-            if leftover.is_file() or leftover.is_symlink():
-                leftover.unlink()
+            if (leftover.is_file() or leftover.is_symlink()) and not _live_temp(leftover):
+                leftover.unlink(missing_ok=True)
                 removed += 1
         if removed:
             logger.info("removed %d half-written temp files from %s", removed, self.tmp_dir)
