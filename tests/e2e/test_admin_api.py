@@ -11,7 +11,7 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 
 from proxy.admin.api import ROUTES, openapi_document
-from proxy.admin.identity import Role
+from proxy.admin.identity import Action, Role
 from proxy.hub.context import SERVICES
 from tests.fakehub.hub import FakeHub
 from tests.fakehub.plugin import make_tiny_model
@@ -47,14 +47,35 @@ async def _call(
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r.method} {r.path}")
-async def test_admin_api_every_route_refuses_a_missing_or_unknown_token(
+async def test_admin_api_every_route_refuses_a_missing_unknown_revoked_or_expired_token(
     proxy: RunningProxy, route: object
 ) -> None:
     method, path = route.method, _concrete(route.path)  # type: ignore[attr-defined]
-    for token in (None, "hwa_not-a-real-token"):
+    identities = proxy.app[SERVICES].identities
+    revoked = await _token(proxy, Role.ADMIN, "gone")
+    await identities.revoke("gone", "test")
+    _, expired = await identities.create("old", Role.ADMIN, dt.timedelta(microseconds=1), "t")
+    for token in (None, "hwa_not-a-real-token", revoked, expired):
         status, body = await _call(proxy, method, path, token, {"comment": "x"})
-        assert status == 401
+        assert status == 401, (token, body)
         assert isinstance(body, dict) and body["error"] == "unauthenticated" and body["hint"]
+
+
+@pytest.mark.parametrize(
+    "route",
+    [r for r in ROUTES if r.action is not Action.VIEW],
+    ids=lambda r: f"{r.method} {r.path}",
+)
+async def test_admin_api_every_changing_route_refuses_a_viewer(
+    proxy: RunningProxy, route: object
+) -> None:
+    method, path = route.method, _concrete(route.path)  # type: ignore[attr-defined]
+    viewer = await _token(proxy, Role.VIEWER, "v")
+    sent = {"comment": "x", "decision": "reject", "filter": {"repo": "org/x"}}
+    status, body = await _call(proxy, method, path, viewer, sent)
+    assert status == 403, body
+    assert isinstance(body, dict) and body["error"] == "forbidden"
+    assert await proxy.app[SERVICES].repository.list_audit("review.rejected") == []
 
 
 async def test_admin_api_revoked_and_expired_tokens_are_refused(proxy: RunningProxy) -> None:
