@@ -21,7 +21,9 @@ changed role, takes effect on the next page.
 - **CSRF**: one random token per session (a synchronizer token), in a hidden field of every form,
   compared in constant time on every POST (`csrf_ok`). The sign-in form has one too, from an
   anonymous session, so no other site can sign a browser in with a token of its own. A session
-  starts afresh at sign-in (new CSRF token).
+  starts afresh at sign-in (new CSRF token). Forms are read with `proxy.hub.bodies.request_body`
+  (once per request, shared with the handler), never aiohttp's `post()`: that answers 500 to an
+  unknown `charset=` and parses multipart bodies no form of ours sends.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from cryptography.fernet import Fernet
 
 from proxy.admin.identity import Action, Identities, Identity, utcnow
 from proxy.errors import HubwardenError
+from proxy.hub.bodies import BodyLimits, request_body
 from proxy.hub.context import SERVICES
 
 KEY_FILE = "admin-session.key"
@@ -51,6 +54,8 @@ COOKIE_NAME = "hubwarden_admin"
 COOKIE_PATH = "/admin/"
 CSRF_FIELD = "csrf"
 MAX_FLASH_CHARS = 300
+# The admin pages' forms are small: a comment (2000 characters) and a few hidden fields.
+FORM_LIMITS = BodyLimits(max_bytes=64 * 1024, max_fields=50)
 
 _WHO = "who"  # the token's name
 _SINCE = "since"  # signed in at (Unix seconds)
@@ -229,12 +234,13 @@ def csrf_token(request: web.Request) -> str:
 
 
 async def csrf_ok(request: web.Request) -> bool:
-    """The POSTed form carries this session's CSRF token."""
+    """The POSTed form carries this session's CSRF token, once. The form is read (and kept for
+    the handler) by `request_body`: a body that cannot be parsed raises InvalidInput."""
     expected = _session(request).get(_CSRF)
-    sent = (await request.post()).get(CSRF_FIELD)
-    if not isinstance(expected, str) or not isinstance(sent, str) or not expected:
+    sent = (await request_body(request, FORM_LIMITS)).strings(CSRF_FIELD)
+    if not isinstance(expected, str) or not expected or len(sent) != 1:
         return False
-    return hmac.compare_digest(expected.encode(), sent.encode())
+    return hmac.compare_digest(expected.encode(), sent[0].encode())
 
 
 async def signed_in(request: web.Request, identities: Identities) -> Identity | None:

@@ -4,7 +4,8 @@ only with the charsets we know, and every way one can be malformed a 400 saying 
 Only the two shapes the Hub's clients send are read (hub-protocol.md §3.5): a form
 (`application/x-www-form-urlencoded`) and JSON. aiohttp's own `post()` is not used: it looks up
 whatever codec the `charset` parameter names (an unknown one raises LookupError), and parses
-multipart bodies no client of ours sends.
+multipart bodies no client of ours sends. `request_body` reads a body once per request and keeps
+it, for edges where two steps read the same form (the admin pages' CSRF check, then the handler).
 """
 
 from __future__ import annotations
@@ -37,6 +38,20 @@ class Body:
 
     def strings(self, key: str) -> list[str]:
         return self.fields.get(key, [])
+
+
+_PARSED_BODY = web.RequestKey("hubwarden_parsed_body", Body)
+
+
+async def request_body(request: web.Request, limits: BodyLimits = BodyLimits()) -> Body:
+    """The form or JSON body of `request`, read and parsed on the first call and kept on the
+    request for the next ones (the first call's `limits` apply). Raises InvalidInput as
+    `read_form_or_json` does."""
+    body = request.get(_PARSED_BODY)
+    if body is None:
+        body = await read_form_or_json(request, limits)
+        request[_PARSED_BODY] = body
+    return body
 
 
 async def read_form_or_json(request: web.Request, limits: BodyLimits = BodyLimits()) -> Body:

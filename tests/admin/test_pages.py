@@ -4,6 +4,7 @@ session cookie, CSRF, roles, escaping of hostile names and messages, decisions t
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import time
@@ -21,6 +22,7 @@ from cryptography.fernet import Fernet
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.numpy import save
 
+from proxy.admin import pages
 from proxy.admin.identity import Role
 from proxy.admin.sessions import COOKIE_NAME, KEY_FILE, SessionKeyUnusable, load_or_create_key
 from proxy.hub.context import SERVICES
@@ -41,8 +43,13 @@ class Answer:
     text: str
     set_cookie: list[str]
 
+    @property
+    def shown(self) -> str:
+        """The text as a browser shows it (entities such as &#34; decoded)."""
+        return html.unescape(self.text)
 
-def _csrf(page: Answer) -> str:
+
+def csrf_of(page: Answer) -> str:
     found = _CSRF.search(page.text)
     assert found is not None, "no CSRF field on the page"
     return found.group(1)
@@ -58,7 +65,7 @@ class Browserless:
     async def get(self, path: str, headers: dict[str, str] | None = None) -> Answer:
         return await self.request("GET", path, headers=headers)
 
-    async def post(self, path: str, form: dict[str, str]) -> Answer:
+    async def post(self, path: str, form: dict[str, str] | list[tuple[str, str]]) -> Answer:
         return await self.request("POST", path, data=form)
 
     async def request(
@@ -66,7 +73,7 @@ class Browserless:
         method: str,
         path: str,
         *,
-        data: dict[str, str] | None = None,
+        data: dict[str, str] | list[tuple[str, str]] | bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> Answer:
         async with self.session.request(
@@ -81,11 +88,19 @@ class Browserless:
 
     async def csrf(self, path: str = "/admin/signin") -> str:
         """The CSRF token of the forms on a page."""
-        return _csrf(await self.get(path))
+        return csrf_of(await self.get(path))
 
     async def sign_in(self, token: str, next_page: str = "") -> Answer:
         form = {"csrf": await self.csrf(), "token": token, "next": next_page}
         return await self.post("/admin/signin", form)
+
+    async def sign_in_as(self, role: Role, name: str | None = None) -> None:
+        answer = await self.sign_in(await admin_token(self.proxy, role, name))
+        assert answer.status == 303, answer.text
+
+    async def send(self, path: str, form: dict[str, str], *, page: str = "/admin/") -> Answer:
+        """POST `form` with the session's CSRF token, read from `page` as a browser would."""
+        return await self.post(path, {"csrf": await self.csrf(page), **form})
 
 
 @asynccontextmanager
@@ -94,13 +109,13 @@ async def browserless(proxy: RunningProxy) -> AsyncIterator[Browserless]:
         yield Browserless(proxy, session)
 
 
-async def _token(proxy: RunningProxy, role: Role, name: str | None = None) -> str:
+async def admin_token(proxy: RunningProxy, role: Role, name: str | None = None) -> str:
     identities = proxy.app[SERVICES].identities
     _, token = await identities.create(name or f"t-{role.value}", role, None, "test")
     return token
 
 
-async def _held(
+async def held_file(
     proxy: RunningProxy, fake_hub: FakeHub, *, repo: str = MODEL, name: str = "labels.pkl",
     data: bytes = UNKNOWN_PICKLE,
 ) -> int:  # fmt: skip
@@ -114,7 +129,7 @@ async def _held(
 
 
 async def test_pages_without_a_session_redirect_to_sign_in_and_back(proxy: RunningProxy) -> None:
-    token = await _token(proxy, Role.VIEWER)
+    token = await admin_token(proxy, Role.VIEWER)
     async with browserless(proxy) as client:
         answer = await client.get("/admin/quarantine?state=quarantined")
         assert answer.status == 303
@@ -128,7 +143,7 @@ async def test_pages_without_a_session_redirect_to_sign_in_and_back(proxy: Runni
 
 
 async def test_pages_sign_in_never_leads_to_another_site(proxy: RunningProxy) -> None:
-    token = await _token(proxy, Role.VIEWER)
+    token = await admin_token(proxy, Role.VIEWER)
     for hostile in ("https://evil.example/", "//evil.example/admin/", "/admin/\\evil"):
         async with browserless(proxy) as client:
             signed = await client.sign_in(token, hostile)
@@ -144,7 +159,7 @@ async def test_pages_refuse_an_unknown_token_on_the_sign_in_page(proxy: RunningP
 
 
 async def test_pages_refuse_a_client_token(proxy: RunningProxy) -> None:
-    token = await _token(proxy, Role.CLIENT)
+    token = await admin_token(proxy, Role.CLIENT)
     async with browserless(proxy) as client:
         answer = await client.sign_in(token)
         assert answer.status == 403 and "client token cannot sign in" in answer.text
@@ -153,9 +168,9 @@ async def test_pages_refuse_a_client_token(proxy: RunningProxy) -> None:
 async def test_pages_refuse_a_post_without_the_csrf_token(
     proxy: RunningProxy, fake_hub: FakeHub
 ) -> None:
-    review_id = await _held(proxy, fake_hub)
+    review_id = await held_file(proxy, fake_hub)
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER))
         path = f"/admin/quarantine/{review_id}/release"
         for form in ({"comment": "fine"}, {"comment": "fine", "csrf": "forged"}):
             answer = await client.post(path, form)
@@ -166,7 +181,7 @@ async def test_pages_refuse_a_post_without_the_csrf_token(
 
 
 async def test_pages_sign_in_form_needs_the_csrf_token_too(proxy: RunningProxy) -> None:
-    token = await _token(proxy, Role.ADMIN)
+    token = await admin_token(proxy, Role.ADMIN)
     async with browserless(proxy) as client:
         answer = await client.post("/admin/signin", {"token": token})
         assert answer.status == 403 and "CSRF" in answer.text
@@ -175,9 +190,9 @@ async def test_pages_sign_in_form_needs_the_csrf_token_too(proxy: RunningProxy) 
 async def test_pages_viewer_reads_but_cannot_release(
     proxy: RunningProxy, fake_hub: FakeHub
 ) -> None:
-    review_id = await _held(proxy, fake_hub)
+    review_id = await held_file(proxy, fake_hub)
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.VIEWER))
+        await client.sign_in(await admin_token(proxy, Role.VIEWER))
         page = await client.get(f"/admin/quarantine/{review_id}")
         assert page.status == 200 and "PICKLE_" in page.text
         assert "/release" not in page.text  # the form is hidden from a viewer
@@ -192,7 +207,7 @@ async def test_pages_viewer_reads_but_cannot_release(
 
 async def test_pages_reviewer_cannot_unblock_and_sees_no_form(proxy: RunningProxy) -> None:
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER))
         page = await client.get("/admin/repos")
         assert (
             "Only an admin blocks or unblocks" in page.text
@@ -208,7 +223,7 @@ async def test_pages_reviewer_cannot_unblock_and_sees_no_form(proxy: RunningProx
 
 async def test_pages_admin_blocks_and_unblocks_a_repo(proxy: RunningProxy) -> None:
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.ADMIN))
+        await client.sign_in(await admin_token(proxy, Role.ADMIN))
         csrf = await client.csrf("/admin/repos")
         form = {"csrf": csrf, "type": "model", "repo": MODEL, "comment": "incident 42"}
         assert (await client.post("/admin/repos/block", form)).location == "/admin/repos"
@@ -220,7 +235,7 @@ async def test_pages_admin_blocks_and_unblocks_a_repo(proxy: RunningProxy) -> No
 
 
 async def test_pages_session_cookie_is_httponly_and_samesite_strict(proxy: RunningProxy) -> None:
-    token = await _token(proxy, Role.VIEWER)
+    token = await admin_token(proxy, Role.VIEWER)
     async with browserless(proxy) as client:
         answer = await client.sign_in(token)
     (cookie,) = [c for c in answer.set_cookie if c.startswith(COOKIE_NAME + "=")]
@@ -239,7 +254,7 @@ async def test_pages_session_cookie_is_secure_behind_an_https_proxy(proxy: Runni
 
 async def test_pages_sign_out_ends_the_session(proxy: RunningProxy) -> None:
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.VIEWER))
+        await client.sign_in(await admin_token(proxy, Role.VIEWER))
         csrf = await client.csrf("/admin/")
         answer = await client.post("/admin/signout", {"csrf": csrf})
         assert (answer.status, answer.location) == (303, "/admin/signin")
@@ -248,7 +263,7 @@ async def test_pages_sign_out_ends_the_session(proxy: RunningProxy) -> None:
 
 async def test_pages_session_ends_when_its_token_is_revoked(proxy: RunningProxy) -> None:
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.ADMIN, "leaver"))
+        await client.sign_in(await admin_token(proxy, Role.ADMIN, "leaver"))
         assert (await client.get("/admin/")).status == 200
         await proxy.app[SERVICES].identities.revoke("leaver", "test")
         assert (await client.get("/admin/")).status == 303
@@ -256,7 +271,7 @@ async def test_pages_session_ends_when_its_token_is_revoked(proxy: RunningProxy)
 
 async def test_pages_session_expires_after_eight_idle_hours(proxy: RunningProxy) -> None:
     """A cookie sealed 8 h ago (with the server's own key) no longer signs anyone in."""
-    await _token(proxy, Role.ADMIN, "sleeper")
+    await admin_token(proxy, Role.ADMIN, "sleeper")
     key = (proxy.settings.data_dir / KEY_FILE).read_bytes()
     then = int(time.time()) - 8 * 3600 - 60
     data = {"created": then, "session": {"who": "sleeper", "since": then, "seen": then}}
@@ -274,9 +289,9 @@ async def test_pages_escape_hostile_file_names_and_finding_messages(
 ) -> None:
     name = "<script>alert(1)</script>.pkl"
     hostile = b"c<img src=x onerror=alert(2)>\nLabels\n(tR."
-    review_id = await _held(proxy, fake_hub, name=name, data=hostile)
+    review_id = await held_file(proxy, fake_hub, name=name, data=hostile)
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER))
         listing = (await client.get("/admin/quarantine")).text
         page = (await client.get(f"/admin/quarantine/{review_id}")).text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;.pkl" in listing
@@ -286,9 +301,9 @@ async def test_pages_escape_hostile_file_names_and_finding_messages(
 
 
 async def test_pages_release_needs_a_comment(proxy: RunningProxy, fake_hub: FakeHub) -> None:
-    review_id = await _held(proxy, fake_hub)
+    review_id = await held_file(proxy, fake_hub)
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER))
         csrf = await client.csrf(f"/admin/quarantine/{review_id}")
         answer = await client.post(
             f"/admin/quarantine/{review_id}/release", {"csrf": csrf, "comment": "  "}
@@ -299,9 +314,9 @@ async def test_pages_release_needs_a_comment(proxy: RunningProxy, fake_hub: Fake
 async def test_pages_reviewer_release_serves_the_client_and_is_audited(
     proxy: RunningProxy, fake_hub: FakeHub
 ) -> None:
-    review_id = await _held(proxy, fake_hub)
+    review_id = await held_file(proxy, fake_hub)
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER, "alice"))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER, "alice"))
         csrf = await client.csrf(f"/admin/quarantine/{review_id}")
         answer = await client.post(
             f"/admin/quarantine/{review_id}/release", {"csrf": csrf, "comment": "our labels"}
@@ -318,7 +333,7 @@ async def test_pages_reviewer_release_serves_the_client_and_is_audited(
 
 async def test_pages_unknown_page_and_item_answer_404_pages(proxy: RunningProxy) -> None:
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.VIEWER))
+        await client.sign_in(await admin_token(proxy, Role.VIEWER))
         for path in ("/admin/nowhere", "/admin/quarantine/999"):
             answer = await client.get(path)
             assert answer.status == 404 and "<h1>" in answer.text and "Back to" in answer.text
@@ -354,10 +369,10 @@ async def test_pages_approve_a_pinned_change_moves_main(
     api = hf.HfApi(endpoint=proxy.url, token=False)
     assert (await proxy.call(api.model_info, TINY)).sha != new  # held: the approved commit
     async with browserless(proxy) as client:
-        await client.sign_in(await _token(proxy, Role.REVIEWER))
+        await client.sign_in(await admin_token(proxy, Role.REVIEWER))
         page = await client.get("/admin/changes")
         assert new in page.text and "model.safetensors" in page.text
-        form = {"csrf": _csrf(page), "type": "model", "repo": TINY, "ref": "main",
+        form = {"csrf": csrf_of(page), "type": "model", "repo": TINY, "ref": "main",
                 "comment": "retrained"}  # fmt: skip
         answer = await client.post("/admin/changes/approve", form)
         assert (answer.status, answer.location) == (303, "/admin/changes")
@@ -370,3 +385,74 @@ async def test_pages_admin_without_slash_leads_to_the_front_page(proxy: RunningP
     async with browserless(proxy) as client:
         answer = await client.get("/admin")
     assert (answer.status, answer.location) == (303, "/admin/")
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        (f"{FORM}; charset=foo", b"comment=fine", 'charset "foo" is not supported'),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="comment"\r\n\r\nfine\r\n--x--\r\n',
+            "is not accepted here",
+        ),
+        (FORM, b"comment=%ED%A0%80", "not UTF-8 text"),
+        (FORM, b"&".join([b"a=b"] * 60), "more than 50 fields"),
+        (FORM, b"comment=" + b"x" * 70_000, "is larger than 65536 bytes"),
+    ],
+    ids=["unknown-charset", "multipart", "bad-utf8", "too-many-fields", "too-large"],
+)
+async def test_pages_post_with_a_body_we_cannot_read_is_a_400_page(
+    proxy: RunningProxy, content_type: str, body: bytes, message: str
+) -> None:
+    async with browserless(proxy) as client:
+        await client.sign_in_as(Role.REVIEWER)
+        answer = await client.request(
+            "POST", "/admin/quarantine/1/release", data=body,
+            headers={"Content-Type": content_type},
+        )  # fmt: skip
+    assert answer.status == 400
+    assert "<h1>That cannot be used</h1>" in answer.text and message in answer.shown
+
+
+async def test_pages_sign_in_with_an_unknown_charset_is_a_400_page(proxy: RunningProxy) -> None:
+    async with browserless(proxy) as client:
+        answer = await client.request(
+            "POST",
+            "/admin/signin",
+            data=b"token=x",
+            headers={"Content-Type": f"{FORM}; charset=foo"},
+        )
+    assert answer.status == 400 and 'charset "foo" is not supported' in answer.shown
+
+
+async def test_pages_refuse_a_form_carrying_two_csrf_tokens(proxy: RunningProxy) -> None:
+    async with browserless(proxy) as client:
+        await client.sign_in_as(Role.ADMIN)
+        token = await client.csrf("/admin/")
+        answer = await client.post(
+            "/admin/repos/block",
+            [("csrf", token), ("csrf", "forged"), ("type", "model"), ("repo", MODEL),
+             ("comment", "x")],
+        )  # fmt: skip
+    assert answer.status == 403 and "CSRF" in answer.text
+    assert await proxy.app[SERVICES].review.blocked() == []
+
+
+def test_pages_docstring_route_table_lists_every_route_with_its_role() -> None:
+    documented: set[tuple[str, str, str]] = set()
+    for line in (pages.__doc__ or "").splitlines():
+        found = re.fullmatch(r"\s+(GET|POST)\s+(/admin/\S*)\s.*\s(\S+)", line)
+        if found is None:
+            continue
+        method, path, role = found.groups()
+        head, _, last = path.rpartition("/")
+        documented |= {(method, f"{head}/{verb}", role) for verb in last.split("|")}
+    routes = {
+        (p.method, f"{pages.PREFIX}{p.path}", p.action.value if p.action else "-")
+        for p in pages.PAGES
+    }
+    assert documented == routes

@@ -179,8 +179,9 @@ async def test_prefetch_interrupted_then_run_again_fetches_no_verified_file_twic
     assert await _prefetch(config, MODEL, "--json") == 0
     report = json.loads(capsys.readouterr().out)
     verdicts = {f["path"]: f["verdict"] for f in report["files"]}
-    assert verdicts == {"config.json": "already verified", "small.safetensors": "already verified",
-                        ".gitattributes": "already verified", "big.safetensors": "released"}  # fmt: skip
+    already = "already verified"
+    assert verdicts == {"config.json": already, "small.safetensors": already,
+                        ".gitattributes": already, "big.safetensors": "released"}  # fmt: skip
     assert fake_hub.body_fetches("*small.safetensors") == 1
     assert fake_hub.body_fetches("*config.json") == 1
     leftovers = list((tmp_path / "data" / "tmp").iterdir())
