@@ -43,11 +43,11 @@ from typing import TYPE_CHECKING
 
 from proxy.admin.cli import register_review_commands
 from proxy.admin.commands import register_admin_commands
+from proxy.admin.prefetch import register as register_prefetch_command
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
 from proxy.ops.doctor import register as register_doctor_command
-from proxy.ops.prefetch import register as register_prefetch_command
 
 if TYPE_CHECKING:
     from aiohttp import web

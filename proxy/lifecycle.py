@@ -204,7 +204,12 @@ class BlobLifecycle:
         await self._decided(blob, BlobState.REJECTED, actor, comment)
 
     async def rescanned(
-        self, blob: BlobRecord, report: ScanReport, settlement: Settlement, actor: str
+        self,
+        blob: BlobRecord,
+        report: ScanReport,
+        settlement: Settlement,
+        actor: str,
+        comment: str = "",
     ) -> BlobState:
         """quarantined → released, quarantined or rejected, by a new scan a reviewer asked for
         (new scanners, a changed policy). Returns the new state."""
@@ -220,9 +225,11 @@ class BlobLifecycle:
         await self._db.audit(
             actor,
             "review.rescanned",
+            repo_pk=await self._repo_pk(blob),
             blob_pk=blob.pk,
-            details={"before": blob.state.value, "after": state.value, "reason": reason,
-                     "outcome": report.outcome.value, "path": blob.first_path},
+            details={"comment": comment, "before": blob.state.value, "after": state.value,
+                     "reason": reason, "outcome": report.outcome.value,
+                     "path": blob.first_path},
         )  # fmt: skip
         return state
 
@@ -233,11 +240,10 @@ class BlobLifecycle:
             raise NotHeld(blob.pk, blob.state)
         await asyncio.to_thread(self._store.return_to_quarantine, blob.sha256)
         await self._db.set_blob_state(blob.etag, BlobState.QUARANTINED, reason=reason)
-        repo = await self._db.repo_of_blob(blob.pk)
         await self._db.audit(
             actor,
             "blob.quarantined",
-            repo_pk=repo.pk if repo is not None else None,
+            repo_pk=await self._repo_pk(blob),
             blob_pk=blob.pk,
             details={"before": blob.state.value, "after": BlobState.QUARANTINED.value,
                      "reason": reason, "path": blob.first_path, "sha256": blob.sha256},
@@ -249,6 +255,7 @@ class BlobLifecycle:
         await self._db.audit(
             actor,
             f"review.{state.value}",
+            repo_pk=await self._repo_pk(blob),
             blob_pk=blob.pk,
             details={
                 "comment": comment,
@@ -266,6 +273,11 @@ class BlobLifecycle:
             state.value,
             shown(actor),
         )
+
+    async def _repo_pk(self, blob: BlobRecord) -> int | None:
+        """The repo a blob was first asked for, so that its decisions show under the repo."""
+        repo = await self._db.repo_of_blob(blob.pk)
+        return repo.pk if repo is not None else None
 
     async def unclaim(self, origin: BlobOrigin) -> None:
         """fetching → absent before any byte was fetched (no temp file could be made)."""

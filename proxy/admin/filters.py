@@ -27,11 +27,11 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
             raise InvalidInput("since", text, "must be at most 3650d ago, or a date") from exc
     try:
         moment = dt.datetime.fromisoformat(text)
-    except ValueError:
+        return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError):  # OverflowError: year 1 or 9999 moved across midnight
         raise InvalidInput(
             "since", text, "must be a time like 2026-12-01 or 2026-12-01T09:00Z, or 7d, 12h, 90m"
         ) from None
-    return moment.astimezone(dt.UTC) if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def held_filter(

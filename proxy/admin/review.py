@@ -241,6 +241,10 @@ class Review:
         repo = await self._db.repo_of_blob(blob.pk)
         if repo is None:
             raise ReviewNotFound(f"review {blob.pk}: the repo it came from is not recorded")
+        if scope is WaiverScope.ORG and "/" not in repo.ref.repo_id:
+            raise ReviewError(
+                f"{shown(repo.ref.repo_id)} belongs to no organisation: waive the repo instead"
+            )
         expires_at = utcnow() + expires_in if expires_in is not None else None
         waiver = await self._waivers.add(
             scope, repo.ref, blob.first_path, comment=comment, by=actor, expires_at=expires_at
@@ -260,13 +264,20 @@ class Review:
 
     async def revoke_waiver(self, pk: int, actor: str, comment: str) -> None:
         text = _comment(comment)
-        if self._waivers is None or not await self._waivers.revoke(pk, actor):
+        waivers = self._waivers
+        waiver = None if waivers is None else await waivers.get(pk)
+        if waivers is None or waiver is None or not await waivers.revoke(pk, actor):
             raise ReviewNotFound(f"waiver {pk} does not exist or is revoked already")
+        repo = None
+        if waiver.repo_id is not None:
+            repo = await self._db.find_repo(RepoRef(waiver.repo_type, waiver.repo_id))
         await self._db.audit(
             actor,
             "waiver.revoked",
-            details={"waiver": pk, "comment": text, "before": "active", "after": "revoked"},
-        )
+            repo_pk=repo.pk if repo is not None else None,
+            details={"waiver": pk, "covers": waiver.covers, "comment": text,
+                     "before": "active", "after": "revoked"},
+        )  # fmt: skip
         await self.sweep_waivers()
 
     async def waived_counts(self) -> dict[int, int]:
@@ -290,7 +301,7 @@ class Review:
         if blob.state is not BlobState.QUARANTINED:
             raise NotHeld(blob.pk, blob.state)
         report, settlement = await self._rescanner(blob)
-        return await self._lifecycle.rescanned(blob, report, settlement, actor)
+        return await self._lifecycle.rescanned(blob, report, settlement, actor, _comment(comment))
 
     async def _blob(self, review_id: int) -> BlobRecord:
         blob = await self._db.get_blob_by_pk(review_id)

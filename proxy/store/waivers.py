@@ -116,6 +116,11 @@ class Waivers:
             )
             return [_record(row) for row in result.scalars()]
 
+    async def get(self, pk: int) -> WaiverRecord | None:
+        async with self._read() as session:
+            row = await session.get(Waiver, pk)
+            return _record(row) if row is not None else None
+
     async def revoke(self, pk: int, by: str) -> bool:
         async with self._sessions() as session:
             result = await session.execute(

@@ -124,6 +124,8 @@ async def test_quarantine_list_pages_with_a_cursor_and_filters_by_repo_state_and
         ("state=released", "state"),
         ("since=yesterday", "since"),
         ("since=99999999999999d", "since"),
+        ("since=0001-01-01T00:00%2B01:00", "since"),
+        ("since=9999-12-31T23:59-01:00", "since"),
         ("repo=../etc", "repo"),
         ("cursor=-1", "cursor"),
         ("limit=0", "limit"),
@@ -200,6 +202,8 @@ async def test_audit_filters_stream_and_record_role_and_remote(
     assert (details["role"], details["remote"], details["comment"]) == ("reviewer", "127.0.0.1",
                                                                         "fine")  # fmt: skip
     assert (details["before"], details["after"]) == ("quarantined", "released")
+    status, events = await _api(proxy, "GET", f"/audit?repo={MODEL}", admin)
+    assert isinstance(events, list) and "review.released" in [e["action"] for e in events]
     status, events = await _api(proxy, "GET", f"/audit?repo={STRANGER}", admin)
     assert isinstance(events, list) and "repo.blocked" in [e["action"] for e in events]
     blocked = next(e for e in events if e["action"] == "repo.blocked")
@@ -356,3 +360,34 @@ def test_review_commands_with_a_missing_data_dir_exit_1_and_create_nothing(
     assert main([*argv, "--data-dir", str(missing)]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
+
+
+async def test_rescan_comment_is_audited_under_the_repo(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    fake_hub.create_repo(MODEL, files={"a.pkl": _unknown_pickle("A")})
+    review_id = await _hold(proxy, MODEL, "a.pkl")
+    reviewer = await _token(proxy, Role.REVIEWER, "r")
+    status, answer = await _api(proxy, "POST", f"/quarantine/{review_id}/rescan", reviewer,
+                                {"comment": "new scanners"})  # fmt: skip
+    assert status == 200 and isinstance(answer, dict) and answer["state"] == "quarantined"
+    status, events = await _api(proxy, "GET", f"/audit?repo={MODEL}&action=review.rescanned",
+                                reviewer)  # fmt: skip
+    assert isinstance(events, list) and len(events) == 1
+    assert events[0]["details"]["comment"] == "new scanners"
+
+
+async def test_org_waiver_on_a_repo_without_an_organisation_is_refused(
+    proxy: RunningProxy, fake_hub: FakeHub
+) -> None:
+    fake_hub.create_repo("solo", files={"a.pkl": _unknown_pickle("A")})
+    review_id = await _hold(proxy, "solo", "a.pkl")
+    reviewer = await _token(proxy, Role.REVIEWER, "r")
+    status, answer = await _api(proxy, "POST", f"/quarantine/{review_id}/release", reviewer,
+                                {"comment": "ok", "scope": "org"})  # fmt: skip
+    assert status == 409 and isinstance(answer, dict), answer
+    assert "belongs to no organisation" in answer["detail"]
+    status, listed = await _api(proxy, "GET", "/waivers", reviewer)
+    assert listed == []
+    with pytest.raises(HfHubHTTPError, match="held in quarantine"):  # still held
+        await proxy.download("solo", "a.pkl", cache_dir=proxy.cache_dir / "again")
