@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING
 from proxy.admin.cli import register_review_commands
 from proxy.admin.commands import register_admin_commands
 from proxy.admin.prefetch import register as register_prefetch_command
+from proxy.airgap.commands import register as register_keys_commands
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_admin_commands(commands, load_cli_settings, _add_config_option)
     register_doctor_command(commands, load_cli_settings, _add_config_option)
     register_prefetch_command(commands, load_cli_settings, _add_config_option)
+    register_keys_commands(commands, load_cli_settings, _add_config_option)
     # Later: export, import.
     return parser
 

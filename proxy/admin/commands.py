@@ -208,10 +208,9 @@ class DataDirMissing(HubwardenError):
     def __init__(self, path: Path) -> None:
         self.path = path
         super().__init__(
-            f"data directory {path} does not exist; the review queue, tokens and grants live in "
-            "the server's "
-            "database: give its data directory with --data-dir, --config or HUBWARDEN_DATA_DIR "
-            "(or its database_url)"
+            f"data directory {path} does not exist; this command works on the server's data "
+            "directory (its database and keys): give it with --data-dir, --config or "
+            "HUBWARDEN_DATA_DIR (or its database_url)"
         )
 
 

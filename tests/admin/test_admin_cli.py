@@ -326,8 +326,8 @@ def test_admin_missing_data_dir_exits_1_and_creates_nothing(
     missing = tmp_path / "elsewhere"
     assert main(["admin", "token", "list", "--data-dir", str(missing)]) == 1
     assert _error_line(capsys) == (
-        f"hubwarden: error: data directory {missing} does not exist; the review queue, tokens "
-        "and grants live in the server's database: give its data directory with --data-dir, "
-        "--config or HUBWARDEN_DATA_DIR (or its database_url)"
+        f"hubwarden: error: data directory {missing} does not exist; this command works on the "
+        "server's data directory (its database and keys): give it with --data-dir, --config or "
+        "HUBWARDEN_DATA_DIR (or its database_url)"
     )
     assert not missing.exists()
