@@ -1,13 +1,18 @@
-"""What the mirror knows about repos: revisions → commits, repo info, trees and entries.
+"""What the mirror knows about repos: revisions → commits, repo info, trees, entries, refs and
+commit listings.
 
-Immutable facts (a commit's info and tree) are recorded in the database the first time upstream
-tells them, so warm requests for a commit cost no upstream call. Mutable facts (where a branch
-points, who may see a private or gated repo) come from upstream through a short-TTL cache. In
-offline mode everything comes from the database.
+Immutable facts (a commit's info, tree and commit listing) are recorded in the database the first
+time upstream tells them, so warm requests for a commit cost no upstream call. Mutable facts (where
+a branch points, who may see a private or gated repo) come from upstream through a short-TTL cache;
+what each ref is (branch, tag...) is recorded when it is first resolved. Offline, everything comes
+from the database: a branch or tag gives the commit last approved for it (`Gate.served_commit`),
+and what was never mirrored is the Hub's error for it (`OfflineRepoNotFound`,
+`NotMirroredRevision`, `NotMirroredEntry`) saying how to get it mirrored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -17,18 +22,90 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from proxy.caching import IMMUTABLE_TTL_S, WARM_TTL_S, TtlCache
-from proxy.errors import EntryNotFound, OfflineMiss, RepoNotFound, RevisionNotFound, shown
-from proxy.metadata import EntryType, RepoInfo, TreeEntry, strip_xet
+from proxy.errors import (
+    AccessDenied,
+    EntryNotFound,
+    GatedRepo,
+    HubwardenError,
+    OfflineMiss,
+    RepoNotFound,
+    RevisionNotFound,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    shown,
+)
+from proxy.metadata import (
+    CommitInfo,
+    EntryType,
+    RefKind,
+    RepoInfo,
+    TreeEntry,
+    ref_item,
+    ref_kinds,
+    strip_xet,
+)
 from proxy.repos import RepoRef, Revision
-from proxy.store.repository import RepoRecord, Repository
-from proxy.trust.access import AccessChecker, LocalAccess
+from proxy.store.repository import RefRecord, RepoRecord, Repository
+from proxy.trust.access import AccessChecker, LocalAccess, OfflineRepoNotFound
 from proxy.upstream import Upstream
 from scanners.report import JsonValue
 
 logger = logging.getLogger(__name__)
 
 MAX_PATHS_PER_QUERY = 1000
+# A commit listing is recorded whole or not at all. At first sight of a commit only short
+# histories are walked (the Hub lists 50 commits a page), so a HEAD never waits long; the commits
+# route walks up to MAX_HISTORY_PAGES, and past MAX_HISTORY_COMMITS passes pages through.
+EAGER_HISTORY_PAGES = 2
+MAX_HISTORY_PAGES = 100
+MAX_HISTORY_COMMITS = 10_000
+MAX_REPO_LOCKS = 10_000
+ASK_FOR_IT = "ask an administrator to prefetch it or import a bundle that holds it"
+# Upstream answers that only leave a fact unrecorded for now (it is asked again later): the
+# request that would have recorded it goes on.
+_NOT_RECORDED_NOW = (
+    UpstreamUnavailable,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    RepoNotFound,
+    RevisionNotFound,
+    GatedRepo,
+    AccessDenied,
+)
 EntriesAt = Callable[[list[str]], Awaitable[list[TreeEntry]]]
+
+
+class NotMirroredRevision(RevisionNotFound, OfflineMiss):
+    """Offline: the revision, or its file list or commit listing (`what`), was never mirrored.
+    A `RevisionNotFound` on the wire, so that the client raises `RevisionNotFoundError`."""
+
+    def __init__(self, repo: RepoRef, revision: str, what: str = "") -> None:
+        self.repo = repo
+        self.revision = revision
+        self.what = what
+        named = f'"{shown(revision)}"'
+        subject = f"the {what} of {repo} at {named}" if what else f"revision {named} of {repo}"
+        HubwardenError.__init__(
+            self, f"{subject} was never mirrored here and this mirror is offline; {ASK_FOR_IT}"
+        )
+
+
+class NotMirroredEntry(EntryNotFound, OfflineMiss):
+    """Offline: the file (or the entry of that path) at a commit was never mirrored. Sent
+    without X-Repo-Commit: the client must not record the file as absent from the commit."""
+
+    def __init__(self, repo: RepoRef, path: str, commit: str) -> None:
+        self.repo = repo
+        self.path = path
+        self.commit = None
+        self.folder = False
+        self.at = commit
+        HubwardenError.__init__(
+            self,
+            f'"{shown(path)}" of {repo} at {commit[:12]} was never mirrored here and this mirror '
+            f"is offline; {ASK_FOR_IT}",
+        )
 
 
 class TrustGuard(Protocol):
@@ -71,7 +148,8 @@ class Resolved:
 
 
 class Catalog:
-    """Revision resolution, repo info, trees and entries, from the database or upstream."""
+    """Revision resolution, repo info, trees, entries, refs and commit listings, from the
+    database or upstream."""
 
     def __init__(
         self,
@@ -95,6 +173,9 @@ class Catalog:
         )
         self._entries: TtlCache[tuple[int, str, str], TreeEntry] = TtlCache(IMMUTABLE_TTL_S, clock)
         self._absent: TtlCache[tuple[int, str, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
+        self._kinds: TtlCache[tuple[int, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
+        self._too_long: TtlCache[tuple[int, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
+        self._locks: dict[int, asyncio.Lock] = {}
 
     @property
     def offline(self) -> bool:
@@ -112,8 +193,9 @@ class Catalog:
     ) -> tuple[RepoRecord, RepoInfo]:
         """Repo info at a revision (None: default branch). A branch or tag gives its approved
         commit (`Gate.served_commit`). Raises RepoNotFound, GatedRepo, RevisionNotFound,
-        Upstream* errors, OfflineMiss, and Held when the repo is blocked (unless
-        `allow_blocked`: the file routes answer HEAD from metadata and refuse the GET)."""
+        Upstream* errors, and Held when the repo is blocked (unless `allow_blocked`: the file
+        routes answer HEAD from metadata and refuse the GET). Offline: OfflineRepoNotFound,
+        NotMirroredRevision for what was never mirrored."""
         found = await self._repo_info(repo, revision, caller)
         if self._guard is not None and not allow_blocked:
             await self._guard.check_repo(found[0], revision)
@@ -177,6 +259,11 @@ class Catalog:
             # A commit never seen: every ref of a pinned repo is checked before any of its files
             # is served, whether it was asked for by branch or by hash (DESIGN.md rule 4).
             await guard.on_new_commit(record, info.sha, caller.token)
+        if revision is None or not revision.is_commit:
+            # After the gate recorded the repo's other refs, so that the listing names them too.
+            await self._record_kind(record, revision.name if revision is not None else "", caller)
+        if is_new:
+            await self._record_short_history(record, info.sha, caller)
         return record
 
     async def _recorded_info(
@@ -197,56 +284,48 @@ class Catalog:
         self._recorded.put((repo, sha), found)
         return found
 
+    async def _offline_record(self, repo: RepoRef, caller: Caller) -> RepoRecord:
+        """Offline: the recorded repo, if this caller may see it. The same refusal for a repo
+        never mirrored and for a private one the caller may not see: existence is not told."""
+        record = await self._db.find_repo(repo)
+        if record is None:
+            raise OfflineRepoNotFound(repo.repo_id, authenticated=caller.token is not None)
+        await self.check_access(record, caller)
+        return record
+
     async def _offline_info(
         self, repo: RepoRef, revision: Revision | None, caller: Caller
     ) -> tuple[RepoRecord, RepoInfo]:
-        record = await self._db.find_repo(repo)
-        if record is None:
-            raise RepoNotFound(repo.repo_id, authenticated=True)
-        await self.check_access(record, caller)
+        record = await self._offline_record(repo, caller)
         name = revision.name if revision is not None else ""
-        sha = name if revision is not None and revision.is_commit else None
-        if sha is None:
-            sha = await self._served_ref(record.pk, name)
-        if sha is None and not name:
-            # The default branch is recorded as "" when asked for without a revision; most
-            # clients name it, and it is nearly always "main".
-            sha = await self._served_ref(record.pk, "main")
-        if sha is None:
-            raise RevisionNotFound(name or "main")
-        commit = await self._db.get_commit(record.pk, sha)
+        sha, notice = name, ""
+        if revision is None or not revision.is_commit:
+            sha, notice = await self._offline_ref(record, name)
+        commit = await self._db.get_commit(record.pk, sha) if sha else None
         if commit is None or commit.info is None:
-            raise RevisionNotFound(name or sha)
-        return record, _info_from_json(repo, sha, commit.info, record)
+            raise NotMirroredRevision(repo, name or "main")
+        info = _info_from_json(repo, sha, commit.info, record)
+        return record, dataclasses.replace(info, notice=notice) if notice else info
 
-    async def refs(
-        self, repo: RepoRef, caller: Caller, *, include_prs: bool
-    ) -> dict[str, JsonValue]:
-        """The refs listing, each branch and tag at the commit clients are served (its approved
-        commit while a newer head awaits review). Raises as `repo_info`, OfflineMiss."""
-        record, _ = await self.repo_info(repo, None, caller)
-        if self._upstream is None:
-            raise OfflineMiss(f"offline: the refs of {repo} are not mirrored")
-        body = await self._upstream.refs(repo, caller.token, include_prs=include_prs)
-        assert isinstance(body, dict)
-        approved = {
-            r.name: r.approved_commit
-            for r in await self._db.list_refs(record.pk)
-            if r.approved_commit and r.approved_commit != r.commit
-        }
-        for key in ("branches", "converts", "tags"):
-            items = body.setdefault(key, [])
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and approved.get(str(item.get("name"))):
-                    item["targetCommit"] = approved[str(item.get("name"))]
-        return body
-
-    async def _served_ref(self, repo_pk: int, name: str) -> str | None:
-        """Offline: the approved commit of a recorded ref (its head if never judged)."""
-        ref = await self._db.get_ref_record(repo_pk, name)
+    async def _offline_ref(self, record: RepoRecord, name: str) -> tuple[str, str]:
+        """Offline: the commit a recorded ref serves (its approved commit; its head if never
+        judged) and the notice when that is not its head. ("", "") when never recorded."""
+        ref = await self._db.get_ref_record(record.pk, name)
+        if ref is None and name in ("", "main"):
+            # The default branch is recorded as "" when asked for without a revision and as
+            # "main" when named; on the Hub it is "main", so either stands for the other.
+            ref = await self._db.get_ref_record(record.pk, "main" if not name else "")
         if ref is None:
-            return None
-        return ref.approved_commit or ref.commit
+            return "", ""
+        served = _served(ref)
+        if served == ref.commit:
+            return served, ""
+        branch = shown(name) or "the default branch"
+        notice = (
+            f"serving the last approved commit {served[:12]} of {branch}; its newer head "
+            f"{ref.commit[:12]} is not approved on this mirror"
+        )
+        return served, notice
 
     async def resolve(
         self, repo: RepoRef, revision: Revision, caller: Caller, *, allow_blocked: bool = False
@@ -261,24 +340,166 @@ class Catalog:
         """Whether the caller may see a private or gated repo (DESIGN.md rule 8): asked upstream
         with the caller's own token, for a file request by its `probe` = (commit, path), since
         gated metadata is public; positive answers cached for `access_ttl_s`. Raises RepoNotFound
-        or GatedRepo; offline, gated and private repos are refused (no local access list yet).
-        See `proxy.trust.access.AccessChecker`."""
+        or GatedRepo; offline, the local access list decides. See
+        `proxy.trust.access.AccessChecker`."""
         await self._access.check(record, caller, probe)
+
+    # -- refs ----------------------------------------------------------------------------------
+
+    async def refs(
+        self, repo: RepoRef, caller: Caller, *, include_prs: bool
+    ) -> dict[str, JsonValue]:
+        """The refs listing, each branch and tag at the commit clients are served (its approved
+        commit while a newer head awaits review). Offline: the recorded refs whose commit is
+        mirrored. Raises as `repo_info`."""
+        if self._upstream is None:
+            record = await self._offline_record(repo, caller)
+            if self._guard is not None:
+                await self._guard.check_repo(record, None)
+            return await self._recorded_refs(record, include_prs=include_prs)
+        record, _ = await self.repo_info(repo, None, caller)
+        body = await self._upstream.refs(repo, caller.token, include_prs=include_prs)
+        assert isinstance(body, dict)
+        await self._record_kinds(record, body)
+        approved = {
+            r.name: r.approved_commit
+            for r in await self._db.list_refs(record.pk)
+            if r.approved_commit and r.approved_commit != r.commit
+        }
+        for key in ("branches", "converts", "tags"):
+            items = body.setdefault(key, [])
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict) and approved.get(str(item.get("name"))):
+                    item["targetCommit"] = approved[str(item.get("name"))]
+        return body
+
+    async def _record_kind(self, record: RepoRecord, name: str, caller: Caller) -> None:
+        """Record what a ref just resolved by name is upstream, once: pull requests, conversions
+        and the default branch by their names, branches and tags from the refs listing (one
+        upstream call per repo, however many ask at once)."""
+        if self._kinds.get((record.pk, name)):
+            return
+        kind = RefKind.of_name(name)
+        if kind is not None:
+            if await self._db.set_ref_kinds(record.pk, {name: kind}):
+                self._kinds.put((record.pk, name), True)
+            return
+        if len(self._locks) > MAX_REPO_LOCKS:
+            self._locks.clear()
+        async with self._locks.setdefault(record.pk, asyncio.Lock()):
+            ref = await self._db.get_ref_record(record.pk, name)
+            if ref is not None and ref.kind is not None:
+                self._kinds.put((record.pk, name), True)
+                return
+            assert self._upstream is not None
+            try:
+                body = await self._upstream.refs(record.ref, caller.token, include_prs=False)
+            except _NOT_RECORDED_NOW as exc:
+                logger.warning("refs of %s not recorded now: %s", record.ref, exc.message)
+                return
+            await self._record_kinds(record, body)
+            if not self._kinds.get((record.pk, name)):
+                await self._db.set_ref_kinds(record.pk, {name: RefKind.UNLISTED})
+                self._kinds.put((record.pk, name), True)
+
+    async def _record_kinds(self, record: RepoRecord, body: JsonValue) -> None:
+        for name in await self._db.set_ref_kinds(record.pk, ref_kinds(body)):
+            self._kinds.put((record.pk, name), True)
+
+    async def _recorded_refs(
+        self, record: RepoRecord, *, include_prs: bool
+    ) -> dict[str, JsonValue]:
+        """The refs listing from the records: each ref at the commit it serves, when mirrored.
+        Refs whose kind was never learnt are listed as branches."""
+        groups: dict[str, list[JsonValue]] = {"branches": [], "converts": [], "tags": []}
+        if include_prs:
+            groups["pullRequests"] = []
+        refs = await self._db.list_refs(record.pk)
+        named_main = any(r.name == "main" and r.kind in (None, RefKind.BRANCH) for r in refs)
+        for ref in refs:
+            kind, name = ref.kind or RefKind.BRANCH, ref.name
+            if kind is RefKind.DEFAULT:
+                if named_main:
+                    continue
+                kind, name = RefKind.BRANCH, "main"
+            group, item = ref_item(kind, name, _served(ref))
+            if kind is RefKind.UNLISTED or group not in groups:
+                continue
+            if not await self._is_mirrored(record, _served(ref)):
+                continue
+            groups[group].append(item)
+        for items in groups.values():
+            items.sort(key=lambda item: str(item.get("name")) if isinstance(item, dict) else "")
+        return dict(groups)
+
+    async def _is_mirrored(self, record: RepoRecord, sha: str) -> bool:
+        commit = await self._db.get_commit(record.pk, sha)
+        return commit is not None and commit.info is not None
+
+    # -- commit listings -----------------------------------------------------------------------
+
+    async def history(self, resolved: Resolved, caller: Caller) -> list[CommitInfo] | None:
+        """The commit listing of the resolved commit, newest first, recorded on first use. None
+        (online only) when it is longer than this mirror records: pass the upstream's pages
+        through. Raises Upstream* errors; offline, NotMirroredRevision."""
+        repo, commit = resolved.repo, resolved.commit
+        recorded = await self._db.get_history(repo.pk, commit)
+        if recorded is not None:
+            return recorded
+        if self._upstream is None:
+            raise NotMirroredRevision(repo.ref, commit, "commit history")
+        if self._too_long.get((repo.pk, commit)):
+            return None
+        listing = await self._walk_history(repo, commit, caller, MAX_HISTORY_PAGES)
+        if listing is None:
+            self._too_long.put((repo.pk, commit), True)
+            return None
+        await self._db.save_history(repo.pk, commit, listing)
+        return listing
+
+    async def _record_short_history(self, record: RepoRecord, commit: str, caller: Caller) -> None:
+        """At first sight of a commit, record its listing if it is short (the common case), so
+        that an offline mirror can list it; a failure only leaves it for later."""
+        try:
+            listing = await self._walk_history(record, commit, caller, EAGER_HISTORY_PAGES)
+        except _NOT_RECORDED_NOW as exc:
+            logger.info("history of %s@%s not recorded now: %s", record.ref, commit, exc.message)
+            return
+        if listing is not None:
+            await self._db.save_history(record.pk, commit, listing)
+
+    async def _walk_history(
+        self, record: RepoRecord, commit: str, caller: Caller, max_pages: int
+    ) -> list[CommitInfo] | None:
+        """The whole upstream listing of `commit` (with the formatted renderings, so that either
+        form can be answered); None when longer than `max_pages` or MAX_HISTORY_COMMITS."""
+        assert self._upstream is not None
+        listing: list[CommitInfo] = []
+        cursor: str | None = None
+        for _ in range(max_pages):
+            page = await self._upstream.commits_page(
+                record.ref, commit, cursor, caller.token, formatted=True
+            )
+            listing.extend(page.items)
+            cursor = page.cursor
+            if len(listing) > MAX_HISTORY_COMMITS:
+                return None
+            if cursor is None:
+                return _checked_listing(record.ref, commit, listing)
+        return None
 
     # -- trees and entries ---------------------------------------------------------------------
 
     async def tree(self, resolved: Resolved, caller: Caller) -> list[TreeEntry]:
-        """Every file and folder at the commit, recorded on first use."""
+        """Every file and folder at the commit, recorded on first use. Offline:
+        NotMirroredRevision when it was never listed whole."""
         commit = await self._db.get_commit(resolved.repo.pk, resolved.commit)
         if commit is None:
             commit = await self._db.save_commit(resolved.repo.pk, resolved.commit, None)
         if commit.tree_complete:
             return await self._db.list_entries(commit.pk)
         if self._upstream is None:
-            raise OfflineMiss(
-                f"offline: the file list of {resolved.repo.ref} at {resolved.commit} was never "
-                "mirrored; import it or fetch it while online"
-            )
+            raise NotMirroredRevision(resolved.repo.ref, resolved.commit, "file list")
         entries = await self._upstream.list_tree(resolved.repo.ref, resolved.commit, caller.token)
         await self._db.save_tree(commit.pk, entries)
         return sorted(entries, key=lambda e: e.path)
@@ -286,7 +507,9 @@ class Catalog:
     async def entries(
         self, resolved: Resolved, paths: list[str], caller: Caller
     ) -> list[TreeEntry]:
-        """Entries for the given paths (unknown ones left out), recorded on first use."""
+        """Entries for the given paths (paths the commit lacks are left out), recorded on first
+        use. Offline, a path whose entry was never recorded (the commit was never listed whole)
+        raises NotMirroredEntry: this mirror cannot tell whether the commit has it."""
         paths = paths[:MAX_PATHS_PER_QUERY]
         commit = await self._db.get_commit(resolved.repo.pk, resolved.commit)
         if commit is None:
@@ -298,8 +521,10 @@ class Catalog:
             for p in set(paths) - {e.path for e in known}
             if self._absent.get((*absent_key, p)) is None
         )
-        if not missing or commit.tree_complete or self._upstream is None:
+        if not missing or commit.tree_complete:
             return known
+        if self._upstream is None:
+            raise NotMirroredEntry(resolved.repo.ref, missing[0], resolved.commit)
         fetched = await self._upstream.paths_info(
             resolved.repo.ref, resolved.commit, missing, caller.token
         )
@@ -312,7 +537,9 @@ class Catalog:
         return known + fetched
 
     async def file_entry(self, resolved: Resolved, path: str, caller: Caller) -> TreeEntry:
-        """The file at `path`. Raises EntryNotFound (with the commit) when absent or a folder."""
+        """The file at `path`. Raises EntryNotFound (with the commit) when absent or a folder;
+        offline, NotMirroredEntry when its entry or its content was never mirrored (a file
+        being held here, even quarantined, is mirrored: its GET says why it is held)."""
         key = (resolved.repo.pk, resolved.commit, path)
         cached = self._entries.get(key)
         if cached is not None:
@@ -320,9 +547,25 @@ class Catalog:
         found = await self.entries(resolved, [path], caller)
         for entry in found:
             if entry.path == path and entry.entry_type is EntryType.FILE:
+                if self._upstream is None and await self._db.get_blob(entry.etag) is None:
+                    raise NotMirroredEntry(resolved.repo.ref, path, resolved.commit)
                 self._entries.put(key, entry)
                 return entry
         raise EntryNotFound(path, commit=resolved.commit)
+
+
+def _served(ref: RefRecord) -> str:
+    """The commit a recorded ref serves: its approved commit; its head if never judged."""
+    return ref.approved_commit or ref.commit
+
+
+def _checked_listing(repo: RepoRef, commit: str, listing: list[CommitInfo]) -> list[CommitInfo]:
+    """A listing fit to record: it starts at `commit` and names each commit once. Raises
+    UpstreamRejected."""
+    ids = [c.commit_id for c in listing]
+    if not ids or ids[0] != commit or len(set(ids)) != len(ids):
+        raise UpstreamRejected(f"the commit listing of {repo} at {commit} is inconsistent")
+    return listing
 
 
 def _info_from_json(

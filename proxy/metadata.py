@@ -34,6 +34,64 @@ class EntryType(enum.StrEnum):
     DIRECTORY = "directory"
 
 
+class RefKind(enum.StrEnum):
+    """What a ref is: the refs listing's groups (hub-protocol.md §3.6), `default` for the ref a
+    client names by no revision at all (the default branch), `unlisted` for a name the Hub
+    resolves but does not list (an abbreviated commit, say)."""
+
+    BRANCH = "branch"
+    TAG = "tag"
+    CONVERT = "convert"
+    PULL_REQUEST = "pr"
+    DEFAULT = "default"
+    UNLISTED = "unlisted"
+
+    @classmethod
+    def of_name(cls, name: str) -> RefKind | None:
+        """The kind a ref name tells by itself (special refs, hub-protocol.md §2), else None."""
+        if not name:
+            return cls.DEFAULT
+        if name.startswith("refs/pr/"):
+            return cls.PULL_REQUEST
+        if name.startswith("refs/convert/"):
+            return cls.CONVERT
+        return None
+
+
+_REF_GROUPS = (  # tags first: a name that is both a tag and a branch resolves as the branch
+    ("tags", RefKind.TAG, ""),
+    ("converts", RefKind.CONVERT, "refs/convert/"),
+    ("pullRequests", RefKind.PULL_REQUEST, ""),
+    ("branches", RefKind.BRANCH, ""),
+)
+MAX_REF_NAME_CHARS = 256
+
+
+def ref_kinds(listing: JsonValue) -> dict[str, RefKind]:
+    """Ref name (as a client names it as a revision) → kind, from a refs listing; hostile JSON,
+    so odd items are skipped."""
+    kinds: dict[str, RefKind] = {}
+    for key, kind, prefix in _REF_GROUPS:
+        items = listing.get(key) if isinstance(listing, dict) else None
+        for item in items if isinstance(items, list) else []:
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and 0 < len(name) <= MAX_REF_NAME_CHARS:
+                kinds[prefix + name] = kind
+    return kinds
+
+
+def ref_item(kind: RefKind, name: str, commit: str) -> tuple[str, dict[str, JsonValue]]:
+    """A refs listing item as the Hub writes it, with the group it belongs in."""
+    if kind is RefKind.TAG:
+        return "tags", {"name": name, "ref": f"refs/tags/{name}", "targetCommit": commit}
+    if kind is RefKind.CONVERT:
+        short = name.removeprefix("refs/convert/")
+        return "converts", {"name": short, "ref": name, "targetCommit": commit}
+    if kind is RefKind.PULL_REQUEST:
+        return "pullRequests", {"name": name, "ref": name, "targetCommit": commit}
+    return "branches", {"name": name, "ref": f"refs/heads/{name}", "targetCommit": commit}
+
+
 @dataclass(frozen=True, slots=True)
 class LfsInfo:
     sha256: str

@@ -53,9 +53,29 @@ logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 10
 MAX_CURSOR_CHARS = 4096
+# A held message names the file, the reason, the review and whom to ask: longer than `shown`'s
+# cut, and still within the one header line the client reads (hub/errors.py cuts at 1000).
+MAX_UPSTREAM_MESSAGE_CHARS = 900
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _DISABLED_MESSAGE = "Access to this resource is disabled."
+
+
+class UpstreamHeld(AccessDenied):
+    """The upstream refuses a file's bytes with a stated reason and no Hub error code: another
+    Hubwarden holding it (quarantined, rejected, blocked; hub-protocol.md §6.3). Its message is
+    passed on, so that the client learns why, and where to ask."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.upstream_message = _printable(message, MAX_UPSTREAM_MESSAGE_CHARS)
+        super().__init__(f"the upstream mirror refuses {shown(path)}: {self.upstream_message}")
+
+
+def _printable(text: str, limit: int) -> str:
+    """Upstream text made safe for a header and a log line: printable ASCII, cut to `limit`."""
+    kept = "".join(ch if ch.isascii() and ch.isprintable() else "?" for ch in text[: limit + 1])
+    return kept if len(kept) <= limit else kept[: limit - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +217,8 @@ class Upstream:
             raise RepoNotFound(what, authenticated=authenticated and status != 401)
         if message == _DISABLED_MESSAGE:
             raise AccessDenied(_DISABLED_MESSAGE)
+        if status == 403 and message and repo is not None:
+            raise UpstreamHeld(what, message)
         if status == 429:
             raise UpstreamRateLimited(_retry_after(headers))
         if status == 404:
@@ -350,12 +372,21 @@ class Upstream:
         return body
 
     async def commits_page(
-        self, repo: RepoRef, revision: str, cursor: str | None, token: str | None
+        self,
+        repo: RepoRef,
+        revision: str,
+        cursor: str | None,
+        token: str | None,
+        *,
+        formatted: bool = False,
     ) -> Page[CommitInfo]:
-        """One page of the commit history (newest first). `cursor` comes from a previous page."""
+        """One page of the commit history (newest first). `cursor` comes from a previous page
+        (and carries `formatted` on); `formatted` asks for the items' HTML renderings too."""
         url = self._api_url(repo, "commits", revision)
         if cursor:
             url += "?" + _decode_cursor(cursor)
+        elif formatted:
+            url += "?" + urlencode({"expand[]": "formatted"})
         body, headers = await self._get_json(url, token=token, what=repo.repo_id)
         if not isinstance(body, list):
             raise UpstreamRejected(f"commit listing of {repo} is not a list")

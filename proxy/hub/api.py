@@ -11,7 +11,6 @@ from proxy.catalog import Resolved
 from proxy.errors import (
     EntryNotFound,
     InvalidInput,
-    OfflineMiss,
     ReadOnly,
     RepoNotFound,
     UpstreamRejected,
@@ -28,11 +27,14 @@ from proxy.hub.requests import (
     repo_of,
     revision_and_path,
 )
-from proxy.metadata import EntryType, TreeEntry, strip_xet
+from proxy.metadata import CommitInfo, EntryType, TreeEntry, strip_xet
 from proxy.repos import Revision
+from proxy.trust.access import local_whoami
 from scanners.report import JsonValue
 
 TREE_PAGE_SIZE_EXPANDED = 50
+COMMITS_PAGE_SIZE = 50
+MAX_OFFSET_DIGITS = 9
 MAX_PATHS_INFO = 1000
 MAX_UPSTREAM_CURSOR_CHARS = 4000
 
@@ -156,35 +158,102 @@ async def refs(request: web.Request) -> web.Response:
 
 
 async def commits(request: web.Request) -> web.Response:
+    """The commit listing (hub-protocol.md §3.7) of the commit the revision serves, paged from
+    its recorded listing, online and offline alike; a listing too long to record is passed
+    through from upstream, page by page."""
     services = services_of(request)
     repo = repo_of(request)
     rev = request.match_info["rev"]
-    revision = Revision.parse(rev)
     caller = caller_of(request)
-    if services.upstream is None:
-        raise OfflineMiss(f"offline: the history of {repo} is not mirrored")
-    cursors, cursor = cursors_of(request), request.query.get("cursor")
-    upstream_cursor = None if cursor is None else cursors.verify("commits", repo, rev, cursor)
-    await services.catalog.repo_info(repo, revision, caller)
-    page = await services.upstream.commits_page(repo, revision.name, upstream_cursor, caller.token)
+    cursor = request.query.get("cursor")
+    value = None if cursor is None else cursors_of(request).verify("commits", repo, rev, cursor)
+    resolved = await services.catalog.resolve(repo, Revision.parse(rev), caller)
+    offset = _offset_of(value)
+    history = None
+    if value is None or offset is not None:
+        history = await services.catalog.history(resolved, caller)
+    if history is None:
+        return await _upstream_commits(request, resolved, value)
+    return _commits_page(request, resolved, history, offset or 0)
+
+
+def _offset_of(value: str | None) -> int | None:
+    """A recorded listing's cursor is an offset; anything else is an upstream cursor (base64url
+    of a query string, whose first character is always a letter: never all digits)."""
+    if value is None or not value.isdigit() or len(value) > MAX_OFFSET_DIGITS:
+        return None
+    return int(value)
+
+
+def _formatted(request: web.Request) -> bool:
+    """`expand[]=formatted` (list_repo_commits(formatted=True)) or `expand=formatted`."""
+    return "formatted" in (
+        *request.query.getall("expand", []),
+        *request.query.getall("expand[]", []),
+    )
+
+
+def _commits_page(
+    request: web.Request, resolved: Resolved, history: list[CommitInfo], offset: int
+) -> web.Response:
+    settings = services_of(request).settings
+    # The Hub pages commits by 50; a smaller tree page size (tests) makes these pages small too.
+    page_size = min(COMMITS_PAGE_SIZE, settings.tree_page_size)
+    formatted = _formatted(request)
+    headers = {"X-Total-Count": str(len(history))}
+    if offset + page_size < len(history):
+        headers["Link"] = _commits_link(request, resolved, str(offset + page_size), formatted)
+    page = history[offset : offset + page_size]
+    return _json([_commit_json(c, formatted=formatted) for c in page], headers=headers)
+
+
+def _commit_json(commit: CommitInfo, *, formatted: bool) -> JsonValue:
+    item = {k: v for k, v in commit.raw.items() if formatted or k != "formatted"}
+    return strip_xet(item)
+
+
+def _commits_link(request: web.Request, resolved: Resolved, value: str, formatted: bool) -> str:
+    """The next page's absolute URL: the revision as asked, the cursor bound to it (as tree's)."""
+    repo, rev = resolved.repo.ref, request.match_info["rev"]
+    query = [("cursor", cursors_of(request).issue("commits", repo, rev, value))]
+    if formatted:
+        query.append(("expand[]", "formatted"))
+    base = public_base(request, services_of(request).settings)
+    path = f"/api/{repo.api_path}/commits/{quote(rev, safe='')}"
+    return f'<{base}{path}?{urlencode(query)}>; rel="next"'
+
+
+async def _upstream_commits(
+    request: web.Request, resolved: Resolved, upstream_cursor: str | None
+) -> web.Response:
+    """One upstream page of a listing too long to record, its cursor wrapped in ours."""
+    upstream = services_of(request).upstream
+    repo = resolved.repo.ref
+    if upstream is None:
+        raise InvalidInput("cursor", upstream_cursor, "was issued online; list from the start")
+    page = await upstream.commits_page(
+        repo, resolved.commit, upstream_cursor, caller_of(request).token,
+        formatted=_formatted(request),
+    )  # fmt: skip
     headers = {}
     if page.total is not None:
         headers["X-Total-Count"] = str(page.total)
     if page.cursor is not None:
         if len(page.cursor) > MAX_UPSTREAM_CURSOR_CHARS:
             raise UpstreamRejected(f"the upstream's next-page cursor of {repo} is too long")
-        query = urlencode({"cursor": cursors.issue("commits", repo, rev, page.cursor)})
-        base = public_base(request, services.settings)
-        path = f"/api/{repo.api_path}/commits/{quote(revision.name, safe='')}"
-        headers["Link"] = f'<{base}{path}?{query}>; rel="next"'
+        headers["Link"] = _commits_link(request, resolved, page.cursor, _formatted(request))
     return _json([strip_xet(dict(c.raw)) for c in page.items], headers=headers)
 
 
 async def whoami(request: web.Request) -> web.Response:
+    """Online: the upstream's answer for the client's token; offline: the local identity of a
+    token this mirror issued (`hubwarden admin tokens`)."""
     services = services_of(request)
     caller = caller_of(request)
-    if caller.token is None or services.upstream is None:
+    if caller.token is None:
         raise RepoNotFound("whoami-v2", authenticated=False)
+    if services.upstream is None:
+        return _json(await local_whoami(services.identities, caller.token))
     return _json(await services.upstream.whoami(caller.token))
 
 

@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from proxy.metadata import RefKind
 from proxy.repos import RepoType
 from scanners.report import JsonValue
 
@@ -158,6 +159,9 @@ class Ref(Base):
     # The newest commit of this ref served to clients: its head, unless a newer head changes a
     # pinned file and waits for review (`pinned_change = "hold"`).
     approved_commit: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    # Branch, tag... as the upstream's refs listing says (None: not known yet), so that the
+    # listing can be answered offline.
+    kind: Mapped[RefKind | None] = mapped_column(EnumString(RefKind, 16), nullable=True)
     updated_at: Mapped[dt.datetime] = _updated()
 
 
@@ -187,6 +191,34 @@ class Commit(Base):
     sha: Mapped[str] = mapped_column(String(40))
     info: Mapped[dict[str, JsonValue] | None] = mapped_column(JSON, nullable=True)
     tree_complete: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class CommitItem(Base):
+    """A commit as the upstream's commit listing shows it (`id`, `title`, `message`, `date`,
+    `authors`, `formatted`), recorded once: commits never change."""
+
+    __tablename__ = "commit_items"
+    __table_args__ = (UniqueConstraint("repo_pk", "sha"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    sha: Mapped[str] = mapped_column(String(40))
+    item: Mapped[dict[str, JsonValue]] = mapped_column(JSON)
+    created_at: Mapped[dt.datetime] = _created()
+
+
+class History(Base):
+    """The complete commit listing of `head` (newest first, `head` itself first) as commit
+    shas: recorded once, so that the listing can be answered offline."""
+
+    __tablename__ = "histories"
+    __table_args__ = (UniqueConstraint("repo_pk", "head"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    head: Mapped[str] = mapped_column(String(40))
+    shas: Mapped[list[str]] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = _created()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from proxy.metadata import EntryType, LfsInfo, TreeEntry
+from proxy.metadata import CommitInfo, EntryType, LfsInfo, RefKind, TreeEntry
 from proxy.repos import RepoRef, RepoType
 from proxy.store.models import (
     Ancestry,
@@ -26,8 +26,10 @@ from proxy.store.models import (
     BlobState,
     Block,
     Commit,
+    CommitItem,
     Entry,
     FindingRow,
+    History,
     Pin,
     Ref,
     Repo,
@@ -35,6 +37,7 @@ from proxy.store.models import (
 from scanners.report import Finding, JsonValue, Outcome, Severity
 
 MAX_ENTRIES_PER_INSERT = 500
+MAX_SHAS_PER_QUERY = 500
 
 
 def utcnow() -> dt.datetime:
@@ -116,11 +119,13 @@ cheap, never await and never raise (the webhook notifier only enqueues)."""
 
 @dataclass(frozen=True, slots=True)
 class RefRecord:
-    """Where a branch or tag pointed upstream (`commit`) and what clients are served."""
+    """Where a branch or tag pointed upstream (`commit`), what clients are served, and what it
+    is upstream (`kind`, None when not known)."""
 
     name: str
     commit: str
     approved_commit: str | None
+    kind: RefKind | None = None
 
 
 def _entry(row: Entry) -> TreeEntry:
@@ -130,6 +135,11 @@ def _entry(row: Entry) -> TreeEntry:
     return TreeEntry(
         entry_type=EntryType(row.kind), path=row.path, oid=row.oid, size=row.size, lfs=lfs
     )
+
+
+def _ref(row: Ref) -> RefRecord:
+    kind = None if row.kind is None else RefKind(row.kind)
+    return RefRecord(row.name, row.commit, row.approved_commit, kind)
 
 
 def repo_record(row: Repo) -> RepoRecord:
@@ -242,7 +252,7 @@ class Repository:
             result = await session.execute(
                 select(Ref).where(Ref.repo_pk == repo_pk).order_by(Ref.name)
             )
-            return [RefRecord(r.name, r.commit, r.approved_commit) for r in result.scalars()]
+            return [_ref(r) for r in result.scalars()]
 
     async def get_ref_record(self, repo_pk: int, name: str) -> RefRecord | None:
         async with self._read() as session:
@@ -250,7 +260,24 @@ class Repository:
                 select(Ref).where(Ref.repo_pk == repo_pk, Ref.name == name)
             )
             row = result.scalar_one_or_none()
-            return None if row is None else RefRecord(row.name, row.commit, row.approved_commit)
+            return None if row is None else _ref(row)
+
+    async def set_ref_kinds(self, repo_pk: int, kinds: Mapping[str, RefKind]) -> set[str]:
+        """Record what the named refs are upstream; returns the names recorded (refs without a
+        row yet are left alone)."""
+        if not kinds:
+            return set()
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Ref).where(Ref.repo_pk == repo_pk, Ref.name.in_(list(kinds)))
+            )
+            recorded: set[str] = set()
+            for row in result.scalars():
+                recorded.add(row.name)
+                if row.kind != kinds[row.name]:
+                    row.kind = kinds[row.name]
+            await session.commit()
+            return recorded
 
     async def set_approved(self, repo_pk: int, name: str, commit: str) -> None:
         """Record the commit clients asking for ref `name` are served."""
@@ -326,6 +353,63 @@ class Repository:
         record = await self.get_commit(repo_pk, sha)
         assert record is not None
         return record
+
+    async def get_history(self, repo_pk: int, head: str) -> list[CommitInfo] | None:
+        """The recorded commit listing of `head`, newest first; None if never recorded whole."""
+        async with self._read() as session:
+            result = await session.execute(
+                select(History.shas).where(History.repo_pk == repo_pk, History.head == head)
+            )
+            shas = result.scalar_one_or_none()
+            if shas is None:
+                return None
+            items: dict[str, dict[str, JsonValue]] = {}
+            for start in range(0, len(shas), MAX_SHAS_PER_QUERY):
+                chunk = shas[start : start + MAX_SHAS_PER_QUERY]
+                rows = await session.execute(
+                    select(CommitItem.sha, CommitItem.item).where(
+                        CommitItem.repo_pk == repo_pk, CommitItem.sha.in_(chunk)
+                    )
+                )
+                items.update({row.sha: row.item for row in rows})
+        if any(sha not in items for sha in shas):
+            return None
+        return [CommitInfo(commit_id=sha, raw=items[sha]) for sha in shas]
+
+    async def save_history(self, repo_pk: int, head: str, listing: Sequence[CommitInfo]) -> None:
+        """Record the complete commit listing of `head` (newest first) and its items. Items
+        already recorded are kept: a commit's listing item never changes."""
+        for attempt in range(2):
+            try:
+                await self._save_history(repo_pk, head, listing)
+                return
+            except IntegrityError:
+                if attempt:  # another task recorded the same immutable facts meanwhile
+                    return
+
+    async def _save_history(self, repo_pk: int, head: str, listing: Sequence[CommitInfo]) -> None:
+        async with self._sessions() as session:
+            exists = await session.execute(
+                select(History.id).where(History.repo_pk == repo_pk, History.head == head)
+            )
+            if exists.scalar_one_or_none() is not None:
+                return
+            known: set[str] = set()
+            shas = [c.commit_id for c in listing]
+            for start in range(0, len(shas), MAX_SHAS_PER_QUERY):
+                rows = await session.execute(
+                    select(CommitItem.sha).where(
+                        CommitItem.repo_pk == repo_pk,
+                        CommitItem.sha.in_(shas[start : start + MAX_SHAS_PER_QUERY]),
+                    )
+                )
+                known.update(rows.scalars())
+            fresh = {c.commit_id: c for c in listing if c.commit_id not in known}
+            session.add_all(
+                CommitItem(repo_pk=repo_pk, sha=sha, item=dict(c.raw)) for sha, c in fresh.items()
+            )
+            session.add(History(repo_pk=repo_pk, head=head, shas=shas))
+            await session.commit()
 
     # -- entries -------------------------------------------------------------------------------
 

@@ -12,7 +12,9 @@ whether THAT caller may see it, with the caller's own token:
 Only positive answers are cached, per (repo, caller), for a short TTL. A refusal is never
 cached; a token the Hub refuses is a refusal; upstream trouble propagates (fail closed). Offline
 the local access list decides (`local`: the client tokens an admin granted the repo, and admin
-tokens); without one, or for any other caller, gated and private repos are refused.
+tokens); without one, or for any other caller, gated and private repos are refused. Offline, a
+private repo refused and a repo never mirrored get the same answer (`OfflineRepoNotFound`), so
+that neither tells that the other exists; and `whoami` names the local token's holder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 from proxy.caching import TtlCache
 from proxy.errors import GatedRepo, RepoNotFound
 from proxy.repos import RepoRef
+from scanners.report import JsonValue
 
 if TYPE_CHECKING:  # proxy.catalog builds an AccessChecker: a runtime import would be a cycle
     from proxy.catalog import Caller
@@ -65,13 +68,58 @@ class OfflineGatedRepo(GatedRepo):
 
 
 class OfflineRepoNotFound(RepoNotFound):
-    """Offline: a private repo's copy, refused because the caller is on no local access list.
-    The message fits a missing repo as well, so it does not reveal that the repo exists."""
+    """Offline: a repo never mirrored here, or a private repo's copy refused because the caller
+    is on no local access list. One message for both, so that it does not reveal which."""
 
     def __init__(self, repo: str, *, authenticated: bool) -> None:
         super().__init__(repo, authenticated=authenticated)
-        self.message = f"Repository not found, or private or gated: {_OFFLINE_REASON}"
+        self.message = (
+            f"Repository not found: this offline mirror holds no copy of {repo} that you may "
+            "see. It serves only repos fetched or imported before, and private or gated ones "
+            "only to clients on its local access list; ask an administrator to prefetch or "
+            "import it, or to add you to the access list"
+        )
         self.args = (self.message,)
+
+
+class UnknownLocalToken(RepoNotFound):
+    """Offline whoami: the token is none this mirror issued (the Hub's answer to a bad token is
+    a 401, which the client reports as "Invalid user token")."""
+
+    def __init__(self) -> None:
+        super().__init__("whoami-v2", authenticated=False)
+        self.message = (
+            "this offline mirror knows no such token: offline, it answers only for the tokens "
+            'it issued; ask an administrator for a client token ("hubwarden admin tokens")'
+        )
+        self.args = (self.message,)
+
+
+class NamedIdentity(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class LocalIdentities(Protocol):
+    """The local tokens (`proxy.admin.identity.Identities`) as offline whoami uses them."""
+
+    async def authenticate(self, token: str) -> NamedIdentity | None: ...
+
+
+async def local_whoami(identities: LocalIdentities, token: str) -> JsonValue:
+    """whoami-v2 (hub-protocol.md §3.8) for a token this mirror issued: its name stands for the
+    user. Raises UnknownLocalToken."""
+    identity = await identities.authenticate(token)
+    if identity is None:
+        raise UnknownLocalToken
+    name = identity.name
+    return {
+        "type": "user",
+        "name": name,
+        "fullname": name,
+        "orgs": [],
+        "auth": {"type": "access_token", "accessToken": {"displayName": name, "role": "read"}},
+    }
 
 
 def _is_restricted(record: RepoRecord) -> bool:
