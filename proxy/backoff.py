@@ -14,7 +14,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proxy.errors import HubwardenError, UpstreamRateLimited, UpstreamUnavailable, shown
+from proxy.errors import (
+    AccessDenied,
+    HubwardenError,
+    UpstreamRateLimited,
+    UpstreamUnavailable,
+    shown,
+)
 
 MAX_REMEMBERED = 10_000
 BACKOFF_STATUS = 503
@@ -66,6 +72,8 @@ class Backoffs:
         wait_s = max(1, math.ceil(remaining_s))
         if isinstance(failures.cause, UpstreamRateLimited):
             raise UpstreamRateLimited(wait_s)
+        if isinstance(failures.cause, AccessDenied):  # a refusal (an upstream Hubwarden holding
+            raise failures.cause  # the file) is told as it was, not as a temporary failure
         raise FetchBackoff(path, failures.cause, wait_s)
 
     def failed(self, etag: str, cause: HubwardenError) -> float:

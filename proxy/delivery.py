@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proxy.caching import WARM_TTL_S, TtlCache
 from proxy.catalog import Caller, Catalog, Resolved
-from proxy.errors import Held, NotReady, UpstreamRateLimited, UpstreamUnavailable
+from proxy.errors import AccessDenied, Held, NotReady, UpstreamRateLimited, UpstreamUnavailable
 from proxy.ingest import IngestJob, Ingestor, IngestSpec
 from proxy.lifecycle import BlobLifecycle
 from proxy.metadata import TreeEntry
@@ -100,7 +100,8 @@ class Delivery:
         if blob is None:
             try:
                 await self._ingestor.start(self._spec(target, caller))
-            except (UpstreamUnavailable, UpstreamRateLimited) as exc:  # backoff, store full
+            except (UpstreamUnavailable, UpstreamRateLimited, AccessDenied) as exc:
+                # a backoff, a full store, or an upstream mirror refusing: the GET will say so
                 logger.info("no prefetch of %s: %s", target.entry.path, exc.message)
 
     async def open(self, target: FileTarget, caller: Caller) -> ReleasedBlob | InFlightBlob:

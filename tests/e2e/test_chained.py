@@ -4,6 +4,7 @@ held message when A holds a file."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -130,6 +131,13 @@ async def test_chained_mirror_shows_the_held_message_of_its_upstream(
         url = f"{b.url}/{MODEL}/resolve/{repo.head()}/pytorch_model.bin"
         async with aiohttp.ClientSession() as session, session.get(url) as response:
             status, message = response.status, response.headers["X-Error-Message"]
+        async with aiohttp.ClientSession() as session:
+            async with session.head(url, allow_redirects=False) as head:
+                assert head.status == 200  # a HEAD answers from metadata (hub-protocol §6.3)
+            await asyncio.sleep(0.5)  # the HEAD's background fetch is refused by A meanwhile
+            async with session.get(url) as again:
+                assert again.status == 403  # within B's backoff too: a refusal, not a 503
+                assert again.headers["X-Error-Message"] == message
         with pytest.raises(HfHubHTTPError) as shown_to_client:
             await b.download(MODEL, "pytorch_model.bin")
     upstream_message = held_by_a.value.server_message or ""
