@@ -275,6 +275,51 @@ def _layout_findings(fh: BinaryIO, size: int, archive: zipfile.ZipFile) -> list[
     return out
 
 
+def unclaimed_spans(
+    fh: BinaryIO, size: int, members: list[ZipMember]
+) -> list[tuple[str, int, int]]:
+    """(where, offset, length) of the bytes no member claims: what precedes the first local
+    header, the archive comment, and what follows the end record."""
+    spans: list[tuple[str, int, int]] = []
+    first = min(
+        (m.info.header_offset for m in members if hasattr(m.info, "header_offset")), default=0
+    )
+    if first > 0:
+        spans.append(("data before the first member", 0, first))
+        spans.extend(_unlisted_local_entries(fh, first))
+    tail_len = min(size, ZIP_TAIL_BYTES)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    eocd = tail.rfind(_EOCD_SIGNATURE)
+    if eocd < 0 or eocd + 22 > len(tail):
+        return spans
+    comment_at = size - tail_len + eocd + 22
+    comment_len = min(struct.unpack_from("<H", tail, eocd + 20)[0], size - comment_at)
+    if comment_len > 0:
+        spans.append(("comment", comment_at, comment_len))
+    after = comment_at + comment_len
+    if after < size:
+        spans.append(("data after the end record", after, size - after))
+    return spans
+
+
+def _unlisted_local_entries(fh: BinaryIO, end: int) -> list[tuple[str, int, int]]:
+    """Stored local entries before the first listed member: streaming readers (`unzip -`,
+    Java's ZipInputStream) extract them, the central directory never mentions them."""
+    spans: list[tuple[str, int, int]] = []
+    pos = 0
+    while pos + _LOCAL_HEADER.size <= end and len(spans) < 16:
+        fh.seek(pos)
+        fields = _LOCAL_HEADER.unpack(fh.read(_LOCAL_HEADER.size))
+        if fields[0] != _LOCAL_SIGNATURE:
+            break
+        data_at = pos + _LOCAL_HEADER.size + fields[9] + fields[10]
+        length = min(fields[7], max(end - data_at, 0))
+        spans.append(("local entry the directory does not list", data_at, length))
+        pos = data_at + fields[7]
+    return spans
+
+
 def _check_name(member: ZipMember, seen: set[str], findings: list[Finding]) -> None:
     name = member.name
     why = unsafe_member_name(name)

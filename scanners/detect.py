@@ -55,6 +55,10 @@ class FileFormat(enum.StrEnum):
     KERAS = "keras"
     PYTHON = "python"
     JINJA = "jinja"
+    TF_GRAPH = "tensorflow"  # a SavedModel, MetaGraph or frozen GraphDef among protobuf files
+    TORCHSCRIPT = "torchscript"  # a torch zip with TorchScript code (torch.jit.save)
+    NEMO = "nemo"  # a tar (or tar.gz) holding NeMo's model_config.yaml
+    SKOPS = "skops"  # a zip holding skops' schema.json
 
 
 # Data-only formats: nothing in them is executed by their usual readers.

@@ -4,6 +4,12 @@ Containers recurse through `scan_content` with a shared budget, so a zip inside 
 gzip is scanned member by member within the same bounds. `scan_file` and `StreamScan.finish`
 both end in `scan_stream`, which is why they give the same report for the same bytes.
 
+Containers are refined by what they hold: a torch zip with TorchScript code (`torchscript`, its
+code checked by `scanners.torchscript`), a zip with skops' `schema.json` (`skops`), a tar with
+NeMo's `model_config.yaml` (`nemo`, YAML checked by `scanners.nemo`); protobuf that is a
+TensorFlow graph is `tensorflow` (`scanners.tf_graph`). Bytes no zip member claims (comment,
+preamble, trailer) are walked for a hidden pickle.
+
 Binary that `detect` cannot name is opaque data (format `opaque`, one INFO `DATA_OPAQUE` finding,
 clean) when `scanners.opaque` finds nothing a loader could open in it, and the pickle and zip
 polyglot checks agree; otherwise it stays `unknown` with a `FORMAT_UNKNOWN` finding (held).
@@ -26,7 +32,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, BinaryIO
 
-from scanners import archives, numpy, opaque, pickles, second_opinion, torch
+from scanners import (
+    archives,
+    nemo,
+    numpy,
+    opaque,
+    pickles,
+    second_opinion,
+    skops,
+    st_modules,
+    tf_graph,
+    torch,
+    torchscript,
+)
 from scanners.archives import ZIP_TAIL_BYTES, ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.foreign_output import ForeignOutput, capture
@@ -40,7 +58,7 @@ logger = logging.getLogger(__name__)
 SCANNER = "dispatch"
 SCANNER_VERSION = "1.0"
 IN_MEMORY_BYTES = 256 * 1024 * 1024  # a pickle-bearing stream up to this is read, beyond mmapped
-_REMOTE_CONFIG_NAMES = ("config.json", "tokenizer_config.json")
+_REMOTE_CONFIG_NAMES = ("config.json", "tokenizer_config.json", st_modules.MODULES_NAME)
 
 
 @dataclass(slots=True)
@@ -375,6 +393,7 @@ def _scan_zip(
         members, findings = archives.read_zip_members(fh, size, ctx.budget)
     except ArchiveError as exc:
         return None, [exc.finding]
+    findings.extend(_zip_hidden_pickles(fh, size, members, ctx))
     names = [m.name for m in members]
     is_torch = torch.is_torch_zip(names)
     scanned = [n for n in names if not (is_torch and torch.is_storage_member(n))]
@@ -383,17 +402,107 @@ def _scan_zip(
     refined = _zip_kind(names, name, is_torch)
     if refined == FileFormat.KERAS:
         findings.extend(_run_optional("keras", fh, size, name, ctx))
-    code_members = [n for n in names if torch.is_torchscript_member(n)] if is_torch else []
-    if code_members:
-        ctx.ran(torch.SCANNER, torch.SCANNER_VERSION)
-        findings.append(torch.torchscript_finding(code_members))
+    script = None
+    if is_torch and any(torch.is_torchscript_member(n) for n in names):
+        ctx.ran(torchscript.SCANNER, torchscript.SCANNER_VERSION)
+        script, refined = torchscript.CodeCheck(), FileFormat.TORCHSCRIPT
     for member in members:
         if member.name.endswith("/") or (is_torch and torch.is_storage_member(member.name)):
             continue
-        if member.name in code_members and member.name.endswith(".py"):
-            continue  # TorchScript source: already the TORCHSCRIPT_CODE finding
+        if script is not None and _is_script_member(member.name):
+            findings.extend(_read_script_member(fh, member, script, ctx))
+            continue
         findings.extend(_scan_zip_member(fh, member, name, ctx))
+    if refined == FileFormat.SKOPS:
+        findings.extend(_scan_skops_schema(fh, members, name, ctx))
+    if script is not None:
+        findings = [f for f in findings if not _is_own_torch_class(f, script)]
+        findings.extend(script.findings())
     return refined, findings
+
+
+def _scan_skops_schema(
+    fh: BinaryIO, members: list[archives.ZipMember], name: str, ctx: _Context
+) -> list[Finding]:
+    """The types a skops file's `schema.json` makes `skops.io.load` import."""
+    ctx.ran(skops.SCANNER, skops.SCANNER_VERSION)
+    schema = [m for m in members if m.name == skops.SCHEMA_MEMBER]
+    if not schema:
+        return skops.scan_schema(None, name)
+    try:
+        content, _ = archives.open_zip_member(fh, schema[-1], ctx.budget)
+    except ArchiveError as exc:
+        return [exc.finding]
+    with content:
+        return skops.scan_schema(content.read(skops.DEFAULT_LIMITS.max_schema_bytes + 1), name)
+
+
+def _zip_hidden_pickles(
+    fh: BinaryIO, size: int, members: list[archives.ZipMember], ctx: _Context
+) -> list[Finding]:
+    """A pickle in the bytes no member claims (the archive comment, what precedes the first
+    member, what follows the end record): zip readers skip them, a loader told to read them
+    unpickles them (a polyglot that scanners walking members only never see)."""
+    findings: list[Finding] = []
+    for where, offset, length in archives.unclaimed_spans(fh, size, members):
+        fh.seek(offset)
+        data = fh.read(min(length, ctx.limits.max_pickle_bytes))
+        if pickle_prefix(data, len(data), len(data), ctx.limits.pickle) == PicklePrefix.NOT_PICKLE:
+            continue
+        walker = PickleWalker(data, len(data), ctx.limits.pickle, joblib=True)
+        walker.walk_all(0)
+        found = _walk_findings(walker.result, functools.partial(_slice, data), len(data), ctx)
+        findings.append(
+            archives.finding(
+                "ZIP_HIDDEN_PICKLE",
+                Outcome.REVIEW,
+                f"the zip's {where} ({length} bytes at offset {offset}) is a pickle that imports "
+                "code: zip readers skip it, a loader pointed at it runs it",
+                where=where,
+                offset=offset,
+                bytes=length,
+            )
+        )
+        findings.extend(_in_member(f, f"zip {where}") for f in found)
+    return findings
+
+
+def _is_script_member(member: str) -> bool:
+    return (torch.is_torchscript_member(member) and member.endswith(".py")) or (
+        torchscript.is_bytecode_member(member)
+    )
+
+
+def _read_script_member(
+    fh: BinaryIO, member: archives.ZipMember, script: torchscript.CodeCheck, ctx: _Context
+) -> list[Finding]:
+    """A TorchScript code member (checked as code) or the mobile bytecode table (checked for
+    file operators, then walked as the pickle it also is)."""
+    try:
+        content, findings = archives.open_zip_member(fh, member, ctx.budget)
+    except ArchiveError as exc:
+        return [exc.finding]
+    with content:
+        data = content.read(script.limits.max_source_bytes + 1)
+        if member.name.endswith(".py"):
+            script.add_source(member.name, data)
+            return findings
+        script.add_bytecode(member.name, data)
+        content.seek(0, os.SEEK_END)
+        size = content.tell()
+        content.seek(0)
+        return findings + _scan_member(content, size, member.name, member.name, ctx)
+
+
+def _is_own_torch_class(finding: Finding, script: torchscript.CodeCheck) -> bool:
+    """A pickle of the archive importing a `__torch__` class its own code defines: resolved by
+    TorchScript's C++ unpickler in that code, never imported from Python."""
+    glob = finding.details.get("global")
+    return (
+        finding.code == "PICKLE_GLOBAL_UNKNOWN"
+        and isinstance(glob, str)
+        and torchscript.torch_class_allowed(glob, script)
+    )
 
 
 def _too_many_scanned(count: int, ctx: _Context) -> Finding:
@@ -411,9 +520,11 @@ def _too_many_scanned(count: int, ctx: _Context) -> Finding:
 def _zip_kind(names: list[str], name: str, is_torch: bool) -> FileFormat | None:
     if is_torch:
         return FileFormat.TORCH_ZIP
+    top = {n for n in names if "/" not in n}
+    if skops.is_skops(sorted(top), name):
+        return FileFormat.SKOPS
     if names and all(n.endswith(".npy") for n in names):
         return FileFormat.NPZ
-    top = {n for n in names if "/" not in n}
     if name.lower().endswith(".keras") or ("config.json" in top and "metadata.json" in top):
         return FileFormat.KERAS
     return None
@@ -427,7 +538,12 @@ def _scan_zip_member(
     except ArchiveError as exc:
         return [exc.finding]
     with content:
-        findings.extend(_scan_member(content, member.info.file_size, member.name, outer, ctx))
+        # the bytes the member inflated to, not what its header declares: a member whose size
+        # lies (ZIP_CRC_MISMATCH) must not make a scanner index past its end (fuzzing)
+        content.seek(0, os.SEEK_END)
+        size = content.tell()
+        content.seek(0)
+        findings.extend(_scan_member(content, size, member.name, outer, ctx))
     return findings
 
 
@@ -473,7 +589,9 @@ def _scan_tar(
     except ArchiveError as exc:
         findings.append(exc.finding)
     legacy = {"sys_info", "pickle", "storages", "tensors"} <= set(names)
-    return (FileFormat.TORCH_TAR if legacy else None), findings
+    if legacy:
+        return FileFormat.TORCH_TAR, findings
+    return (FileFormat.NEMO if any(nemo.is_nemo_config(n) for n in names) else None), findings
 
 
 def _scan_tar_member(content: IO[bytes], member: str, outer: str, ctx: _Context) -> list[Finding]:
@@ -604,6 +722,9 @@ def _scan_json(
         data = json.loads(fh.read(size).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None, _unchecked_config(base, "not valid JSON")
+    if st_modules.is_modules_json(name):
+        ctx.ran(st_modules.SCANNER, "1")
+        return None, st_modules.scan_modules(data, name)
     module = _optional_module("remote_code")
     if module is None:
         return None, [_unavailable("remote_code")] if base in _REMOTE_CONFIG_NAMES else []
@@ -621,7 +742,8 @@ def _unchecked_config(base: str, why: str) -> list[Finding]:
             "CONFIG_UNREADABLE",
             Severity.MEDIUM,
             Outcome.REVIEW,
-            f"{base} is {why}: its auto_map and chat template could not be checked",
+            f"{base} is {why}: the code it makes loaders import (auto_map, module classes) "
+            "and its chat template could not be checked",
         )
     ]
 
@@ -639,6 +761,12 @@ def _scan_text(
         return FileFormat.PYTHON, list(module.scan_python(fh, size, name))
     if lowered.endswith(".jinja") or lowered.endswith(".j2"):
         return FileFormat.JINJA, _scan_jinja(fh, size, name, ctx)
+    if lowered.endswith((".yaml", ".yml")):
+        ctx.ran(nemo.SCANNER, nemo.SCANNER_VERSION)
+        fh.seek(0)
+        return None, nemo.scan_yaml(
+            fh.read(min(size, nemo.DEFAULT_LIMITS.max_config_bytes + 1)), name
+        )
     if lowered.rsplit("/", 1)[-1] in _REMOTE_CONFIG_NAMES:
         return None, _unchecked_config(lowered.rsplit("/", 1)[-1], "not valid JSON")
     return None, []
@@ -659,6 +787,11 @@ def _scan_unknown(
     fh: BinaryIO, size: int, name: str, ctx: _Context
 ) -> tuple[FileFormat | None, list[Finding]]:
     """Opaque data, or unknown structure a loader could open (DESIGN.md rule 10)."""
+    fh.seek(0)
+    if tf_graph.graph_kind(fh.read(min(size, ctx.limits.detect_prefix_bytes)), size, name):
+        # a graph whose first message outgrows detection's prefix, or one TensorFlow opens by
+        # its name (saved_model.pb): walked as a graph, never "unknown" or "data"
+        return _scan_protobuf(fh, size, name, ctx)
     ctx.ran(opaque.SCANNER, opaque.SCANNER_VERSION)
     with _mapped(fh, size) as data:
         structure = opaque.openable_structure(data, size, ctx.limits)
@@ -716,6 +849,18 @@ def _scan_data(
     return None, []
 
 
+def _scan_protobuf(
+    fh: BinaryIO, size: int, name: str, ctx: _Context
+) -> tuple[FileFormat | None, list[Finding]]:
+    """Protobuf is data (a sentencepiece tokenizer) unless it is a TensorFlow graph."""
+    fh.seek(0)
+    kind = tf_graph.graph_kind(fh.read(min(size, ctx.limits.detect_prefix_bytes)), size, name)
+    if kind is None:
+        return None, []
+    ctx.ran(tf_graph.SCANNER, tf_graph.SCANNER_VERSION)
+    return FileFormat.TF_GRAPH, tf_graph.scan(fh, size, name, kind)
+
+
 def _dedupe(findings: list[Finding]) -> list[Finding]:
     seen: set[str] = set()
     out: list[Finding] = []
@@ -746,7 +891,7 @@ _HANDLERS: dict[FileFormat, Handler] = {
     FileFormat.NUMPY: _scan_npy,
     FileFormat.HDF5: _header_format("keras"),
     FileFormat.ONNX: _header_format("onnx"),
-    FileFormat.PROTOBUF: _scan_data,
+    FileFormat.PROTOBUF: _scan_protobuf,
     FileFormat.MSGPACK: _scan_data,
     FileFormat.JSON: _scan_json,
     FileFormat.TEXT: _scan_text,

@@ -4,7 +4,8 @@ Clearance by format (what the proxy may send before the verdict; it holds back t
 - safetensors / GGUF: everything once the header is checked clean; 0 forever if it is not.
 - zip (torch checkpoints, npz...): each member once its local entry is complete and scanned clean;
   the central directory is checked by `finish`.
-- data and text formats: everything.
+- data and text formats: everything (protobuf too, unless its first bytes are a TensorFlow
+  graph's: held whole, `finish` walks its operators).
 - raw pickles, legacy torch and joblib dumps: as far as the pickle walk, run on the bytes as
   they arrive, has found nothing (`scanners.pickle_stream`); legacy torch's raw storages after
   its last pickle as they arrive.
@@ -34,7 +35,7 @@ import tempfile
 import zlib
 from typing import IO, BinaryIO, cast
 
-from scanners import archives, dispatch, opaque, torch
+from scanners import archives, dispatch, opaque, tf_graph, torch
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
@@ -270,6 +271,10 @@ class StreamScan:
             return
         if pickle_prefix(prefix, len(prefix), self._size) != PicklePrefix.NOT_PICKLE:
             return  # also a pickle (a polyglot) or not yet ruled out: held whole, all kept
+        if self._format == FileFormat.PROTOBUF and tf_graph.graph_kind(
+            prefix, self._size, self._name
+        ):
+            return  # a TensorFlow graph: its operators are walked by `finish`, held whole
         if self._format in _CLEAR_ALL_FORMATS:
             self._clear_all = True
         if self._format == FileFormat.UNKNOWN:

@@ -8,6 +8,8 @@ imports them:
   Python callable (CVE-2025-1550 used `keras.config.enable_unsafe_deserialization` to switch safe
   mode off from inside the config; CVE-2025-8747 reached `keras.utils.get_file`).
 - `registered_name` points at custom objects registered by user code.
+- `StringLookup` / `IntegerLookup` / `TextVectorization` read a `vocabulary` given as a path when
+  the model loads, local or remote (CVE-2025-12058).
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ _LAYERS_THAT_LOAD = {
     "TorchModuleWrapper": "a pickled PyTorch module with torch.load(weights_only=False)",
     "TFSMLayer": "a TensorFlow SavedModel",
 }
+# Preprocessing layers whose `vocabulary` may be a file path, read when the model loads.
+_VOCABULARY_LAYERS = frozenset({"StringLookup", "IntegerLookup", "TextVectorization"})
 # `tf.<function>` names a TFOpLambda may call that read or write files, run Python or load code.
 _UNSAFE_TF_OPS = frozenset(
     {
@@ -286,6 +290,10 @@ class _ConfigCheck:
             yield self._loading_layer(class_name, config)
             if isinstance(config, dict) and isinstance(config.get("module"), str):
                 yield from self._embedded_module(str(config["module"]))
+        if class_name in _VOCABULARY_LAYERS and isinstance(config, dict):
+            vocabulary = config.get("vocabulary")
+            if isinstance(vocabulary, str):
+                yield self._vocabulary_file(class_name, vocabulary)
         if class_name in ("TFOpLambda", "SlicingOpLambda"):
             tf_finding = self._tf_op(config)
             if tf_finding is not None:
@@ -366,6 +374,22 @@ class _ConfigCheck:
                 f"{label}: {found.message}",
                 **found.details,
             )
+
+    def _vocabulary_file(self, class_name: str, path: str) -> Finding:
+        """A lookup layer whose vocabulary is a file path: loading reads it (CVE-2025-12058),
+        through `tf.io.gfile`, which also fetches URLs and cloud paths."""
+        escapes = path.startswith(("/", "~", "\\")) or ".." in path.replace("\\", "/").split("/")
+        remote = "://" in path
+        return _finding(
+            "KERAS_VOCABULARY_FILE",
+            Outcome.MALICIOUS if escapes or remote else Outcome.REVIEW,
+            Severity.CRITICAL if escapes or remote else Severity.HIGH,
+            f"{self.name}: the {class_name} layer reads its vocabulary from {_cut(path)!r} when "
+            "the model loads (a local file or a URL outside the model: CVE-2025-12058)",
+            file=self.name,
+            class_name=class_name,
+            path=_cut(path, 200),
+        )
 
     def _tf_op(self, config: object) -> Finding | None:
         """tf.keras `TFOpLambda` calls `tf.<function>`: a few of those touch files or run code."""

@@ -5,13 +5,19 @@ which the runtime opens relative to the model's folder. A location that is absol
 `..`, or uses a drive letter or backslash reads (or, when saving, writes) files outside it: the
 path traversal of CVE-2022-25882 / CVE-2024-27318 in onnx's external-data loader. Nodes in an
 operator domain that is neither ONNX's nor ONNX Runtime's own, nor a function defined in the model,
-need a custom-op library (native code) to run: REVIEW.
+need a custom-op library (native code) to run: REVIEW. Two families run more than native code:
+onnxruntime's language-interop `PyOp` node (any domain) imports the Python module its `module`
+attribute names and runs `class_name`'s `compute` (ONNX_PYTHON_OP: malicious when the module is a
+system one); operators of onnxruntime-extensions' domains may be Python functions registered with
+`onnx_op` (ONNX_PYTHON_OP_DOMAIN), and its Azure/OpenAI invoker operators send their inputs to the
+`model_uri` attribute's service (ONNX_NETWORK_OP).
 
 We read only the message structure: ModelProto → graph (7), opset_import (8), training_info
 (20), functions (25); GraphProto → node (1), initializer (5), sparse_initializer (15); NodeProto →
-op_type (4), domain (7), attribute (5); AttributeProto → t (5), g (6), tensors (10), graphs (11),
-sparse_tensor (22), sparse_tensors (23); TensorProto → name (8), external_data (13). Tensor bytes
-are skipped by seeking, so a 2 GB model costs its structure, not its size.
+op_type (4), domain (7), attribute (5); AttributeProto → name (1), s (4), t (5), g (6), tensors
+(10), graphs (11), sparse_tensor (22), sparse_tensors (23); TensorProto → name (8),
+external_data (13). Tensor bytes are skipped by seeking, so a 2 GB model costs its structure,
+not its size.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.protowire import WireMalformed as _Malformed
+from scanners.protowire import WireReader
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "onnx"
@@ -38,7 +47,9 @@ STANDARD_DOMAINS = frozenset(
         "com.ms.internal.nhwc",
     }
 )
-_VARINT, _FIXED64, _LEN, _FIXED32 = 0, 1, 2, 5
+# onnxruntime-extensions registers its operators, and the Python functions declared with its
+# `onnx_op` decorator, in these domains (`c_OpDomain`, `c_ComMsExtOpDomain` in its sources).
+PYTHON_DOMAINS = frozenset({"ai.onnx.contrib", "com.microsoft.extensions"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -60,10 +71,6 @@ class OnnxLimits:
 DEFAULT_LIMITS = OnnxLimits()
 
 
-class _Malformed(Exception):
-    """The bytes are not the protobuf structure an ONNX model has."""
-
-
 def _finding(
     code: str, outcome: Outcome, severity: Severity, message: str, **details: JsonValue
 ) -> Finding:
@@ -74,74 +81,19 @@ def _cut(text: str, limit: int = 160) -> str:
     return cut_text(text, limit)
 
 
-class _Reader:
-    """Random access to the file through one cached block; counts the fields it decodes."""
+@dataclass
+class _Node:
+    """What the checks need of one NodeProto: its op, domain and string attributes."""
 
-    def __init__(self, fh: BinaryIO, size: int, limits: OnnxLimits) -> None:
-        self.fh = fh
-        self.size = size
-        self.limits = limits
-        self.block_start = 0
-        self.block = b""
-        self.fields_left = limits.max_fields
-
-    def _window(self, pos: int, n: int) -> tuple[bytes, int]:
-        end = self.block_start + len(self.block)
-        if not (self.block_start <= pos and pos + n <= end):
-            self.fh.seek(pos)
-            self.block = self.fh.read(max(self.limits.block_bytes, n))
-            self.block_start = pos
-        return self.block, pos - self.block_start
-
-    def varint(self, pos: int, end: int) -> tuple[int, int]:
-        block, i = self._window(pos, min(10, end - pos))
-        value = shift = 0
-        for step in range(10):
-            if pos + step >= end or i + step >= len(block):
-                raise _Malformed(f"varint at {pos} runs past its message")
-            byte = block[i + step]
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value, pos + step + 1
-            shift += 7
-        raise _Malformed(f"varint at {pos} is longer than 10 bytes")
-
-    def read(self, start: int, end: int) -> bytes:
-        n = min(end - start, self.limits.max_string_bytes + 1)
-        block, i = self._window(start, n)
-        return block[i : i + n]
-
-    def fields(self, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
-        """(field number, wire type, value or span start, span end) for each field of a message."""
-        pos = start
-        while pos < end:
-            self.fields_left -= 1
-            if self.fields_left < 0:
-                raise _Malformed("too many protobuf fields to walk")
-            key, pos = self.varint(pos, end)
-            number, wire = key >> 3, key & 7
-            if number == 0:
-                raise _Malformed(f"field number 0 at {pos}")
-            if wire == _VARINT:
-                value, pos = self.varint(pos, end)
-                yield number, wire, value, pos
-            elif wire == _LEN:
-                length, pos = self.varint(pos, end)
-                if length > end - pos:
-                    raise _Malformed(f"field {number} declares {length} bytes past its message")
-                yield number, wire, pos, pos + length
-                pos += length
-            elif wire in (_FIXED64, _FIXED32):
-                pos += 8 if wire == _FIXED64 else 4
-                if pos > end:
-                    raise _Malformed(f"field {number} runs past its message")
-            else:
-                raise _Malformed(f"wire type {wire} (groups) in field {number}")
+    op_type: str = ""
+    domain: str = ""
+    strings: dict[str, str] = field(default_factory=dict)  # attribute name -> `s` value
 
 
 @dataclass
 class _Walk:
-    reader: _Reader
+    reader: WireReader
+    limits: OnnxLimits
     name: str
     findings: list[Finding] = field(default_factory=list)
     node_domains: dict[str, str] = field(default_factory=dict)  # domain -> an op_type
@@ -151,16 +103,10 @@ class _Walk:
     def _spans(
         self, start: int, end: int, wanted: dict[int, str]
     ) -> Iterator[tuple[str, int, int]]:
-        for number, wire, a, b in self.reader.fields(start, end):
-            kind = wanted.get(number)
-            if kind is None:
-                continue
-            if wire != _LEN:
-                raise _Malformed(f"field {number} ({kind}) is not length-delimited")
-            yield kind, a, b
+        return self.reader.spans(start, end, wanted)
 
     def _text(self, start: int, end: int) -> str:
-        return self.reader.read(start, end).decode("utf-8", "replace")
+        return self.reader.text(start, end)
 
     def model(self, start: int, end: int) -> None:
         wanted = {7: "graph", 20: "training", 25: "function"}
@@ -182,8 +128,8 @@ class _Walk:
                 self.node(a, b, 1)
 
     def graph(self, start: int, end: int, depth: int) -> None:
-        if depth > self.reader.limits.max_depth:
-            raise _Malformed(f"subgraphs nest deeper than {self.reader.limits.max_depth}")
+        if depth > self.limits.max_depth:
+            raise _Malformed(f"subgraphs nest deeper than {self.limits.max_depth}")
         wanted = {1: "node", 5: "tensor", 15: "sparse"}
         for kind, a, b in self._spans(start, end, wanted):
             if kind == "node":
@@ -194,25 +140,36 @@ class _Walk:
                 self.sparse(a, b)
 
     def node(self, start: int, end: int, depth: int) -> None:
-        op_type, domain = "", ""
+        node = _Node()
         for kind, a, b in self._spans(start, end, {4: "op", 7: "domain", 5: "attr"}):
             if kind == "op":
-                op_type = self._text(a, b)
+                node.op_type = self._text(a, b)
             elif kind == "domain":
-                domain = self._text(a, b)
+                node.domain = self._text(a, b)
             else:
-                self.attribute(a, b, depth)
-        self.node_domains.setdefault(domain, op_type)
+                self.attribute(a, b, depth, node)
+        self.node_domains.setdefault(node.domain, node.op_type)
+        found = _node_finding(node, self.name)
+        if found is not None and len(self.findings) < self.limits.max_findings:
+            self.findings.append(found)
 
-    def attribute(self, start: int, end: int, depth: int) -> None:
-        wanted = {5: "tensor", 10: "tensor", 6: "graph", 11: "graph", 22: "sparse", 23: "sparse"}
+    def attribute(self, start: int, end: int, depth: int, node: _Node) -> None:
+        wanted = {1: "name", 4: "s", 5: "tensor", 10: "tensor", 6: "graph", 11: "graph"}
+        wanted.update({22: "sparse", 23: "sparse"})
+        attr_name, value = "", ""
         for kind, a, b in self._spans(start, end, wanted):
-            if kind == "tensor":
+            if kind == "name":
+                attr_name = self._text(a, b)
+            elif kind == "s":
+                value = self._text(a, b)
+            elif kind == "tensor":
                 self.tensor(a, b)
             elif kind == "graph":
                 self.graph(a, b, depth + 1)
             else:
                 self.sparse(a, b)
+        if value and len(node.strings) < 64:
+            node.strings[attr_name] = value
 
     def sparse(self, start: int, end: int) -> None:
         for _, a, b in self._spans(start, end, {1: "tensor", 2: "tensor"}):
@@ -234,7 +191,7 @@ class _Walk:
             else:
                 value = self.reader.read(a, b)
         if key == b"location":
-            problem = _location_problem(value, self.reader.limits.max_string_bytes)
+            problem = _location_problem(value, self.limits.max_string_bytes)
             if problem is not None:
                 self.findings.append(
                     _finding(
@@ -248,6 +205,48 @@ class _Walk:
                         location=_cut(value.decode("utf-8", "replace"), 200),
                     )
                 )
+
+
+def _node_finding(node: _Node, name: str) -> Finding | None:
+    """A node that runs Python (onnxruntime's PyOp) or calls a remote service (the Azure and
+    OpenAI invoker ops of onnxruntime-extensions' `com.microsoft.extensions` domain)."""
+    if node.op_type == "PyOp":
+        return _python_op(node, name)
+    uri = node.strings.get("model_uri")
+    if uri is not None:
+        return _finding(
+            "ONNX_NETWORK_OP",
+            Outcome.REVIEW,
+            Severity.HIGH,
+            f"{name}: the operator {_cut(node.op_type, 80)} sends its inputs to "
+            f"{_cut(uri, 120)!r} when the model runs",
+            op_type=_cut(node.op_type, 100),
+            domain=_cut(node.domain, 100),
+            uri=_cut(uri, 200),
+        )
+    return None
+
+
+def _python_op(node: _Node, name: str) -> Finding:
+    """onnxruntime's language-interop PyOp (any domain): imports `module` and runs its
+    `class_name`'s `compute` with the node's inputs (docs/PyOp.md in microsoft/onnxruntime)."""
+    module = node.strings.get("module", "")
+    class_name = node.strings.get("class_name", "")
+    target = f"{module}.{class_name}" if module else class_name
+    denied = bool(module) and judge_global(module, class_name or "x").verdict == (
+        GlobalVerdict.DENIED
+    )
+    return _finding(
+        "ONNX_PYTHON_OP",
+        Outcome.MALICIOUS if denied else Outcome.REVIEW,
+        Severity.CRITICAL if denied else Severity.HIGH,
+        f"{name}: a PyOp node imports and runs the Python code {_cut(target or '?', 120)!r} "
+        "when the model runs",
+        op_type="PyOp",
+        domain=_cut(node.domain, 100),
+        module=_cut(module, 200),
+        class_name=_cut(class_name, 200),
+    )
 
 
 def _location_problem(raw: bytes, max_bytes: int) -> str | None:
@@ -276,8 +275,16 @@ def _location_problem(raw: bytes, max_bytes: int) -> str | None:
 
 
 def scan(fh: BinaryIO, size: int, name: str, limits: OnnxLimits = DEFAULT_LIMITS) -> list[Finding]:
-    """Walk an ONNX model for escaping external-data paths and custom-op domains. Never raises."""
-    walk = _Walk(_Reader(fh, size, limits), name)
+    """Walk an ONNX model for escaping external-data paths, Python and network operators and
+    custom-op domains. Never raises."""
+    reader = WireReader(
+        fh,
+        size,
+        max_fields=limits.max_fields,
+        max_string_bytes=limits.max_string_bytes,
+        block_bytes=limits.block_bytes,
+    )
+    walk = _Walk(reader, limits, name)
     try:
         walk.model(0, size)
         if not walk.has_graph:
@@ -293,22 +300,41 @@ def scan(fh: BinaryIO, size: int, name: str, limits: OnnxLimits = DEFAULT_LIMITS
                 file=name,
             ),
         ]
-    findings = walk.findings[: limits.max_findings]
+    return walk.findings[: limits.max_findings] + _domain_findings(walk, name)
+
+
+def _domain_findings(walk: _Walk, name: str) -> list[Finding]:
     custom = {
         d: op
         for d, op in walk.node_domains.items()
         if d not in STANDARD_DOMAINS and d not in walk.function_domains
     }
-    if custom:
+    python = {d: op for d, op in custom.items() if d in PYTHON_DOMAINS}
+    native = {d: op for d, op in custom.items() if d not in PYTHON_DOMAINS}
+    findings: list[Finding] = []
+    if python:
+        findings.append(
+            _finding(
+                "ONNX_PYTHON_OP_DOMAIN",
+                Outcome.REVIEW,
+                Severity.HIGH,
+                f"{name}: uses operators from {', '.join(sorted(python))}, onnxruntime-extensions' "
+                "domains, where an operator may be a Python function (onnx_op / PyCustomOpDef) "
+                "registered by whatever code loads the model",
+                file=name,
+                domains={_cut(d, 100): _cut(op, 100) for d, op in sorted(python.items())},
+            )
+        )
+    if native:
         findings.append(
             _finding(
                 "ONNX_CUSTOM_OP_DOMAIN",
                 Outcome.REVIEW,
                 Severity.MEDIUM,
-                f"{name}: uses operators from {', '.join(sorted(_cut(d, 60) for d in custom)[:10])}"
+                f"{name}: uses operators from {', '.join(sorted(_cut(d, 60) for d in native)[:10])}"
                 ", which need a custom-op library (native code) to run",
                 file=name,
-                domains={_cut(d, 100): _cut(op, 100) for d, op in sorted(custom.items())[:20]},
+                domains={_cut(d, 100): _cut(op, 100) for d, op in sorted(native.items())[:20]},
             )
         )
     return findings

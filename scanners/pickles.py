@@ -1181,6 +1181,8 @@ class PickleWalker:
         _link(target, items)
         if target.__class__ is Global:
             self._mutates_global(target, at)
+        elif _never_a_mapping(target):
+            self._set_items_on_non_dict(target, at)
         elif isinstance(target, DictV) and len(target.items) < self.limits.max_tracked_items:
             for i in range(0, min(len(items) - 1, 2 * self.limits.max_tracked_items), 2):
                 key = items[i]
@@ -1211,6 +1213,19 @@ class PickleWalker:
         del at  # kept in the signature so a later per-call check has the offset
         return Made(callee, args)
 
+    def _set_items_on_non_dict(self, target: object, at: int) -> None:
+        """SETITEM(S) on a list, tuple, scalar or tensor: `pickle.dump` never writes it, and
+        torch's weights_only unpickler corrupted memory on it (CVE-2026-24747)."""
+        self.flag(
+            "PICKLE_SETITEM_NON_DICT",
+            Severity.HIGH,
+            Outcome.MALICIOUS,
+            f"SETITEM(S) at offset {self.base + at} stores items into {describe(target)}, which "
+            "is no mapping: no pickler writes that, and torch's weights_only loader corrupted "
+            "memory on it (CVE-2026-24747)",
+            offset=self.base + at,
+        )
+
     def _mutates_global(self, target: Global, at: int) -> None:
         self.flag(
             "PICKLE_MUTATES_GLOBAL",
@@ -1221,6 +1236,20 @@ class PickleWalker:
             offset=self.base + at,
             target=target.dotted[:200],
         )
+
+
+def _never_a_mapping(target: object) -> bool:
+    """A value SETITEMS cannot legitimately fill: a list, tuple, set, scalar, or a tensor
+    (a dict subclass built by a call, OrderedDict say, is filled this way)."""
+    if isinstance(target, Record) or target.__class__ in (ListV, SetV, tuple, str, bytes):
+        return True
+    if target is None or isinstance(target, bool | int | float):
+        return True
+    return (
+        isinstance(target, Made)
+        and isinstance(target.origin, Global)
+        and target.origin.module == "torch._utils"
+    )
 
 
 _NODES = frozenset({tuple, ListV, SetV, DictV, Made, Record})

@@ -14,13 +14,15 @@ import re
 import struct
 
 from scanners.pickles import Global, PickleWalker
-from scanners.report import Finding, Outcome, Severity
+from scanners.report import Outcome, Severity
 
 SCANNER = "torch"
 SCANNER_VERSION = "1.0"
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PICKLES = 5
-_STORAGE_MEMBER = re.compile(r"^(?:[^/]+/)?data/\d+$")
+# `data/<n>`; TorchScript also keeps tensors in `constants/<n>` and a traced module's example
+# inputs in `traced_inputs/<n>` (`.storage` in lite-interpreter archives): all raw bytes.
+_STORAGE_MEMBER = re.compile(r"^(?:[^/]+/)?(?:data|constants|traced_inputs)/\d+(?:\.storage)?$")
 _TORCHSCRIPT_MEMBER = re.compile(r"^(?:[^/]+/)?code/")
 _ELEMENT_SIZE = {
     "DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "LongStorage": 8, "IntStorage": 4,
@@ -30,7 +32,8 @@ _ELEMENT_SIZE = {
 
 
 def is_storage_member(name: str) -> bool:
-    """`archive/data/0`: raw tensor bytes that torch never unpickles."""
+    """`archive/data/0` (or a TorchScript `constants/0`): raw tensor bytes torch never
+    unpickles."""
     return bool(_STORAGE_MEMBER.match(name))
 
 
@@ -40,18 +43,6 @@ def is_torchscript_member(name: str) -> bool:
 
 def is_torch_zip(names: list[str]) -> bool:
     return any(n == "data.pkl" or n.endswith("/data.pkl") for n in names)
-
-
-def torchscript_finding(members: list[str]) -> Finding:
-    shown = ", ".join(m[:80] for m in members[:5])
-    return Finding(
-        SCANNER,
-        "TORCHSCRIPT_CODE",
-        Severity.HIGH,
-        Outcome.REVIEW,
-        f"TorchScript archive: it carries code that runs when loaded ({shown})",
-        {"members": [m[:200] for m in members[:50]]},
-    )
 
 
 def walk_legacy_rest(walker: PickleWalker, pos: int) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.scanners.corpus import Sample, benign_samples, malicious_samples
+from tests.scanners.corpus_formats import format_samples
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +23,8 @@ def benign_corpus(corpus_root: Path) -> dict[str, Sample]:
 @pytest.fixture(scope="session")
 def malicious_corpus(corpus_root: Path) -> dict[str, Sample]:
     return {s.name: s for s in malicious_samples(corpus_root / "malicious")}
+
+
+@pytest.fixture(scope="session")
+def format_corpus(corpus_root: Path) -> dict[str, Sample]:
+    return {s.name: s for s in format_samples(corpus_root / "formats")}

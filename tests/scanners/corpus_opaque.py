@@ -193,6 +193,12 @@ def saved_model_pb() -> bytes:
     return pb_field(1, 1) + pb_field(2, first) + pb_field(2, serve)
 
 
+def protobuf_beyond_prefix() -> bytes:
+    """Protobuf that is no TensorFlow graph (its fields are not a SavedModel's or GraphDef's),
+    with a first field longer than detection's prefix; every byte parses as protobuf."""
+    return pb_field(3, 7) + pb_field(9, b"\x10\x01" * 50_000) + pb_field(9, b"\x10\x02")
+
+
 def elf_header(data: bytes) -> bytes:
     return b"\x7fELF\x02\x01\x01\x00" + data[8:]
 
@@ -241,7 +247,7 @@ def held_samples() -> dict[str, Builder]:
         "random_global_os_system.bin": global_then_random(noise),
         "random_v7_tar_header.bin": v7_tar(noise),
         "joblib_lzma_small_dictionary.bin": joblib_lzma(),
-        "saved_model.pb": saved_model_pb(),
+        "protobuf_beyond_prefix.bin": protobuf_beyond_prefix(),
         "random_elf.so": elf_header(noise),
         "pytorch_model.bin": EVIL,
     }

@@ -12,6 +12,7 @@ import pytest
 from scanners import Outcome, scan_file
 from scanners.archives import unsafe_member_name
 from tests.scanners.corpus import EVIL, container_attacks, zip_bytes
+from tests.scanners.corpus_formats import decoy_local_entry, with_comment
 
 
 def _scan(tmp_path: Path, name: str, data: bytes) -> set[str]:
@@ -76,3 +77,24 @@ def test_archives_truncated_zip_is_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", ["../x", "/etc/passwd", "a/../../b", "c:evil", "a\\b", "a\x00b"])
 def test_archives_unsafe_member_name_is_detected(name: str) -> None:
     assert unsafe_member_name(name) is not None
+
+
+def test_archives_pickle_in_the_zip_comment_is_found(tmp_path: Path) -> None:
+    data = with_comment(zip_bytes([("notes.txt", b"hello")]), EVIL)
+    assert {"ZIP_HIDDEN_PICKLE", "PICKLE_GLOBAL_DENIED"} <= _scan(tmp_path, "a.zip", data)
+
+
+def test_archives_text_zip_comment_is_clean(tmp_path: Path) -> None:
+    data = with_comment(zip_bytes([("notes.txt", b"hello")]), b"made by numpy 2.1 (os.system)")
+    assert _scan(tmp_path, "a.zip", data) == set()
+
+
+def test_archives_pickle_after_the_end_record_is_found(tmp_path: Path) -> None:
+    data = zip_bytes([("notes.txt", b"hello")]) + EVIL
+    assert "ZIP_HIDDEN_PICKLE" in _scan(tmp_path, "a.zip", data)
+
+
+def test_archives_unlisted_local_entry_before_the_first_member_is_scanned(tmp_path: Path) -> None:
+    data = decoy_local_entry(EVIL) + zip_bytes([("notes.txt", b"hello")])
+    found = _scan(tmp_path, "a.zip", data)
+    assert {"ZIP_DATA_BEFORE_START", "ZIP_HIDDEN_PICKLE", "PICKLE_GLOBAL_DENIED"} <= found

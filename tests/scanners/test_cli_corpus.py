@@ -13,6 +13,7 @@ import pytest
 
 from tests.scanners import corpus_opaque
 from tests.scanners.corpus import benign_samples, malicious_samples
+from tests.scanners.corpus_formats import format_samples
 from tests.scanners.corpus_repo_files import repo_file_samples
 from tests.scanners.corpus_resource import resource_samples
 
@@ -28,6 +29,7 @@ def corpus_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     files += corpus_opaque.write_samples(root / "held", corpus_opaque.held_samples()).values()
     files += repo_file_samples(root / "repo").values()
     files += resource_samples(root / "resource").values()
+    files += [s.path for s in format_samples(root / "formats")]
     return sorted(files)
 
 
@@ -58,4 +60,4 @@ def test_cli_json_is_one_document_for_every_corpus_sample(corpus_files: list[Pat
         if stdout.count("\n") != 1:
             wrong.append(f"batch {start}: {stdout.count(chr(10))} lines on stdout")
     assert wrong == []
-    assert len(corpus_files) > 200
+    assert len(corpus_files) > 300

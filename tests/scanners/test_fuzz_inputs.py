@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from scanners import Outcome, ScanReport, StreamScan, scan_file
+from scanners import Outcome, ScanReport, StreamScan, scan_file, scan_stream
 from tests.scanners import corpus_headers as headers
 from tests.scanners.corpus import EVIL, _tar_bytes, legacy_torch_with, torch_zip_with, zip_bytes
+from tests.scanners.corpus_formats import format_samples
 
 MUTATIONS = 400
 SEED = 13
@@ -173,3 +174,54 @@ def test_adts_sync_cut_short_is_detected_without_error(tmp_path: Path) -> None:
     path.write_bytes(ADTS_SYNC_CUT)
     report = scan_file(path)
     assert (report.file_format, _crashes(report)) == ("opaque", [])
+
+
+def _zip_member_shorter_than_declared() -> bytes:
+    """A deflated binary member whose directory entry declares 5000 bytes more than it inflates
+    to (a mutation of a `.keras` seed): the member was scanned with the declared size, and the
+    opaque check indexed past the end of its mapped bytes (IndexError)."""
+    data = bytearray(zip_bytes([("blob.bin", bytes(range(1, 200)) * 3)], zipfile.ZIP_DEFLATED))
+    at = data.find(b"PK\x01\x02")
+    (size,) = struct.unpack_from("<L", data, at + 24)
+    struct.pack_into("<L", data, at + 24, size + 5000)
+    return bytes(data)
+
+
+def test_zip_member_shorter_than_declared_is_scanned_at_its_real_size(tmp_path: Path) -> None:
+    data = _zip_member_shorter_than_declared()
+    path = tmp_path / "model.zip"
+    path.write_bytes(data)
+    for report in (scan_file(path), _streamed("model.zip", data)):
+        assert (_crashes(report), "ZIP_CRC_MISMATCH" in {f.code for f in report.findings}) == (
+            [],
+            True,
+        )
+
+
+def _format_seeds(root: Path) -> list[tuple[str, bytes]]:
+    """Benign samples of issue 13's second-round formats (NeMo, skops, TensorFlow, ONNX,
+    sentence-transformers, TorchScript, Keras lookup layers, zip comments)."""
+    wanted = {
+        "asr_model.nemo", "pipeline.skops", "saved_model.pb", "frozen_graph.pb", "model.onnx",
+        "st_default/modules.json", "torchscript_scripted.pt", "torchscript_lite.ptl",
+        "lookup_inline_vocabulary.keras", "model_config.yaml", "zip_comment_text.pt",
+        "onnx_azure_invoker.onnx", "skops_method_type_mismatch.skops", "tf_printv2_to_file.pb",
+    }  # fmt: skip
+    return [(s.name, s.path.read_bytes()) for s in format_samples(root) if s.name in wanted]
+
+
+def test_fuzzed_new_format_never_raises_nor_crashes_a_scanner(tmp_path: Path) -> None:
+    rng = random.Random(SEED)  # noqa: S311 - reproducible mutations, not secrets
+    seeds = _format_seeds(tmp_path / "seeds")
+    crashed: list[tuple[int, str, list[str]]] = []
+    for index in range(MUTATIONS):
+        name, seed = seeds[index % len(seeds)]
+        data = _mutate(seed, rng)
+        report = scan_stream_bytes(name, data)
+        if _crashes(report):
+            crashed.append((index, name, _crashes(report)))
+    assert (crashed, len(seeds)) == ([], 14)
+
+
+def scan_stream_bytes(name: str, data: bytes) -> ScanReport:
+    return scan_stream(io.BytesIO(data), len(data), name.rsplit("/", 1)[-1], second_opinion=None)

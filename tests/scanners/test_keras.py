@@ -300,3 +300,22 @@ def test_scan_keras_h5_after_user_block_is_read(tmp_path: Path) -> None:
     with h5py.File(path, "w", userblock_size=512) as h5:
         h5.create_dataset("w", data=np.zeros(4))
     assert scan_path(path) == []
+
+
+def lookup(vocabulary: object) -> dict[str, Any]:
+    return keras_layer("StringLookup", {"vocabulary": vocabulary, "num_oov_indices": 1})
+
+
+def test_scan_keras_lookup_with_inline_vocabulary_is_clean(tmp_path: Path) -> None:
+    assert scan_path(keras_file(tmp_path, [lookup(["a", "b"])])) == []
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../../secret.txt", "gs://bucket/v.txt", "~/x"])
+def test_scan_keras_vocabulary_outside_the_model_is_malicious(tmp_path: Path, path: str) -> None:
+    (finding,) = scan_path(keras_file(tmp_path, [lookup(path)]))
+    assert (finding.code, finding.outcome) == ("KERAS_VOCABULARY_FILE", Outcome.MALICIOUS)
+
+
+def test_scan_keras_relative_vocabulary_file_needs_review(tmp_path: Path) -> None:
+    (finding,) = scan_path(keras_file(tmp_path, [lookup("assets/vocab.txt")]))
+    assert (finding.code, finding.outcome) == ("KERAS_VOCABULARY_FILE", Outcome.REVIEW)

@@ -174,3 +174,43 @@ def test_scan_field_count_over_limit_fails_closed() -> None:
 def test_scan_traversal_found_before_breakage_is_still_reported() -> None:
     blob = model_with_initializer("../../x") + pb_varint(7 << 3 | 3)
     assert codes(scan_bytes(blob)) == ["ONNX_EXTERNAL_DATA_TRAVERSAL", "ONNX_MALFORMED"]
+
+
+def string_attr(name: str, value: str) -> bytes:
+    return pb_field(1, name) + pb_field(4, value) + pb_field(20, 3)
+
+
+def pyop(module: str, class_name: str, domain: str = "pyop") -> bytes:
+    attributes = [string_attr("module", module), string_attr("class_name", class_name)]
+    return onnx_model(onnx_graph([onnx_node("PyOp", domain=domain, attributes=attributes)]))
+
+
+def test_scan_pyop_importing_a_system_module_is_malicious() -> None:
+    found = [f for f in scan_bytes(pyop("os", "system")) if f.code == "ONNX_PYTHON_OP"]
+    assert [(f.outcome, f.details["module"]) for f in found] == [(Outcome.MALICIOUS, "os")]
+
+
+def test_scan_pyop_importing_any_module_needs_review() -> None:
+    found = [f for f in scan_bytes(pyop("mymodule", "Multi_1")) if f.code == "ONNX_PYTHON_OP"]
+    assert [f.outcome for f in found] == [Outcome.REVIEW]
+
+
+def test_scan_pyop_in_a_standard_domain_is_still_python() -> None:
+    assert "ONNX_PYTHON_OP" in codes(scan_bytes(pyop("m", "C", domain="")))
+
+
+@pytest.mark.parametrize("domain", ["ai.onnx.contrib", "com.microsoft.extensions"])
+def test_scan_extensions_domain_may_run_python(domain: str) -> None:
+    model = onnx_model(onnx_graph([onnx_node("CustomOpOne", domain=domain)]))
+    assert codes(scan_bytes(model)) == ["ONNX_PYTHON_OP_DOMAIN"]
+
+
+def test_scan_invoker_op_with_model_uri_is_a_network_op() -> None:
+    node = onnx_node(
+        "AzureTritonInvoker",
+        domain="com.microsoft.extensions",
+        attributes=[string_attr("model_uri", "https://example.invalid/v2")],
+    )
+    findings = scan_bytes(onnx_model(onnx_graph([node])))
+    network = [f for f in findings if f.code == "ONNX_NETWORK_OP"]
+    assert [f.details["uri"] for f in network] == ["https://example.invalid/v2"]

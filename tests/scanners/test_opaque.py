@@ -219,14 +219,23 @@ def test_scan_file_joblib_compressor_prefix_is_held(tmp_path: Path, magic: bytes
     assert scan_file(_write(tmp_path / "model.joblib", data)).outcome in HELD
 
 
-def test_scan_file_saved_model_protobuf_beyond_detection_prefix_is_held(tmp_path: Path) -> None:
-    data = samples.saved_model_pb()
-    assert detect_format(data[:65536], len(data), "saved_model.pb") == FileFormat.UNKNOWN
-    report = scan_file(_write(tmp_path / "saved_model.pb", data))
+def test_scan_file_protobuf_beyond_detection_prefix_is_held(tmp_path: Path) -> None:
+    data = samples.protobuf_beyond_prefix()
+    assert detect_format(data[:65536], len(data), "graph.bin") == FileFormat.UNKNOWN
+    report = scan_file(_write(tmp_path / "graph.bin", data))
     assert (report.outcome, report.findings[0].details["structure"]) == (
         Outcome.REVIEW,
         "protobuf",
     )
+
+
+def test_scan_file_saved_model_beyond_detection_prefix_is_walked_as_a_graph(
+    tmp_path: Path,
+) -> None:
+    data = samples.saved_model_pb()
+    assert detect_format(data[:65536], len(data), "saved_model.pb") == FileFormat.UNKNOWN
+    report = scan_file(_write(tmp_path / "variables.bin", data))
+    assert (report.file_format, report.outcome) == ("tensorflow", Outcome.CLEAN)
 
 
 @pytest.mark.parametrize(

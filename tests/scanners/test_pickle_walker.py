@@ -144,3 +144,17 @@ def test_allowlist_ml_global_is_allowed(module: str, name: str) -> None:
 )
 def test_allowlist_non_ml_global_is_graded(module: str, name: str, verdict: GlobalVerdict) -> None:
     assert judge_global(module, name).verdict == verdict
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"](K\x01K\x02u", b")K\x01K\x02s", b"K\x05K\x01K\x02s", b"N(K\x01K\x02u"],
+    ids=["list", "tuple", "int", "none"],
+)
+def test_walker_setitems_on_a_non_mapping_is_malicious(body: bytes) -> None:
+    assert _codes(b"\x80\x02" + body + b".") == {"PICKLE_SETITEM_NON_DICT"}
+
+
+def test_walker_setitems_on_a_dict_built_by_a_call_is_clean() -> None:
+    data = pickle.dumps(__import__("collections").OrderedDict(a=1), protocol=2)
+    assert _codes(data) == set()

@@ -56,10 +56,12 @@ def test_torch_zip_payload_in_data_pkl_names_member(tmp_path: Path) -> None:
     assert finding.details["member"] == "archive/data.pkl"
 
 
-def test_torch_torchscript_archive_needs_review(tmp_path: Path) -> None:
+def test_torch_torchscript_archive_of_torch_code_is_clean_with_info(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     path.write_bytes(torchscript_bytes())
-    assert "TORCHSCRIPT_CODE" in _codes(path)
+    report = scan_file(path)
+    assert (report.file_format, report.outcome) == ("torchscript", Outcome.CLEAN)
+    assert _codes(path) == {"TORCHSCRIPT_CODE"}
 
 
 def test_torch_legacy_tar_payload_in_pickle_member_is_malicious(tmp_path: Path) -> None:
