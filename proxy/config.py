@@ -124,6 +124,7 @@ POLICY_RULES = (
     "unknown_formats",
     "scanner_errors",
     "opaque_data",
+    "torchscript",
     "new_repos",
 )
 
@@ -331,6 +332,7 @@ class PolicySettings:
         default=RuleAction.HOLD, metadata=_rule(check=_fail_closed, allowed="hold or reject")
     )
     opaque_data: RuleAction = field(default=RuleAction.ALLOW, metadata=_rule())
+    torchscript: RuleAction = field(default=RuleAction.ALLOW, metadata=_rule())
     new_repos: NewRepos = field(default=NewRepos.AUTO, metadata=_rule())
     audit_rules: tuple[str, ...] = field(
         default=(),

@@ -6,7 +6,7 @@ Pure: no I/O, no clock. Two moments:
   fetched: `deny_publishers`, `allow_publishers`, `allow_pull_requests`, `max_file_bytes`. Its
   hits are refusals (REJECT): nothing is fetched, so there is nothing to hold.
 - `Policy.after_scan` runs on a file's scan report: `allowed_formats`, `scanner_errors`,
-  `remote_code`, `unknown_formats`, `opaque_data`, `new_repos`.
+  `remote_code`, `unknown_formats`, `opaque_data`, `torchscript`, `new_repos`.
 
 A `RuleHit` names its rule and says what was wrong; `audited` is true when the rule runs in audit
 mode (`audit_rules`): the hit is recorded, never enforced. `proxy.trust.verdicts.decide` turns a
@@ -44,6 +44,7 @@ SCANNER_ERRORS = "scanner_errors"
 REMOTE_CODE = "remote_code"
 UNKNOWN_FORMATS = "unknown_formats"
 OPAQUE_DATA = "opaque_data"
+TORCHSCRIPT = "torchscript"
 NEW_REPOS = "new_repos"
 
 REMOTE_CODE_PREFIX = "REMOTE_CODE_"
@@ -258,6 +259,7 @@ class Policy:
             *self._format_hits(entry, report),
             *self._finding_hits(entry, report),
             *self._opaque_hits(entry, report),
+            *self._torchscript_hits(entry, report),
             *self._new_repo_hits(repo, new_repo=new_repo),
         ]
 
@@ -315,6 +317,13 @@ class Policy:
             return []
         text = f'"{shown(entry.path)}" is opaque data (no known loader would execute it)'
         return [self._hit(OPAQUE_DATA, action, text)]
+
+    def _torchscript_hits(self, entry: TreeEntry, report: ScanReport) -> list[RuleHit]:
+        action = self.settings.torchscript
+        if action is RuleAction.ALLOW or report.file_format != FileFormat.TORCHSCRIPT.value:
+            return []
+        text = f'"{shown(entry.path)}" is a TorchScript archive (its code runs when it is loaded)'
+        return [self._hit(TORCHSCRIPT, action, text)]
 
     def _new_repo_hits(self, repo: RepoRef, *, new_repo: bool) -> list[RuleHit]:
         if not new_repo or self.settings.new_repos is not NewRepos.REVIEW:

@@ -276,6 +276,35 @@ def test_after_scan_opaque_data_allowed_by_default() -> None:
     assert _policy().after_scan(REPO, _entry(), report, new_repo=False) == []
 
 
+def _torchscript(tmp_path: Path) -> ScanReport:
+    import io
+    import warnings
+
+    import torch  # a real scripted module, saved as torch.jit.save writes it
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():  # torch 2.13 deprecates jit.script; models still ship it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), buffer)
+    return _scanned(tmp_path, "model.pt", buffer.getvalue())
+
+
+def test_after_scan_clean_torchscript_is_released_by_default(tmp_path: Path) -> None:
+    report = _torchscript(tmp_path)
+    assert report.file_format == "torchscript" and report.outcome is Outcome.CLEAN
+    assert _policy().after_scan(REPO, _entry("model.pt"), report, new_repo=False) == []
+
+
+@pytest.mark.parametrize("action", [RuleAction.HOLD, RuleAction.REJECT])
+def test_after_scan_torchscript_follows_torchscript(tmp_path: Path, action: RuleAction) -> None:
+    report = _torchscript(tmp_path)
+    hits = _policy(torchscript=action).after_scan(REPO, _entry("model.pt"), report, new_repo=False)
+    assert [(h.rule, h.action) for h in hits] == [("torchscript", action)]
+    assert "TorchScript archive" in hits[0].message
+    pickled = _scanned(tmp_path, "w.pkl", pickle.dumps({"a": 1}))
+    assert _policy(torchscript=action).after_scan(REPO, _entry(), pickled, new_repo=False) == []
+
+
 def test_after_scan_new_repo_under_review_is_held(tmp_path: Path) -> None:
     policy = _policy(new_repos=NewRepos.REVIEW)
     hits = policy.after_scan(REPO, _entry(), _safetensors(tmp_path), new_repo=True)
