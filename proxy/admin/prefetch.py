@@ -30,7 +30,9 @@ import dataclasses
 import enum
 import fnmatch
 import json
+import signal
 import sys
+import threading
 import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -312,10 +314,41 @@ class Prefetcher:
                 self._progress.remove_task(task)
 
 
+class Interrupted(Exception):
+    """SIGINT (^C): the prefetch stopped; what was in flight was abandoned."""
+
+
 async def prefetch(
     settings: Settings, targets: Sequence[Target], *, jobs: int, console: Console | None
 ) -> Result:
-    """Start the app's services (no listener), prefetch `targets`, stop them."""
+    """Start the app's services (no listener), prefetch `targets`, stop them. Raises
+    Interrupted on SIGINT, once everything is stopped cleanly.
+
+    SIGINT is handled here rather than by asyncio.run's cancellation of the main task, which
+    Python 3.11's `wait_for` can swallow (the run would then go on to the end)."""
+    if threading.current_thread() is not threading.main_thread():  # signals reach main only
+        return await _prefetch(settings, targets, jobs=jobs, console=console)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    work = asyncio.ensure_future(_prefetch(settings, targets, jobs=jobs, console=console))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if stop.is_set():
+            while not work.done():  # until the cancellation is taken, and the cleanup done
+                work.cancel()
+                await asyncio.wait({work}, timeout=0.5)
+            raise Interrupted
+        return work.result()
+    finally:
+        stopping.cancel()
+        loop.remove_signal_handler(signal.SIGINT)
+
+
+async def _prefetch(
+    settings: Settings, targets: Sequence[Target], *, jobs: int, console: Console | None
+) -> Result:
     from proxy.app import create_app  # the app imports the CLI's neighbours; keep this lazy
 
     # ^C means now: what is in flight is abandoned at once (fetched again by the next run),
@@ -434,7 +467,7 @@ def _command(load: Callable[[argparse.Namespace], Settings], args: argparse.Name
     console = None if args.json else Console(stderr=True)
     try:
         result = asyncio.run(prefetch(settings, targets, jobs=args.jobs, console=console))
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):
         _error("interrupted; run the same command again to resume (verified files are not "
                "fetched again)")  # fmt: skip
         return EXIT_INTERRUPTED
