@@ -33,7 +33,7 @@ from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
 from proxy.lifecycle import NotHeld
-from proxy.repos import RepoRef, RepoType
+from proxy.repos import RepoRef, RepoType, Revision
 from proxy.services import Services
 from proxy.store.repository import AUDIT_CONTEXT, AuditRecord
 from proxy.store.review import BlockedRepo, HeldBlob, HeldFilter
@@ -338,6 +338,13 @@ async def unblock(request: web.Request) -> JsonValue:
     return {"repo": repo.repo_id, "blocked": False}
 
 
+async def bom(request: web.Request) -> web.StreamResponse:
+    revision = request.query.get("revision", "main")
+    Revision.parse(revision)  # raises InvalidInput on a hostile name
+    text = await _review(request).bom(_repo(request), revision)
+    return web.Response(text=text, content_type="application/vnd.cyclonedx+json")
+
+
 async def list_changes(request: web.Request) -> JsonValue:
     return [_change(c) for c in await _review(request).changes()]
 
@@ -444,6 +451,9 @@ ROUTES = (
           _REPO, takes_comment=True),
     Route("POST", "/repos/{type}/{namespace}/{name}/unblock", Action.BLOCK, "Unblock a repo",
           unblock, _REPO, takes_comment=True),
+    Route("GET", "/repos/{type}/{namespace}/{name}/bom", Action.VIEW,
+          "The CycloneDX 1.6 ML-BOM of a mirrored revision", bom,
+          (*_REPO, Param("revision", "query", "string", "a branch, tag or commit (main)"))),
     Route("GET", "/changes", Action.VIEW, "Pinned changes waiting for review", list_changes),
     Route("POST", "/changes/{type}/{namespace}/{name}/{ref}/approve", Action.DECIDE,
           "Approve a pinned change: re-pin and serve the new head", approve_change, _REF,

@@ -18,6 +18,7 @@ import getpass
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias
 
 import aiohttp
@@ -34,7 +35,7 @@ from proxy.config import Settings
 from proxy.errors import InvalidInput
 from proxy.lifecycle import BlobLifecycle
 from proxy.ops.notify import Notifier
-from proxy.repos import RepoRef, RepoType
+from proxy.repos import RepoRef, RepoType, Revision
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store import db
 from proxy.store.blobs import BlobStore
@@ -112,6 +113,16 @@ class _Builder:
                      repo=True, ref=True, comment=True)  # fmt: skip
         pins = self._group("pins", "approved hashes by path")
         self._action(pins, "list", "the pins of a repo", _pins_list, repo=True, json_flag=True)
+        bom = self._commands.add_parser(
+            "bom", help="the CycloneDX 1.6 ML-BOM of a mirrored revision (JSON)"
+        )
+        self._add(bom)
+        bom.add_argument(
+            "spec", metavar="REPO[@REVISION]", help="org/name, a branch, tag or commit"
+        )
+        bom.add_argument("--type", choices=[t.value for t in RepoType], default="model")
+        bom.add_argument("--out", "-o", type=Path, metavar="FILE", help="write it here, not stdout")
+        self._bind(bom, _bom)
         audit = self._commands.add_parser("audit", help="the audit log, newest last")
         self._add(audit)
         audit.add_argument("--action", help="only this action, e.g. review.released")
@@ -434,6 +445,19 @@ async def _pins_list(review: Review, args: argparse.Namespace) -> None:
         return
     _table(("PATH", "COMMIT", "HASH"), [(p.path, p.commit[:12], p.etag) for p in pins])
     print(f"{len(pins)} pins")
+
+
+async def _bom(review: Review, args: argparse.Namespace) -> None:
+    repo_id, _, revision = str(args.spec).partition("@")
+    repo = RepoRef.parse(RepoType(args.type), repo_id)
+    revision = revision or "main"
+    Revision.parse(revision)  # raises InvalidInput on a hostile name
+    text = await review.bom(repo, revision)
+    if args.out is None:
+        print(text)
+        return
+    args.out.write_text(text + "\n")
+    print(f"wrote the ML-BOM of {repo.repo_id}@{revision} to {args.out}")
 
 
 async def _audit(review: Review, args: argparse.Namespace) -> None:

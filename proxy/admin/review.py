@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib.metadata
+import re
 from dataclasses import dataclass
 
 from proxy.admin.rescan import Rescanner
@@ -31,12 +33,14 @@ from proxy.store.review import (
     HeldFilter,
     HeldRef,
     ReviewQueries,
+    RevisionFile,
 )
 from proxy.store.waivers import WaiverRecord, Waivers
 from proxy.trust.blocks import Blocks
+from proxy.trust.bom import FileFacts, RevisionFacts, build_bom
 from proxy.trust.pins import Pins
 from proxy.trust.waiver_sweep import WaiverSweep
-from scanners.report import Finding, Severity
+from scanners.report import Finding, JsonValue, Severity
 
 MAX_COMMENT_CHARS = 2000
 MAX_JUSTIFICATION_CHARS = 2000
@@ -100,6 +104,22 @@ class Summary:
     by_severity: dict[str, int]  # held files by worst finding ("none" without findings)
     waivers: int = 0  # active waivers
     requests: int = 0  # exception requests on held files
+
+
+def _licence(info: dict[str, JsonValue] | None) -> str | None:
+    """The licence the repo card declares (`cardData.license`), if one."""
+    card = info.get("cardData") if info else None
+    value = card.get("license") if isinstance(card, dict) else None
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value[:100] if isinstance(value, str) and value else None
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("hubwarden")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +423,54 @@ class Review:
         if record is None:
             raise ReviewNotFound(f"{shown(repo)} was never mirrored here")
         return record
+
+    # -- the AI-BOM ------------------------------------------------------------------------
+
+    async def bom(self, repo: RepoRef, revision: str) -> str:
+        """The CycloneDX ML-BOM of a mirrored revision (a branch or tag: the commit clients are
+        served; or a commit). Raises ReviewNotFound for what was never mirrored."""
+        record = await self._repo(repo)
+        commit = await self._served(record, revision)
+        found = await self._queries.revision_files(record.pk, commit)
+        if found is None:
+            raise ReviewNotFound(f"{shown(repo)} at {commit[:12]} was never mirrored here")
+        recorded_at, complete, files = found
+        info = await self._db.get_commit(record.pk, commit)
+        facts = RevisionFacts(
+            repo=repo,
+            revision=revision,
+            commit=commit,
+            mirrored_at=recorded_at,
+            licence=_licence(info.info if info is not None else None),
+            files=[await self._file_facts(f) for f in files],
+            complete=complete,
+        )
+        return build_bom(facts, tool_version=_version())
+
+    async def _file_facts(self, file: RevisionFile) -> FileFacts:
+        findings = await self._db.list_findings(file.blob_pk) if file.blob_pk else []
+        return FileFacts(
+            path=file.path,
+            size=file.size,
+            git_oid=file.git_oid,
+            advertised_sha256=file.lfs_sha256,
+            state=file.state,
+            sha256=file.sha256,
+            file_format=file.file_format,
+            outcome=file.outcome,
+            reason=file.reason,
+            findings=findings,
+        )
+
+    async def _served(self, record: RepoRecord, revision: str) -> str:
+        if re.fullmatch(r"[0-9a-f]{40}", revision):
+            return revision
+        ref = await self._db.get_ref_record(record.pk, revision)
+        if ref is None:
+            raise ReviewNotFound(
+                f"revision {shown(revision)} of {shown(record.ref)} was never mirrored here"
+            )
+        return ref.approved_commit or ref.commit
 
     # -- pinned changes --------------------------------------------------------------------
 

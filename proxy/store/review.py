@@ -22,6 +22,7 @@ from proxy.store.models import (
     Block,
     Commit,
     Entry,
+    EntryKind,
     ExceptionRequest,
     FindingRow,
     Pin,
@@ -82,6 +83,42 @@ class HeldBlob:
     requests: int = 0  # exception requests from refused users
 
 
+MAX_REVISION_FILES = 100_000
+_SETTLED = (BlobState.RELEASED, BlobState.QUARANTINED, BlobState.REJECTED)
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionFile:
+    """A file of a recorded commit with its blob, if the mirror fetched it (for the AI-BOM)."""
+
+    path: str
+    size: int
+    git_oid: str
+    lfs_sha256: str | None
+    blob_pk: int | None
+    state: str  # the blob's state, or "not fetched"
+    sha256: str | None
+    file_format: str
+    outcome: str
+    reason: str
+
+
+def _revision_file(entry: Entry, blob: Blob | None) -> RevisionFile:
+    settled = blob if blob is not None and blob.state in _SETTLED else None
+    return RevisionFile(
+        path=entry.path,
+        size=entry.size,
+        git_oid=entry.oid,
+        lfs_sha256=entry.lfs_sha256,
+        blob_pk=settled.id if settled else None,
+        state=settled.state.value if settled else "not fetched",
+        sha256=settled.sha256 if settled else None,
+        file_format=settled.file_format if settled else "",
+        outcome=settled.outcome if settled else "",
+        reason=settled.reason if settled else "",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BlockedRepo:
     repo: RepoRecord
@@ -119,6 +156,30 @@ class ReviewQueries:
     ) -> None:
         self._sessions = sessions
         self._read = read_sessions or sessions
+
+    async def revision_files(
+        self, repo_pk: int, commit: str
+    ) -> tuple[dt.datetime, bool, list[RevisionFile]] | None:
+        """A recorded commit's files, each with its blob's state and hash; with when the
+        commit was recorded and whether its file list is complete. None: never recorded."""
+        async with self._read() as session:
+            row = (
+                await session.execute(
+                    select(Commit).where(Commit.repo_pk == repo_pk, Commit.sha == commit)
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            etag = func.coalesce(Entry.lfs_sha256, Entry.oid)
+            rows = await session.execute(
+                select(Entry, Blob)
+                .outerjoin(Blob, Blob.etag == etag)
+                .where(Entry.commit_pk == row.id, Entry.kind == EntryKind.FILE)
+                .order_by(Entry.path)
+                .limit(MAX_REVISION_FILES)
+            )
+            files = [_revision_file(entry, blob) for entry, blob in rows.all()]
+            return row.created_at, row.tree_complete, files
 
     async def held_blobs(
         self, found: HeldFilter, *, limit: int = MAX_LISTED, after_pk: int = 0
