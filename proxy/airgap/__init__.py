@@ -1,4 +1,5 @@
-"""Air-gapped transfer: the instance's signing key and trust store, signed OCI bundles.
+"""Air-gapped transfer: the instance's signing key and trust store, signed OCI bundles, and the
+`hubwarden export` / `hubwarden import` commands that carry verified repos across the gap.
 
     errors.py    KeysError, BundleError, SignatureError (all HubwardenError: exit 1 in the CLI)
     keys.py      the signing key (ECDSA P-256) under the data directory, and the trusted keys
@@ -6,9 +7,15 @@
     jsonsafe.py  JSON from a bundle, parsed with bounds (size, depth, items, no duplicate keys)
     tarstream.py a strict tar writer and reader (regular files only, bounded, streamed)
     oci.py       the OCI image layout: plan, write (directory or tar), read back as a stream
-    bundle.py    the three together: what `hubwarden export` and `hubwarden import` call
-    commands.py  `hubwarden keys …` (the argparse edge)
+    bundle.py    the three together: what export and import call
+    state.py     Hubwarden's state of a revision (the JSON beside each manifest): its format,
+                 written and parsed as hostile input
+    export.py    `hubwarden export`: revisions read from the database and the blob store
+    judge.py     what an import may change, judged against this mirror's records (pins,
+                 history rewrites, recorded commits): pure
+    importer.py  `hubwarden import`: verify, judge, stage, scan, then one transaction
+    commands.py  `hubwarden keys …`, `export`, `import` (the argparse edge)
 
-Nothing here touches the database or the blob store: the export/import glue hands in files,
-digests and state, and takes back verified blobs and state.
+The library modules (keys … bundle) touch neither the database nor the blob store; export.py
+and importer.py do, through proxy.store.bundles (the queries and the import's transaction).
 """

@@ -17,6 +17,7 @@ The signed statement's predicate (`PREDICATE_TYPE`):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -107,6 +108,9 @@ class VerifiedBundle:
                 predicate_type=PREDICATE_TYPE,
             )
             self.key_name = verified.key_name
+            self.fingerprint = next(
+                (k.fingerprint for k in trusted_keys if k.name == verified.key_name), ""
+            )
             self.predicate: Mapping[str, Any] = verified.statement.predicate
             self.omitted = _omitted(self.predicate, contents.files)
         except BaseException:
@@ -114,8 +118,14 @@ class VerifiedBundle:
             raise
         self.revisions = contents.revisions
         self.files = contents.files
+        self.digest = hashlib.sha256(contents.signature).hexdigest()
+        """The sha256 of the signature, which covers every manifest and state: the bundle's
+        name in this mirror's records of imports."""
         created = self.predicate.get("created")
         self.created = created if isinstance(created, str) else ""
+        exporter = self.predicate.get("exporter")
+        instance = exporter.get("instance") if isinstance(exporter, dict) else None
+        self.exporter = shown(instance) if isinstance(instance, str) else ""
 
     def __enter__(self) -> VerifiedBundle:
         return self

@@ -451,3 +451,24 @@ class WaivedBlob(Base):
     held_for: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = _created()
     judged_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class BundleImport(Base):
+    """A bundle imported here (`hubwarden import`): the sha256 of its signature (which covers
+    every manifest and state of the bundle), the trusted key that signed it, who imported it,
+    and what it brought (`summary`). Written in the import's one transaction, only when the
+    bundle changed something."""
+
+    __tablename__ = "bundle_imports"
+    __table_args__ = (UniqueConstraint("digest"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    key_name: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    exporter: Mapped[str] = mapped_column(String(200), default="")
+    created: Mapped[str] = mapped_column(String(64), default="")
+    """The bundle's creation time as its signed statement says it (RFC 3339 text)."""
+    imported_at: Mapped[dt.datetime] = _created()
+    imported_by: Mapped[str] = mapped_column(String(128))
+    summary: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)

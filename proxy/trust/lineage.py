@@ -3,8 +3,15 @@
 The Hub's commit listing carries no parent ids: its order is the history, newest first. "Is A in
 the history of B?" is answered by walking B's listing until A appears or the listing ends, and the
 answer is recorded (commits never change, so neither does the answer): each pair is asked upstream
-at most once. Branch heads come from the upstream's refs listing through a short cache. Offline,
-only recorded answers are known; anything else is `None` (unknown), and callers fail closed.
+at most once. Branch heads come from the upstream's refs listing through a short cache.
+
+Offline, the recorded answers are known, and so is what a recorded commit listing (the
+`histories` table: a head's complete listing, recorded online or imported from a bundle) says:
+`older` is in the history of `newer` exactly when `newer`'s listing names it, and it is not when
+`older`'s listing names `newer` (a history has no cycle). Anything else is `None` (unknown), and
+callers fail closed. Offline heads are the recorded refs, branches and tags told apart by the
+kind recorded with each (refs of unknown kind count as branches; pull requests and conversions
+are neither).
 """
 
 from __future__ import annotations
@@ -15,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from proxy.caching import TtlCache
+from proxy.metadata import RefKind
 from proxy.repos import is_commit_sha
-from proxy.store.repository import RepoRecord, Repository
+from proxy.store.repository import RefRecord, RepoRecord, Repository
 from proxy.upstream import Upstream
 
 logger = logging.getLogger(__name__)
@@ -61,8 +69,10 @@ class Lineage:
         if older == newer:
             return True
         recorded = await self._db.get_ancestry(repo.pk, older, newer)
-        if recorded is not None or self._upstream is None:
+        if recorded is not None:
             return recorded
+        if self._upstream is None:
+            return await self._from_histories(repo, older, newer)
         cursor: str | None = None
         for _ in range(MAX_HISTORY_PAGES):
             page = await self._upstream.commits_page(repo.ref, newer, cursor, self._token(token))
@@ -76,15 +86,26 @@ class Lineage:
         logger.warning("history of %s at %s is longer than %d pages", repo.ref, newer[:12], 100)
         return None
 
+    async def _from_histories(self, repo: RepoRecord, older: str, newer: str) -> bool | None:
+        """What the recorded commit listings of `newer` and `older` tell (None: neither is
+        recorded, or neither names the other)."""
+        listing = await self._db.get_history(repo.pk, newer)
+        if listing is not None:
+            return any(c.commit_id == older for c in listing)
+        listing = await self._db.get_history(repo.pk, older)
+        if listing is not None and any(c.commit_id == newer for c in listing):
+            return False
+        return None
+
     async def heads(self, repo: RepoRecord, token: str | None, *, fresh: bool = False) -> RefHeads:
         """Branch and tag heads upstream (cached briefly; `fresh` asks again). Offline: the
-        recorded refs, all taken as branches."""
+        recorded refs by their recorded kinds (unknown kinds as branches; the default branch,
+        recorded unnamed, as "main")."""
         cached = None if fresh else self._heads.get(repo.pk)
         if cached is not None:
             return cached
         if self._upstream is None:
-            refs = await self._db.list_refs(repo.pk)
-            return RefHeads({r.name: r.commit for r in refs if r.name}, {})
+            return _recorded_heads(await self._db.list_refs(repo.pk))
         body = await self._upstream.refs(repo.ref, self._token(token), include_prs=False)
         heads = RefHeads(_targets(body, "branches"), _targets(body, "tags"))
         self._heads.put(repo.pk, heads)
@@ -105,6 +126,20 @@ class Lineage:
                 return True
             unknown = unknown or answer is None
         return None if unknown else False
+
+
+def _recorded_heads(refs: list[RefRecord]) -> RefHeads:
+    branches: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for ref in refs:
+        if ref.kind is RefKind.TAG:
+            tags[ref.name] = ref.commit
+        elif ref.kind in (None, RefKind.BRANCH) and ref.name:
+            branches[ref.name] = ref.commit
+    default = next((r for r in refs if r.kind is RefKind.DEFAULT or not r.name), None)
+    if default is not None:
+        branches.setdefault("main", default.commit)
+    return RefHeads(branches, tags)
 
 
 def _targets(body: object, key: str) -> dict[str, str]:
