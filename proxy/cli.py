@@ -6,10 +6,14 @@
     hubwarden scan PATH... [--json] [--recursive]
     hubwarden policy check REPO[@REV] [--type model|dataset|space] [--json] [--config FILE]
                     [--upstream URL]
-    hubwarden quarantine list|show ID|release ID -m WHY|reject ID -m WHY [--json]
-    hubwarden repos list|block REPO -m WHY|unblock REPO -m WHY [--type T] [--json]
-    hubwarden changes list|approve REPO REF -m WHY|reject REPO REF -m WHY [--json]
-    hubwarden audit [--action A] [--limit N] [--json]
+    hubwarden quarantine list|show|release|reject|rescan|bulk …   (proxy.admin.cli)
+    hubwarden waivers list|revoke …; repos list|block|unblock …; changes list|approve|reject …
+    hubwarden pins list REPO; audit [--follow] …; bom REPO[@REV]
+    hubwarden admin token|access …                                 (proxy.admin.commands)
+    hubwarden prefetch REPO[@REV]… | --list FILE                   (proxy.admin.prefetch)
+    hubwarden doctor [--repair] [--json]                           (proxy.ops.doctor)
+    hubwarden keys create|show|trust|list|untrust                  (proxy.airgap.commands)
+    hubwarden export --repo R… --out PATH; hubwarden import PATH   (proxy.airgap.commands)
 
     hubwarden --version
 
@@ -44,7 +48,7 @@ from typing import TYPE_CHECKING
 from proxy.admin.cli import register_review_commands
 from proxy.admin.commands import register_admin_commands
 from proxy.admin.prefetch import register as register_prefetch_command
-from proxy.airgap.commands import register as register_keys_commands
+from proxy.airgap.commands import register as register_airgap_commands
 from proxy.config import CONFIG_FILE_VARIABLE, ConfigError, Settings, load_settings
 from proxy.errors import HubwardenError
 from proxy.logs import configure_logging
@@ -161,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_admin_commands(commands, load_cli_settings, _add_config_option)
     register_doctor_command(commands, load_cli_settings, _add_config_option)
     register_prefetch_command(commands, load_cli_settings, _add_config_option)
-    register_keys_commands(commands, load_cli_settings, _add_config_option)
-    # Later: export, import.
+    register_airgap_commands(commands, load_cli_settings, _add_config_option)
     return parser
 
 
