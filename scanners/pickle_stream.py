@@ -11,10 +11,11 @@ offsets), which is why `finish` can hand the walk to `dispatch.scan_stream` and 
 
 **How far the walk reads.** It walks `data` up to `end` = the bytes received minus `MARGIN`, and
 only starts a batch of 4,096 opcodes before `end`. Within a batch, an opcode with a length
-(strings, bytes, lines, a torch tensor record, a skipped joblib array) never passes `end` (it
-pauses instead, before changing anything, or skips bytes it need not read), and any other opcode
-reads at most 14 bytes (1 opcode + 8 argument + a folded 5-byte memo store): so a batch reads no
-further than `end` + 5 + 4,096 x 14 < `end` + `MARGIN`, the bytes that are there.
+(strings, bytes, lines, a run of torch tensor records, a skipped joblib array) never passes `end`
+(it pauses instead, before changing anything, or skips bytes it need not read; a run waits until
+it has all the bytes a run may read), and any other opcode reads at most 14 bytes (1 opcode + 8
+argument + a folded 5-byte memo store): so a batch reads no further than
+`end` + 5 + 4,096 x 14 < `end` + `MARGIN`, the bytes that are there.
 
 **What is cleared** (`cleared`): the offset the walk has reached, while it has found nothing at
 all: any finding (a global off the allow-list, a misused allowed call, a malformed stream...)
@@ -63,7 +64,7 @@ from scanners.limits import ScanLimits
 from scanners.pickles import OPCODE_BYTES, Buffer, Frame, PickleWalker, Walked, pickle_span
 from scanners.report import Outcome
 
-MARGIN = 64 * 1024 + 512  # > 5 + 4,096 x 14 bytes, and a tensor record's 512: see above
+MARGIN = 64 * 1024 + 512  # > 5 + 4,096 x 14 bytes: see above
 MAX_PENDING = 1024 * 1024
 _SIGNATURE_OVERLAP = 3
 _BAD = (Outcome.MALICIOUS, Outcome.ERROR)

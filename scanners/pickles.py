@@ -8,6 +8,10 @@ global assembled at run time is caught as such. Where the real unpickler raises,
 the file as malformed, keeping every global seen before the break (a payload placed before a
 deliberate breakage still runs).
 
+The values live in `scanners.pickle_values`; the fast path for torch's tensor records in
+`scanners.pickle_records` (it builds the values this loop would, many records per loop turn);
+what the loaded value's shape costs whoever walks it in `scanners.pickle_shape`.
+
 Named `pickles.py` so no import of the standard `pickle` module can ever resolve to this file.
 """
 
@@ -17,96 +21,36 @@ import bisect
 import codecs
 import copyreg
 import gc
-import mmap
-import re
 import struct
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from scanners.allowlist import GlobalVerdict, canonical_global, judge_global
+from scanners.allowlist import GlobalVerdict, judge_global
 from scanners.limits import PickleLimits
-from scanners.pickle_shape import Node, measure
+from scanners.pickle_records import (
+    ENTRY_OPCODES,
+    REBUILD_TENSOR_V2,
+    RUN_ENTRIES,
+    RUN_MAX_BYTES,
+    TensorRecords,
+)
+from scanners.pickle_shape import NODES, link, measure, within_limits
+from scanners.pickle_values import (  # the value classes stay importable from here
+    CALLS_ARGUMENT,
+    LOAD_FROM_BYTES,
+    DictV,
+    ListV,
+    Record,
+    SetV,
+)
+from scanners.pickle_values import Buffer as Buffer
+from scanners.pickle_values import Global as Global
+from scanners.pickle_values import LongText as LongText
+from scanners.pickle_values import Made as Made
 from scanners.report import Finding, JsonValue, Outcome, Severity
 
 SCANNER = "pickle"
 SCANNER_VERSION = "1.0"
-
-Buffer = bytes | bytearray | mmap.mmap  # indexable, sliceable, with find()
-
-
-class Global:
-    """A global the pickle imports: `module.name`, at `offset` of the stream."""
-
-    __slots__ = ("module", "name", "offset", "pair", "plain", "verdict")
-
-    def __init__(self, module: str, name: str, offset: int, verdict: GlobalVerdict) -> None:
-        self.module = module
-        self.name = name
-        self.offset = offset
-        self.verdict = verdict
-        # what the unpickler really imports (`copy_reg` -> `copyreg`...): checks compare this
-        self.pair = canonical_global(module, name)
-        # calls need no check: allowed, and not one of those allowed only with some arguments
-        self.plain = verdict == GlobalVerdict.ALLOWED and self.pair not in _CHECKED_CALLS
-
-    @property
-    def dotted(self) -> str:
-        return f"{self.module}.{self.name}"
-
-
-class Made:
-    """Whatever a call (REDUCE, NEWOBJ, OBJ, INST) or a persistent id would build at load time.
-    `kids`: the containers BUILD, APPENDS or SETITEMS put in it later (`scanners.pickle_shape`)."""
-
-    __slots__ = ("args", "kids", "origin")
-
-    def __init__(self, origin: object, args: object) -> None:
-        self.origin = origin
-        self.args = args
-        self.kids: list[object] | None = None
-
-
-class Record(Made):
-    """A torch tensor record built by the fast path: a fixed subtree of strings, ints, plain
-    globals and tuples of ints (`_torch_record` checks it), so its shape is known."""
-
-    __slots__ = ()
-
-
-class LongText:
-    """A string or bytes too long to keep: its length, and where binary ones start
-    (`text`: UTF-8 bytes of a str, which `_codecs.encode(s, "latin1")` turns into bytes)."""
-
-    __slots__ = ("length", "offset", "text")
-
-    def __init__(self, length: int, offset: int = -1, text: bool = False) -> None:
-        self.length = length
-        self.offset = offset
-        self.text = text
-
-
-class ListV:
-    """A list; `kids`: the containers put in it (`scanners.pickle_shape`)."""
-
-    __slots__ = ("kids",)
-
-    def __init__(self) -> None:
-        self.kids: list[object] | None = None
-
-
-class SetV(ListV):
-    __slots__ = ()
-
-
-class DictV:
-    """A dict, keeping its first few items (enough for joblib's array wrapper state) and the
-    containers put in it."""
-
-    __slots__ = ("items", "kids")
-
-    def __init__(self) -> None:
-        self.items: dict[object, object] = {}
-        self.kids: list[object] | None = None
 
 
 class _Malformed(Exception):
@@ -165,9 +109,10 @@ class Frame:
     stack: list[object]
     marks: list[int]
     memo: dict[int, object]
-    shapes: dict[bytes, tuple[int, ...]]
     ops_left: int
     index: int  # the next turn in the current batch of opcodes; `_BATCH`: a new batch
+    shared: bool  # a memo GET or DUP gave a container: the value is no tree (`_check_shape`)
+    start_ops: int  # `ops_left` when this pickle started
     peek: bool = False  # the memo store folded into a skipped string is still to do
     suspended: bool = False  # stopped for good until the last byte (see `_Suspend`)
 
@@ -206,26 +151,10 @@ class Walked:
 
 
 _JOBLIB_WRAPPER = ("joblib.numpy_pickle", "NumpyArrayWrapper")
-_LOAD_FROM_BYTES = ("torch.storage", "_load_from_bytes")
-# Allowed functions that call one of their arguments: position of the callable argument.
-# `_rebuild_from_type_v2(func, type, args, state)` runs `func(*args)`; numpy's RNG constructors
-# run `bit_generator_ctor(name)`; `__bit_generator_ctor(cls)` runs `cls()`. Handing them
-# `_load_from_bytes` (or any call's result) would run what the walker never sees called.
-_CALLS_ARGUMENT: dict[tuple[str, str], int] = {
-    ("torch._tensor", "_rebuild_from_type_v2"): 0,
-    ("torch._tensor", "_rebuild_from_type"): 0,
-    ("numpy.random._pickle", "__randomstate_ctor"): 1,
-    ("numpy.random._pickle", "__generator_ctor"): 1,
-    ("numpy.random._pickle", "__bit_generator_ctor"): 0,
-}
 _BIT_GENERATOR_CTOR = ("numpy.random._pickle", "__bit_generator_ctor")
-_CHECKED_CALLS = frozenset(
-    {("_codecs", "encode"), ("copyreg", "_reconstructor"), _LOAD_FROM_BYTES, *_CALLS_ARGUMENT}
-)
 _NUMPY_ITEMSIZE = {"b": 1, "i": 0, "u": 0, "f": 0, "c": 0, "m": 0, "M": 0, "S": 0, "a": 0, "V": 0}
 _HIGHEST_PROTOCOL = 5
 _NO_STOP = 1 << 62  # a whole-file walk never stops between batches
-_RECORD_MAX = 512  # > the longest byte run `_TORCH_RECORD` can match
 _BATCH = 4096
 _BATCH_RANGE = range(_BATCH)
 _U32 = struct.Struct("<I").unpack_from
@@ -443,8 +372,8 @@ class PickleWalker:
 
     def _check_allowed_call(self, callee: Global, args: object, offset: int) -> None:
         pair = callee.pair
-        if pair in _CALLS_ARGUMENT:
-            self._check_callable_argument(callee, args, _CALLS_ARGUMENT[pair], offset)
+        if pair in CALLS_ARGUMENT:
+            self._check_callable_argument(callee, args, CALLS_ARGUMENT[pair], offset)
         elif pair == ("_codecs", "encode"):
             ok = (
                 isinstance(args, tuple)
@@ -460,7 +389,7 @@ class PickleWalker:
                     f"_codecs.encode is called as numpy never does: {describe_call(callee, args)}",
                     offset=offset,
                 )
-        elif pair == _LOAD_FROM_BYTES:
+        elif pair == LOAD_FROM_BYTES:
             self._nested_load(args, offset)
         elif pair == ("copyreg", "_reconstructor"):
             ok = (
@@ -618,16 +547,17 @@ class PickleWalker:
         raise _Truncated(reason, at)
 
     def _frame(self, pos: int, at: int, index: int, state: tuple[object, ...]) -> Frame:
-        stack, marks, memo, shapes, ops_left = state
+        stack, marks, memo, ops_left, shared, start_ops = state
         return Frame(
             self.base + pos,
             self.base + at,
             stack,  # type: ignore[arg-type]
             marks,  # type: ignore[arg-type]
             memo,  # type: ignore[arg-type]
-            shapes,  # type: ignore[arg-type]
             ops_left,  # type: ignore[arg-type]
             index,
+            shared,  # type: ignore[arg-type]
+            start_ops,  # type: ignore[arg-type]
         )
 
     def _run(self, pos: int, frame: Frame | None = None) -> int:
@@ -665,15 +595,20 @@ class PickleWalker:
             stack: list[object] = []
             marks: list[int] = []
             memo: dict[int, object] = {}
-            shapes: dict[bytes, tuple[int, ...]] = {}  # the fast path's parsed size/stride tuples
             ops_left = self._opcodes_left
             first = _BATCH
+            shared = False
+            start_ops = ops_left
         else:
-            stack, marks, memo, shapes = frame.stack, frame.marks, frame.memo, frame.shapes
+            stack, marks, memo = frame.stack, frame.marks, frame.memo
             ops_left, first, pos = frame.ops_left, frame.index, frame.pos - self.base
+            shared, start_ops = frame.shared, frame.start_ops
         push = stack.append
         fence = marks[-1] if marks else 0
         fast = self.fast_paths
+        records: TensorRecords | None = None  # the fast path, from the first rebuild BINGET on
+        max_stack = limits.max_stack_depth
+        max_memo = limits.max_memo_entries
         # streaming, before the last byte: stop between batches once `end` is reached (see
         # `scanners.pickle_stream` for why a batch that starts before `end` reads no further than
         # the bytes there are)
@@ -701,7 +636,9 @@ class PickleWalker:
                 else:
                     if pos >= stop:
                         raise _Pause(
-                            self._frame(pos, pos, _BATCH, (stack, marks, memo, shapes, ops_left))
+                            self._frame(
+                                pos, pos, _BATCH, (stack, marks, memo, ops_left, shared, start_ops)
+                            )
                         )
                     # Bounds are checked between batches of opcodes: a counter per opcode costs
                     # ~10%.
@@ -732,14 +669,25 @@ class PickleWalker:
                             raise _Malformed(
                                 f"memo value {idx} read before it was stored", at
                             ) from None
-                        if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
-                            if waiting and end - pos < _RECORD_MAX:  # match on all of it
+                        if value.__class__ in NODES:
+                            shared = True
+                        elif fast and value.__class__ is Global and value.pair == REBUILD_TENSOR_V2:
+                            if waiting and end - pos < RUN_MAX_BYTES:  # match on all of a run
                                 raise _Truncated("a tensor record may continue", at)
-                            record = _torch_record(data, pos, end, memo, value, shapes)
-                            if record is not None:
-                                value, pos = record
-                                ops_left -= _RECORD_OPCODES
-                                self.result.fast_records += 1
+                            if records is None:
+                                records = TensorRecords(data, memo, limits)
+                            room = min(
+                                RUN_ENTRIES,
+                                (max_stack - len(stack) - len(marks)) >> 1,
+                                (max_memo - len(memo)) >> 3,
+                                ops_left // ENTRY_OPCODES,
+                            )
+                            moved = records.run(pos, end, value, stack, room)
+                            if moved >= 0:
+                                pos = moved
+                                ops_left -= ENTRY_OPCODES * records.built - 3
+                                self.result.fast_records += records.built
+                                continue
                         push(value)
                     elif op == 0x28:  # MARK
                         marks.append(len(stack))
@@ -870,14 +818,25 @@ class PickleWalker:
                         if idx not in memo:
                             raise _Malformed(f"memo value {idx} read before it was stored", at)
                         value = memo[idx]
-                        if fast and value.__class__ is Global and value.pair == _REBUILD_TENSOR_V2:
-                            if waiting and end - pos < _RECORD_MAX:  # match on all of it
+                        if value.__class__ in NODES:
+                            shared = True
+                        elif fast and value.__class__ is Global and value.pair == REBUILD_TENSOR_V2:
+                            if waiting and end - pos < RUN_MAX_BYTES:  # match on all of a run
                                 raise _Truncated("a tensor record may continue", at)
-                            record = _torch_record(data, pos, end, memo, value, shapes)
-                            if record is not None:
-                                value, pos = record
-                                ops_left -= _RECORD_OPCODES
-                                self.result.fast_records += 1
+                            if records is None:
+                                records = TensorRecords(data, memo, limits)
+                            room = min(
+                                RUN_ENTRIES,
+                                (max_stack - len(stack) - len(marks)) >> 1,
+                                (max_memo - len(memo)) >> 3,
+                                ops_left // ENTRY_OPCODES,
+                            )
+                            moved = records.run(pos, end, value, stack, room)
+                            if moved >= 0:
+                                pos = moved
+                                ops_left -= ENTRY_OPCODES * records.built - 3
+                                self.result.fast_records += records.built
+                                continue
                         push(value)
                     elif op == 0x4A:  # BININT
                         push(struct.unpack_from("<i", data, pos)[0])
@@ -915,7 +874,7 @@ class PickleWalker:
                             raise _Malformed("APPENDS with no list", at)
                         if stack[k - 1].__class__ is Global:
                             self._mutates_global(stack[k - 1], at)  # type: ignore[arg-type]
-                        _link(stack[k - 1], stack[k:])
+                        link(stack[k - 1], stack[k:])
                         del stack[k:]
                     elif op == 0x62:  # BUILD
                         if len(stack) - 2 < fence:
@@ -930,7 +889,7 @@ class PickleWalker:
                             if pos > end:  # streaming only: the array's bytes are skipped
                                 raise _Skip(pos)
                         else:
-                            _link(target, stack[-1:])
+                            link(target, stack[-1:])
                             del stack[-1]
                             if target.__class__ is Global:
                                 self._mutates_global(target, at)
@@ -1044,7 +1003,8 @@ class PickleWalker:
                         if len(stack) <= fence:
                             raise _Malformed("STOP with an empty stack", at)
                         self.last_value = stack[-1]
-                        self._check_shape(stack[-1], at)
+                        used = start_ops - ops_left - _BATCH + step_i + 1
+                        self._check_shape(stack[-1], at, used, shared)
                         self._opcodes_left = ops_left
                         self.result.opcodes = limits.max_opcodes - ops_left - _BATCH + step_i + 1
                         return pos
@@ -1066,6 +1026,8 @@ class PickleWalker:
                     elif op == 0x32:  # DUP
                         if len(stack) <= fence:
                             raise _Malformed("DUP with an empty stack", at)
+                        if stack[-1].__class__ in NODES:
+                            shared = True
                         push(stack[-1])
                     elif (
                         op == 0x6C or op == 0x64 or op == 0x91 or op == 0x90
@@ -1078,7 +1040,7 @@ class PickleWalker:
                         del stack[k:]
                         if op == 0x6C:
                             built_list = ListV()
-                            _link(built_list, popped)
+                            link(built_list, popped)
                             push(built_list)
                         elif op == 0x64:
                             if len(popped) % 2:
@@ -1088,14 +1050,14 @@ class PickleWalker:
                             push(built)
                         elif op == 0x91:
                             built_set = SetV()
-                            _link(built_set, popped)
+                            link(built_set, popped)
                             push(built_set)
                         elif len(stack) <= fence:
                             raise _Malformed("ADDITEMS with no set", at)
                         elif stack[-1].__class__ is Global:  # calls the global's `add`
                             self._mutates_global(stack[-1], at)
                         else:
-                            _link(stack[-1], popped)
+                            link(stack[-1], popped)
                     elif op == 0x8F:  # EMPTY_SET
                         push(SetV())
                     elif op == 0x50:  # PERSID
@@ -1124,26 +1086,31 @@ class PickleWalker:
             if not waiting:
                 raise
             raise _Pause(
-                self._frame(at, at, step_i, (stack, marks, memo, shapes, ops_left))
+                self._frame(at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops))
             ) from None
         except _Skip as skip:
             if skip.push:
                 stack.append(skip.value)
-            paused = self._frame(skip.to, at, step_i + 1, (stack, marks, memo, shapes, ops_left))
+            paused = self._frame(
+                skip.to, at, step_i + 1, (stack, marks, memo, ops_left, shared, start_ops)
+            )
             paused.peek = skip.peek
             raise _Pause(paused) from None
         except _Suspend:
-            paused = self._frame(at, at, step_i, (stack, marks, memo, shapes, ops_left))
+            paused = self._frame(at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops))
             paused.suspended = True
             raise _Pause(paused) from None
         except (IndexError, struct.error):
             raise _Malformed("the data ends inside an opcode or before STOP", at) from None
 
-    def _check_shape(self, root: object, at: int) -> None:
-        """What the pickle loads to: nesting depth and expansion (`scanners.pickle_shape`)."""
+    def _check_shape(self, root: object, at: int, opcodes: int, shared: bool) -> None:
+        """What the pickle loads to: nesting depth and expansion (`scanners.pickle_shape`);
+        `opcodes` built it, `shared`: a container of it was fetched twice (memo GET, DUP)."""
         limits = self.limits
+        if within_limits(shared, opcodes, limits.max_nesting_depth, limits.max_expanded_nodes):
+            return  # a small tree: nothing to measure (most pickles of a legacy torch file)
         cap = limits.max_expanded_nodes * _EXPANSION_FACTOR  # counts saturate: no huge ints
-        shape = measure(root, _shape_node, _NODES, limits.max_nesting_depth, cap)
+        shape = measure(root, limits.max_nesting_depth, cap)
         offset = self.base + at
         if shape.depth > limits.max_nesting_depth:
             self.flag(
@@ -1178,7 +1145,7 @@ class PickleWalker:
             raise _LimitHit("memo too large", pos, MEMO_RESOURCE)
 
     def _set_items(self, target: object, items: list[object], at: int) -> None:
-        _link(target, items)
+        link(target, items)
         if target.__class__ is Global:
             self._mutates_global(target, at)
         elif _never_a_mapping(target):
@@ -1252,190 +1219,13 @@ def _never_a_mapping(target: object) -> bool:
     )
 
 
-_NODES = frozenset({tuple, ListV, SetV, DictV, Made, Record})
-_TRACKED = frozenset({ListV, SetV, DictV, Made, Record})  # containers that keep their kids
 _EXPANSION_FACTOR = 64  # a benign value shares parts; one built to explode shares exponentially
-
-
-def _link(target: object, items: list[object]) -> None:
-    """Keep the containers among `items` as put in `target` (a container we track)."""
-    if target.__class__ not in _TRACKED:
-        return
-    kids = [item for item in items if item.__class__ in _NODES]
-    if not kids:
-        return
-    held: list[object] | None = target.kids  # type: ignore[attr-defined]
-    if held is None:
-        target.kids = kids  # type: ignore[attr-defined]
-    else:
-        held.extend(kids)
-
-
-def _shape_node(value: object) -> Node:
-    cls = value.__class__
-    if cls is tuple:
-        for item in value:  # type: ignore[attr-defined]
-            if item.__class__ in _NODES:
-                return 1, 1, value  # type: ignore[return-value]
-        return (1, 1, ()) if value else None  # most tuples hold scalars: a leaf, measured at once
-    if cls is Made:
-        made: Made = value  # type: ignore[assignment]
-        if made.kids is None:
-            return 1, 1, (made.origin, made.args)
-        return 1, 1, (made.origin, made.args, *made.kids)
-    if cls is ListV or cls is DictV or cls is SetV:
-        return 1, 1, value.kids or ()  # type: ignore[attr-defined]
-    if cls is Record:  # args, persistent id, storage, size, stride, OrderedDict: 4 deep
-        return 4, 7, value.kids or ()  # type: ignore[attr-defined]
-    return None
 
 
 # INT LONG FLOAT STRING UNICODE: the protocol 0 opcodes whose argument is a line
 _TEXT_OPS = frozenset({0x49, 0x4C, 0x46, 0x53, 0x56})
 OPCODE_BYTES = frozenset(b"(.012FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
 _OPCODE_BYTES = OPCODE_BYTES
-
-
-# ---- fast path: the tensor record torch.save writes thousands of times -------------------------
-#
-# After its first occurrence, every tensor in a torch `data.pkl` is the same 30-odd opcodes, with
-# the rebuild function, 'storage', the storage class, the location and OrderedDict fetched from
-# the memo:
-#   BINGET _rebuild_tensor_v2  MARK MARK  GET 'storage'  GET <class>  BINUNICODE '<key>' PUT
-#   GET 'cpu'  <numel>  TUPLE PUT  BINPERSID  <offset>  <size tuple> [PUT]  <stride tuple> [PUT]
-#   NEWFALSE|NEWTRUE  GET OrderedDict  EMPTY_TUPLE REDUCE PUT  TUPLE PUT  REDUCE [PUT]
-# One regular expression (C speed) recognises it after the BINGET of the rebuild function; the
-# values the opcodes would build are then built in one go, memo stores included, exactly as the
-# loop would build them. Its calls are to allowed globals that need no check, so the loop would
-# report nothing either; anything else (another callee, a memo miss, a string that is not a
-# plain storage key) leaves the record to the loop, opcode by opcode.
-_RB = rb"(h.|j.{4})"  # BINGET / LONG_BINGET: the index is what follows the opcode
-_RP = rb"(q.|r.{4})"  # BINPUT / LONG_BINPUT
-_RI = rb"(?:K.|M.{2}|J.{4})"  # BININT1 / BININT2 / BININT
-_RT = rb"(\)|" + _RI + rb"\x85|" + _RI + rb"{2}\x86|" + _RI + rb"{3}\x87|\(" + _RI + rb"{4,16}t)"
-_TORCH_RECORD = re.compile(
-    rb"\(\("
-    + _RB  # 1 'storage'
-    + _RB  # 2 storage class
-    + rb"(?:X(.)\x00\x00\x00|\x8c(.))([0-9]{1,12})"  # 3|4 key length, 5 the storage key
-    + _RP  # 6
-    + _RB  # 7 location
-    + rb"("
-    + _RI
-    + rb")t"  # 8 numel
-    + _RP  # 9
-    + rb"Q("
-    + _RI
-    + rb")"  # 10 offset
-    + _RT  # 11 size
-    + _RP
-    + rb"?"  # 12
-    + _RT  # 13 stride
-    + _RP
-    + rb"?"  # 14
-    + rb"([\x88\x89])"  # 15 requires_grad
-    + _RB  # 16 OrderedDict
-    + rb"\)R"
-    + _RP  # 17
-    + rb"t"
-    + _RP  # 18
-    + rb"R"
-    + _RP
-    + rb"?",  # 19
-    re.DOTALL,
-)
-_REBUILD_TENSOR_V2 = ("torch._utils", "_rebuild_tensor_v2")
-_RECORD_OPCODES = 30
-_FAST_MEMO_INDEX = 1 << 24  # larger memo indices go through the loop, which bounds them
-_from_bytes = int.from_bytes
-
-
-def _int_op(raw: bytes) -> int:
-    """The value of one BININT1 / BININT2 / BININT opcode (opcode byte included)."""
-    if len(raw) == 2:
-        return raw[1]
-    return _from_bytes(raw[1:], "little", signed=len(raw) == 5)
-
-
-def _tuple_op(raw: bytes, cache: dict[bytes, tuple[int, ...]]) -> tuple[int, ...]:
-    """The tuple of ints an EMPTY_TUPLE / TUPLEn / MARK...TUPLE run builds (regex-checked)."""
-    value = cache.get(raw)
-    if value is not None:
-        return value
-    out: list[int] = []
-    pos = 1 if raw[:1] == b"(" else 0
-    while raw[pos] in (0x4B, 0x4D, 0x4A):
-        width = 2 if raw[pos] == 0x4B else 3 if raw[pos] == 0x4D else 5
-        out.append(_int_op(raw[pos : pos + width]))
-        pos += width
-    value = tuple(out)
-    if len(cache) < 4096:
-        cache[raw] = value
-    return value
-
-
-def _torch_record(
-    data: Buffer,
-    pos: int,
-    end: int,
-    memo: dict[int, object],
-    rebuild: Global,
-    cache: dict[bytes, tuple[int, ...]],
-) -> tuple[Record, int] | None:
-    """Build one steady-state tensor record starting at `pos` (after the rebuild BINGET): the
-    value the loop would push and where it would stop, memo stores done in the loop's order.
-    None (nothing changed) when the bytes or the memo are anything else."""
-    match = _TORCH_RECORD.match(data, pos, end)
-    if match is None or not rebuild.plain:
-        return None
-    (get_word, get_cls, len_x, len_c, key, put_key, get_loc, numel, put_storage, offset,
-     size_raw, put_size, stride_raw, put_stride, grad, get_od, put_od, put_args,
-     put_result) = match.groups()  # fmt: skip
-    if (len_x or len_c)[0] != len(key):
-        return None
-    i_word = _from_bytes(get_word[1:], "little")
-    i_cls = _from_bytes(get_cls[1:], "little")
-    i_loc = _from_bytes(get_loc[1:], "little")
-    i_od = _from_bytes(get_od[1:], "little")
-    i_key = _from_bytes(put_key[1:], "little")
-    i_storage = _from_bytes(put_storage[1:], "little")
-    i_size = _from_bytes(put_size[1:], "little") if put_size else -1
-    i_stride = _from_bytes(put_stride[1:], "little") if put_stride else -1
-    # a store before a later fetch of the same index changes what is fetched: the loop does it
-    if i_loc == i_key or i_od in (i_key, i_storage, i_size, i_stride):
-        return None
-    try:
-        word, cls, location, ordered = memo[i_word], memo[i_cls], memo[i_loc], memo[i_od]
-    except KeyError:
-        return None
-    if ordered.__class__ is not Global or not ordered.plain:
-        return None
-    # a Record is a leaf of known shape only when what it fetched holds no container
-    if word.__class__ is not str or location.__class__ is not str or cls.__class__ is not Global:
-        return None
-    i_od_put = _from_bytes(put_od[1:], "little")
-    i_args = _from_bytes(put_args[1:], "little")
-    i_result = _from_bytes(put_result[1:], "little") if put_result else -1
-    if max(i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result) > _FAST_MEMO_INDEX:
-        return None  # the loop checks the memo index limit
-    text = key.decode("ascii")
-    storage = (word, cls, text, location, _int_op(numel))
-    size = _tuple_op(size_raw, cache)
-    stride = _tuple_op(stride_raw, cache)
-    memo[i_key] = text
-    memo[i_storage] = storage
-    if i_size >= 0:
-        memo[i_size] = size
-    if i_stride >= 0:
-        memo[i_stride] = stride
-    made_od = Made(ordered, ())
-    memo[i_od_put] = made_od
-    args = (Made("persistent", storage), _int_op(offset), size, stride, grad == b"\x88", made_od)
-    memo[i_args] = args
-    result = Record(rebuild, args)
-    if i_result >= 0:
-        memo[i_result] = result
-    return result, match.end()
 
 
 def _line(data: Buffer, pos: int, end: int, at: int) -> tuple[bytes, int]:

@@ -48,6 +48,24 @@ def _dense_data_pkl() -> bytes:
     return zipfile.ZipFile(buf).read("archive/data.pkl")
 
 
+def _legacy_dense() -> bytes:
+    buf = io.BytesIO()
+    tensors = {f"layers.{i}.weight": torch.zeros(2, 2) for i in range(4000)}
+    torch.save(tensors, buf, _use_new_zipfile_serialization=False)
+    return buf.getvalue()
+
+
+def _legacy_dense_object_pickle() -> bytes:
+    """The fourth pickle of a legacy dense state dict: the tensor records."""
+    walker = PickleWalker(data := _legacy_dense(), len(data), PickleLimits())
+    pos = 0
+    for _ in range(3):
+        pos = walker.walk_one(pos) or 0
+    end = walker.walk_one(pos)
+    assert end is not None
+    return data[pos:end]
+
+
 def _long_global_line() -> bytes:
     """A GLOBAL whose module line is longer than the walk waits for: the walk suspends."""
     return b"c" + b"a" * (MAX_PENDING + 2 * MARGIN) + b"\nb\n)R."
@@ -77,6 +95,7 @@ STREAMS: dict[str, Callable[[], bytes]] = {
         [("y" * 70000, b"z" * 90000, 10**400) for _ in range(4)], protocol=4
     ),
     "dense_data.pkl": _dense_data_pkl,
+    "legacy_dense.bin": _legacy_dense,
     "many_pickles.pkl": lambda: b"".join(pickle.dumps([i] * 50) for i in range(3000)),
     "trailing_data.pkl": lambda: BIG_LIST + b"\x00not a pickle",
     "evil_far_away.pkl": lambda: BIG_LIST + EVIL,
@@ -147,8 +166,11 @@ def _resumed_walk(data: bytes, step: int) -> PickleWalker:
 
 
 @pytest.mark.parametrize("step", [997, 4093, 65536])
-def test_walker_resumed_in_pieces_walks_as_in_one_go(step: int) -> None:
-    data = _dense_data_pkl()
+@pytest.mark.parametrize(
+    "build", [_dense_data_pkl, _legacy_dense_object_pickle], ids=["zip", "legacy"]
+)
+def test_walker_resumed_in_pieces_walks_as_in_one_go(step: int, build: Callable[[], bytes]) -> None:
+    data = build()
     whole = PickleWalker(data, len(data), PickleLimits())
     whole.walk_one(0)
     pieces = _resumed_walk(data, step)
