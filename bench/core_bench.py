@@ -54,6 +54,7 @@ TARGET_ADDED_TTFB_MS = 100.0
 TARGET_RSS_LIFT_MIB = 64.0
 TARGET_CROWD_FETCHES = 1
 TARGET_CROWD_S = 30.0
+PHASES = frozenset({"rss", "cold", "warm", "crowd"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,7 @@ class Options:
     nginx_workers: int
     workdir: Path | None
     json_path: Path | None
+    phases: frozenset[str] = PHASES
 
 
 @dataclass
@@ -463,7 +465,10 @@ async def run(options: Options) -> Report:
         files = {SMALL_FILE: small}
         shas = {}
         sizes = dict.fromkeys(cold_files(options), options.file_mib)
-        sizes |= {RSS_FILE: options.rss_mib, CROWD_FILE: options.crowd_mib}
+        if "rss" in options.phases:
+            sizes[RSS_FILE] = options.rss_mib
+        if "crowd" in options.phases:
+            sizes[CROWD_FILE] = options.crowd_mib
         for seed, (name, size_mib) in enumerate(sizes.items()):
             files[name] = root / name
             shas[name] = await asyncio.to_thread(
@@ -475,10 +480,14 @@ async def run(options: Options) -> Report:
             server = await Hubwarden.start(root / "data", upstream.hub, root / "hubwarden.log")
             try:
                 idle_kib = await idle_rss(server, upstream, report)
-                await phase_rss(server, upstream, options, idle_kib, report)
-                await phase_cold(server, upstream, options, report)
-                await phase_warm(server, upstream, options, shas[WARM_FILE], root, report)
-                await phase_crowd(server, upstream, options, shas[CROWD_FILE], report)
+                if "rss" in options.phases:
+                    await phase_rss(server, upstream, options, idle_kib, report)
+                if "cold" in options.phases:
+                    await phase_cold(server, upstream, options, report)
+                if "warm" in options.phases:  # needs the cold phase: its first file goes warm
+                    await phase_warm(server, upstream, options, shas[WARM_FILE], root, report)
+                if "crowd" in options.phases:
+                    await phase_crowd(server, upstream, options, shas[CROWD_FILE], report)
             finally:
                 server.stop()
         finally:
@@ -529,7 +538,16 @@ def parse_options(argv: list[str]) -> Options:
     parser.add_argument("--workdir", type=Path, help="where temp files go (default: $TMPDIR)")
     parser.add_argument("--json", type=Path, dest="json_path", help="also write raw figures")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument(
+        "--phases",
+        default=",".join(sorted(PHASES)),
+        help="comma-separated subset of rss,cold,warm,crowd (default all; warm needs cold and "
+        "nginx)",
+    )
     args = parser.parse_args(argv)
+    phases = frozenset(args.phases.split(","))
+    if not phases or not phases <= PHASES or ("warm" in phases and "cold" not in phases):
+        parser.error(f"--phases {args.phases!r}: a subset of rss,cold,warm,crowd; warm needs cold")
     if args.quick:
         args.file_mib, args.rss_mib, args.crowd_mib, args.cold_runs = 64, 128, 8, 1
         args.crowd_clients, args.runs, args.range_seconds = 50, 2, 3.0
@@ -545,7 +563,7 @@ def parse_options(argv: list[str]) -> Options:
     return Options(
         args.file_mib, args.rss_mib, args.crowd_mib, args.crowd_clients, args.upstream_mb_s,
         args.cold_runs, args.runs, args.range_seconds, args.range_connections, args.nginx_workers,
-        args.workdir, args.json_path,
+        args.workdir, args.json_path, phases,
     )  # fmt: skip
 
 

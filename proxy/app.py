@@ -26,16 +26,24 @@ from proxy.hub.errors import error_middleware
 from proxy.hub.flights import FLIGHTS, Flights
 from proxy.hub.routes import add_hub_routes
 from proxy.hub.server import keepalive_limit
-from proxy.ingest import Ingestor, IngestSettings, StreamScanFactory
+from proxy.ingest import Ingestor, IngestSettings
 from proxy.lifecycle import BlobLifecycle
 from proxy.ops.notify import Notifier
-from proxy.scanning import ScanLimits, ScannerPool, kill_leftover_workers
+from proxy.scanning import (
+    FeedScanFactory,
+    InProcessStreamScans,
+    ScanLimits,
+    ScannerPool,
+    StreamScans,
+    kill_leftover_workers,
+)
 from proxy.services import Services
 from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
 from proxy.store.waivers import Waivers
+from proxy.stream_scans import StreamLimits, StreamScanPool
 from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
@@ -50,23 +58,18 @@ logger = logging.getLogger(__name__)
 ENGINE = web.AppKey("engine", AsyncEngine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 NOTIFIER = web.AppKey("notifier", Notifier)
+STREAM_SCANS = web.AppKey("stream_scans", StreamScanPool)
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
-def _default_stream_scan() -> StreamScanFactory:
-    from scanners import StreamScan
-
-    def make(name: str, size: int) -> StreamScan:
-        return StreamScan(name=name, size=size)
-
-    return make
-
-
 def create_app(
-    settings: Settings, *, stream_scan: StreamScanFactory | None = None
+    settings: Settings, *, stream_scan: FeedScanFactory | None = None
 ) -> web.Application:
-    """Build the Hubwarden application; resources start and stop with the app's cleanup_ctx."""
+    """Build the Hubwarden application; resources start and stop with the app's cleanup_ctx.
+
+    `stream_scan` replaces the stream scan worker pool by scans run in this process: for
+    fault-injection tests only (a hostile file could then take the server down)."""
     app = web.Application(
         middlewares=[keepalive_limit, error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES
     )
@@ -74,7 +77,8 @@ def create_app(
     app.cleanup_ctx.append(_http_session(settings))
     if settings.notify.webhook_urls:
         app.cleanup_ctx.append(_notifier(settings))
-    app.cleanup_ctx.append(_services(settings, stream_scan or _default_stream_scan()))
+    app.cleanup_ctx.append(_stream_scans(settings))
+    app.cleanup_ctx.append(_services(settings, stream_scan))
     app.cleanup_ctx.append(cursor_signer(settings))
     app[FLIGHTS] = Flights()  # resolve GETs in flight, shared by identical ones
     app.on_shutdown.append(_drain_ingests)
@@ -143,6 +147,32 @@ def _notifier(settings: Settings) -> CleanupCtx:
     return ctx
 
 
+def _stream_scans(settings: Settings) -> CleanupCtx:
+    """The stream scan workers (`[scan] stream_workers`), started after any a killed run left
+    behind are gone, and killed after the ingests that use them have stopped."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        scan_dir = BlobStore(settings.data_dir).tmp_dir
+        await asyncio.to_thread(kill_leftover_workers, scan_dir)  # a killed run's workers
+        scan = settings.scan
+        limits = StreamLimits(
+            workers=scan.stream_workers,
+            jobs_per_worker=scan.stream_worker_jobs,
+            max_memory_mb=scan.max_memory_mb,
+            max_cpu_s=scan.max_cpu_s,
+            timeout_s=scan.timeout_s,
+        )
+        pool = StreamScanPool(limits, scan_dir)
+        await pool.start()
+        app[STREAM_SCANS] = pool
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    return ctx
+
+
 def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | None:
     if settings.offline:
         return None
@@ -170,7 +200,7 @@ def _trust(
     return gate, policy_gate
 
 
-def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
+def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         engine = app[ENGINE]
         notifier = app.get(NOTIFIER)
@@ -180,7 +210,6 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             on_audit=notifier.on_audit if notifier is not None else None,
         )
         store = BlobStore(settings.data_dir)
-        await asyncio.to_thread(kill_leftover_workers, store.tmp_dir)  # a killed run's scans
         await asyncio.to_thread(store.prepare)
         upstream = _upstream(settings, app[HTTP])
         waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
@@ -216,6 +245,9 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers)
         )
         ingest = settings.ingest
+        stream_scans: StreamScans = (
+            app[STREAM_SCANS] if stream_scan is None else InProcessStreamScans(stream_scan)
+        )
         ingestor = Ingestor(
             lifecycle,
             store,
@@ -223,7 +255,7 @@ def _services(settings: Settings, stream_scan: StreamScanFactory) -> CleanupCtx:
             scanner,
             gate,
             lambda spec, report: policy_gate.settle(spec.origin, report),
-            stream_scan,
+            stream_scans,
             IngestSettings(
                 hold_tail_bytes=ingest.hold_tail_bytes,
                 write_batch_bytes=ingest.write_batch_bytes,

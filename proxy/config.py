@@ -295,12 +295,16 @@ class IngestSettings:
 
 @dataclass(frozen=True, slots=True)
 class ScanSettings:
-    """Limits of each scan job in the worker pool (`[scan]`, `HUBWARDEN_SCAN_*`)."""
+    """Scan workers and the limits of each scan job (`[scan]`, `HUBWARDEN_SCAN_*`): the full
+    scan of a file and its stream scan (as it arrives) each get `timeout_s`, `max_cpu_s` and a
+    process capped at `max_memory_mb`."""
 
     timeout_s: float = field(default=300.0, metadata=_rule(above_zero=True, maximum=86400))
     max_memory_mb: int = field(default=2048, metadata=_rule(minimum=64, maximum=1024 * 1024))
     max_cpu_s: int = field(default=300, metadata=_rule(minimum=1, maximum=86400))
     workers: int = field(default=2, metadata=_rule(minimum=1, maximum=256))
+    stream_workers: int = field(default=2, metadata=_rule(minimum=1, maximum=256))
+    stream_worker_jobs: int = field(default=100, metadata=_rule(minimum=1, maximum=1_000_000))
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +382,17 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class WatchSettings:
+    """The upstream watch: mirrored branches and tags checked for new upstream commits (`[watch]`,
+    `HUBWARDEN_WATCH_*`); never in offline mode."""
+
+    interval_s: float = field(default=3600.0, metadata=_rule(minimum=0, maximum=30 * 86400))
+    pause_s: float = field(default=1.0, metadata=_rule(minimum=0, maximum=3600))
+    prefetch: bool = field(default=False, metadata=_rule())
+    prefetch_jobs: int = field(default=2, metadata=_rule(minimum=1, maximum=64))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `create_app` needs to know, checked and frozen."""
 
@@ -440,6 +455,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings)
     admin: AdminSettings = field(default_factory=AdminSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    watch: WatchSettings = field(default_factory=WatchSettings)
 
     @property
     def effective_database_url(self) -> str:
@@ -456,6 +472,7 @@ SECTIONS: dict[str, type[typing.Any]] = {
     "policy": PolicySettings,
     "admin": AdminSettings,
     "notify": NotifySettings,
+    "watch": WatchSettings,
 }
 
 

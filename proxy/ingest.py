@@ -1,11 +1,13 @@
 """Fetch → verify → scan → verdict, once per blob however many clients ask.
 
 An `IngestJob` is the in-flight life of one blob: bytes stream from upstream into a temp file while
-sha256 (and the git blob sha1 for regular files) are computed and a `StreamScan` is fed, in large
-batches on a worker thread (per-chunk thread hand-offs halve throughput on 2 cores). Clients that
-ask meanwhile read the temp file as it grows, but only as far as `sendable()` allows: what the
-stream scan cleared, minus a held-back tail, until the verdict. The blob row in the database
-(state `fetching`/`scanning`) is the claim that makes the ingest single-flight.
+sha256 (and the git blob sha1 for regular files) are computed, in large batches on a worker thread
+(per-chunk thread hand-offs halve throughput on 2 cores). After each batch the stream scan is told
+how far the file is written; it reads and scans those bytes in a worker process
+(`proxy.stream_scans`), never here, and the download does not wait for it. Clients that ask
+meanwhile read the temp file as it grows, but only as far as `sendable()` allows: what the stream
+scan cleared, minus a held-back tail, until the verdict. The blob row in the database (state
+`fetching`/`scanning`) is the claim that makes the ingest single-flight.
 
 Every ingest ends in a state a person or a retry can act on (issue 10): verified bytes whose scan
 or verdict failed are held for review with an ERROR finding; anything before that (upstream
@@ -31,7 +33,7 @@ from proxy.backoff import Backoffs
 from proxy.errors import HubwardenError, IntegrityError, UpstreamUnavailable
 from proxy.lifecycle import BlobLifecycle, BlobOrigin, Settlement, StateNotRecorded
 from proxy.metadata import TreeEntry
-from proxy.scanning import GuardedStreamScan, ScannerPool, StreamScanLike, failed_report
+from proxy.scanning import Clearance, ScannerPool, StreamScanLike, StreamScans, failed_report
 from proxy.store.blobs import BlobStore, StoreFull
 from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord, RepoRecord
@@ -47,7 +49,6 @@ SYNC_EVERY_BYTES = 64 * 1024 * 1024
 
 __all__ = ["IngestJob", "IngestSettings", "IngestSpec", "Ingestor", "StreamScanLike"]
 
-StreamScanFactory = Callable[[str, int], StreamScanLike]
 VerdictFor = Callable[["IngestSpec", ScanReport], Awaitable[Settlement]]
 
 
@@ -89,7 +90,7 @@ class _Digests:
 class IngestJob:
     """The in-flight state of one blob, shared by the fetch task and the readers."""
 
-    def __init__(self, spec: IngestSpec, temp: Path, scan: StreamScanLike, tail: int) -> None:
+    def __init__(self, spec: IngestSpec, temp: Path, scan: Clearance, tail: int) -> None:
         self.spec = spec
         self.temp = temp
         self.scan = scan
@@ -100,7 +101,7 @@ class IngestJob:
         self.started_s = time.monotonic()
         self.sha256: str | None = None
         self.failure: HubwardenError | None = None
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # set and replaced at each change: wakes every waiter
 
     @property
     def etag(self) -> str:
@@ -129,14 +130,27 @@ class IngestJob:
         return int(max(floor_s, min(60.0, remaining_s / 5 + 1)))
 
     async def wait_change(self, timeout_s: float) -> None:
-        """Wait until progress or the verdict (or the timeout)."""
-        async with self._changed:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
+        """Wait until progress, new clearance or the verdict (or the timeout)."""
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), timeout_s)
+
+    def changed(self) -> None:
+        """Wake every reader waiting in `wait_change` (the stream scan calls it too)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+        self.changed()
+
+
+class _StreamedJob(IngestJob):
+    """The ingest's side of a job: with its stream scan's controls, not only its clearance."""
+
+    def __init__(self, spec: IngestSpec, temp: Path, stream: StreamScanLike, tail: int) -> None:
+        super().__init__(spec, temp, stream, tail)
+        self.stream = stream
+        stream.watch(self.changed)
 
 
 class Ingestor:
@@ -151,7 +165,7 @@ class Ingestor:
         scanner: ScannerPool,
         gate: Gate,
         verdict_for: VerdictFor,
-        stream_scan: StreamScanFactory,
+        stream_scans: StreamScans,
         settings: IngestSettings,
     ) -> None:
         self._lifecycle = lifecycle
@@ -160,10 +174,10 @@ class Ingestor:
         self._upstream = upstream
         self._scanner = scanner
         self._gate = gate
-        self._stream_scan = stream_scan
+        self._stream_scans = stream_scans
         self._settings = settings
         self._backoffs = Backoffs(settings.retry_backoff_s, settings.retry_backoff_max_s)
-        self._jobs: dict[str, IngestJob] = {}
+        self._jobs: dict[str, _StreamedJob] = {}
         self._starting: dict[str, asyncio.Future[IngestJob | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -236,9 +250,8 @@ class Ingestor:
             raise StoreFull(
                 spec.entry.path, spec.entry.size, 0, 0, reason=exc.strerror or str(exc)
             ) from exc
-        entry = spec.entry
-        scan = GuardedStreamScan(lambda: self._stream_scan(entry.path, entry.size))
-        job = IngestJob(spec, temp, scan, self._settings.hold_tail_bytes)
+        stream = self._stream_scans.open(temp, spec.entry.path, spec.entry.size)
+        job = _StreamedJob(spec, temp, stream, self._settings.hold_tail_bytes)
         self._jobs[etag] = job
         task = asyncio.create_task(self._run(job), name=f"ingest {etag[:12]}")
         self._tasks.add(task)
@@ -262,7 +275,7 @@ class Ingestor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run(self, job: IngestJob) -> None:
+    async def _run(self, job: _StreamedJob) -> None:
         try:
             await self._ingest(job)
         except asyncio.CancelledError:
@@ -270,12 +283,12 @@ class Ingestor:
             await asyncio.shield(self._give_up(job, stopping, patient=False))
             raise
         finally:
-            # The final verdict comes from the worker process; the stream scan only cleared bytes.
-            await asyncio.to_thread(job.scan.close)
+            # The final verdict comes from the full scan; the stream scan only cleared bytes.
+            job.stream.close()
             self._jobs.pop(job.etag, None)
             await job.notify()
 
-    async def _ingest(self, job: IngestJob) -> None:
+    async def _ingest(self, job: _StreamedJob) -> None:
         """Fetch and verify, then scan and settle; every failure ends the blob's ingest in a
         recorded state (task supervisor: nothing escapes but cancellation)."""
         spec = job.spec
@@ -299,9 +312,8 @@ class Ingestor:
             return
         try:
             report = await self._scanner.scan(job.temp, spec.entry.path)
-            if isinstance(job.scan, GuardedStreamScan):
-                report = job.scan.judged(report)
-            await self._settle(job, report)
+            await job.stream.settled()  # it scans alongside: usually done long before
+            await self._settle(job, job.stream.judged(report))
         except StateNotRecorded as exc:
             await self._give_up(job, exc)
         except Exception as exc:  # task supervisor: verified bytes whose scan or verdict failed
@@ -310,7 +322,7 @@ class Ingestor:
         else:
             self._backoffs.succeeded(job.etag)
 
-    async def _fetch(self, job: IngestJob) -> _Digests:
+    async def _fetch(self, job: _StreamedJob) -> _Digests:
         """Stream upstream bytes to the temp file, hashing and scanning in batches."""
         assert self._upstream is not None
         entry = job.spec.entry
@@ -339,7 +351,7 @@ class Ingestor:
         self._verify(job, digests)
         return digests
 
-    async def _fetch_from(self, job: IngestJob, fd: int, digests: _Digests) -> None:
+    async def _fetch_from(self, job: _StreamedJob, fd: int, digests: _Digests) -> None:
         assert self._upstream is not None
         spec, entry = job.spec, job.spec.entry
         start = job.flushed
@@ -380,18 +392,21 @@ class Ingestor:
                 raise
         await self._write(job, fd, digests, batch)
 
-    async def _write(self, job: IngestJob, fd: int, digests: _Digests, batch: list[bytes]) -> None:
+    async def _write(
+        self, job: _StreamedJob, fd: int, digests: _Digests, batch: list[bytes]
+    ) -> None:
         if not batch:
             return
         data = b"".join(batch)
         try:
-            await asyncio.to_thread(_write_batch, fd, data, digests, job.scan)
+            await asyncio.to_thread(_write_batch, fd, data, digests)
         except OSError as exc:  # ENOSPC, EIO: the store, not the upstream, failed
             free = await asyncio.to_thread(self._store.free_bytes)
             reason = exc.strerror or str(exc)
             raise StoreFull(job.spec.entry.path, job.size, free, 0, reason=reason) from exc
         job.flushed += len(data)
-        await job.notify()
+        await job.stream.written(job.flushed)
+        job.changed()
 
     @staticmethod
     def _verify(job: IngestJob, digests: _Digests) -> None:
@@ -457,8 +472,8 @@ class Ingestor:
             logger.info("blob %s is fetched again in %.0f s at the earliest", job.etag, wait_s)
 
 
-def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) -> None:
-    """On a worker thread: write, hash and feed the stream scan one batch."""
+def _write_batch(fd: int, data: bytes, digests: _Digests) -> None:
+    """On a worker thread: write and hash one batch."""
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
@@ -471,4 +486,3 @@ def _write_batch(fd: int, data: bytes, digests: _Digests, scan: StreamScanLike) 
         # Sync as we go, so the fsync before the release does not stall on gigabytes.
         os.fdatasync(fd)
         digests.unsynced = 0
-    scan.feed(data)

@@ -1,12 +1,18 @@
-"""Runs `scanners.scan_file` in a separate worker process with CPU, memory and wall-time limits.
+"""Where the proxy's scans run: never in the server process, since they parse hostile bytes.
 
-A scan parses hostile bytes, so it never runs in the server process: a crash, a limit hit or a
-garbled answer becomes a fail-closed finding, never a dead server (DESIGN.md rule 6). The one
-scan that does run in the server, the stream scan that clears bytes for progressive serving, sits
-behind `GuardedStreamScan`: if it raises, nothing more goes out and the file is held for review.
+- The **stream scan** (what may go out before the verdict, as the bytes arrive) runs in a
+  long-lived pool of limited worker processes, `proxy.stream_scans.StreamScanPool`: the ingest
+  says how far the temp file is written, a worker reads and scans those bytes itself. A worker
+  that hits a limit or crashes costs that worker and holds that file, never the server.
+- The **full scan** (the verdict, after the last byte) runs `scanners.scan_file` in a fresh
+  `python -m scanners.worker` process per file (`ScannerPool`), with CPU, memory and wall-time
+  limits. A crash, a limit hit or a garbled answer becomes a fail-closed finding (DESIGN.md
+  rule 6).
 
-Workers die with the server: each is told the server's pid and asks the kernel for SIGKILL when
-its parent goes (`scanners.worker`); `kill_leftover_workers` ends any a killed server left anyway.
+Both kinds of worker die with the server: each is told the server's pid and asks the kernel for
+SIGKILL when its parent goes (`scanners.worker.die_with_parent`); `kill_leftover_workers` ends
+any a killed server left anyway. `InProcessStreamScans` runs a stream scan in the server itself:
+it exists for fault-injection tests (`create_app(stream_scan=...)`) and is never the default.
 """
 
 from __future__ import annotations
@@ -30,11 +36,43 @@ logger = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024
 WORKER_MODULE = "scanners.worker"
+STREAM_WORKER_MODULE = "scanners.stream_worker"
 PROC = Path("/proc")
+READ_BYTES = 1024 * 1024
 
 
-class StreamScanLike(Protocol):
-    """What the ingest needs of `scanners.StreamScan`."""
+class Clearance(Protocol):
+    """How far a file being ingested may go out before its verdict."""
+
+    @property
+    def cleared(self) -> int: ...
+
+    @property
+    def alarmed(self) -> bool: ...
+
+
+class StreamScanLike(Clearance, Protocol):
+    """One file's stream scan, as the ingest drives it (`proxy.stream_scans.StreamScanJob`)."""
+
+    def watch(self, on_change: Callable[[], None]) -> None: ...
+
+    async def written(self, end: int) -> None: ...
+
+    async def settled(self) -> None: ...
+
+    def judged(self, report: ScanReport) -> ScanReport: ...
+
+    def close(self) -> None: ...
+
+
+class StreamScans(Protocol):
+    """Where stream scans run (`proxy.stream_scans.StreamScanPool`)."""
+
+    def open(self, temp: Path, name: str, size: int) -> StreamScanLike: ...
+
+
+class FeedScan(Protocol):
+    """What `InProcessStreamScans` needs of a stream scan (`scanners.StreamScan`, a fake)."""
 
     def feed(self, chunk: bytes) -> None: ...
 
@@ -47,14 +85,31 @@ class StreamScanLike(Protocol):
     def close(self) -> None: ...
 
 
-class GuardedStreamScan:
-    """A stream scan whose crash is a finding, not a failed ingest (issue 10: a 4-byte file
-    made format detection raise, and every request refetched it). After a failure it clears
-    nothing more and reads as alarmed; `finding()` then holds the file (fail closed)."""
+FeedScanFactory = Callable[[str, int], FeedScan]
 
-    def __init__(self, make: Callable[[], StreamScanLike]) -> None:
+
+class InProcessStreamScans:
+    """Stream scans run in the server process, reading the temp file as it is written. For
+    fault-injection tests only: the server's default is the worker pool (issue 13)."""
+
+    def __init__(self, make: FeedScanFactory) -> None:
+        self._make = make
+
+    def open(self, temp: Path, name: str, size: int) -> StreamScanLike:
+        return GuardedStreamScan(lambda: self._make(name, size), temp)
+
+
+class GuardedStreamScan:
+    """An in-process stream scan whose crash is a finding, not a failed ingest (issue 10: a
+    4-byte file made format detection raise, and every request refetched it). After a failure
+    it clears nothing more and reads as alarmed; `judged` then holds the file (fail closed)."""
+
+    def __init__(self, make: Callable[[], FeedScan], temp: Path) -> None:
         self.error: str | None = None
-        self._scan: StreamScanLike | None = None
+        self._temp = temp
+        self._fed = 0
+        self._scan: FeedScan | None = None
+        self._on_change: Callable[[], None] | None = None
         try:
             self._scan = make()
         except Exception as exc:  # noqa: BLE001 - scanner boundary: a fail-closed finding
@@ -65,13 +120,32 @@ class GuardedStreamScan:
             logger.error("stream scan failed while %s", when, exc_info=exc)
             self.error = f"{type(exc).__name__} while {when}"
 
-    def feed(self, chunk: bytes) -> None:
-        if self.error is not None or self._scan is None:
-            return
-        try:
-            self._scan.feed(chunk)
-        except Exception as exc:  # noqa: BLE001 - scanner boundary
-            self._failed("reading the bytes", exc)
+    def watch(self, on_change: Callable[[], None]) -> None:
+        self._on_change = on_change
+
+    async def written(self, end: int) -> None:
+        if self.error is None and self._scan is not None and end > self._fed:
+            await asyncio.to_thread(self._feed_to, end)
+        if self._on_change is not None:
+            self._on_change()
+
+    def _feed_to(self, end: int) -> None:
+        assert self._scan is not None
+        with self._temp.open("rb") as file:
+            file.seek(self._fed)
+            while self._fed < end:
+                chunk = file.read(min(READ_BYTES, end - self._fed))
+                if not chunk:
+                    return
+                self._fed += len(chunk)
+                try:
+                    self._scan.feed(chunk)
+                except Exception as exc:  # noqa: BLE001 - scanner boundary
+                    self._failed("reading the bytes", exc)
+                    return
+
+    async def settled(self) -> None:
+        return
 
     @property
     def cleared(self) -> int:
@@ -242,9 +316,10 @@ def kill_leftover_workers(scan_dir: Path) -> int:
 
 
 def leftover_workers(scan_dir: Path) -> list[int]:
-    """Pids of scan workers (`python -m scanners.worker … FILE`, FILE under `scan_dir`) whose
-    server is gone: their parent is no longer the `--parent-pid` they were started for (or,
-    without one, they were handed to init)."""
+    """Pids of scan workers (`python -m scanners.worker … FILE`, FILE under `scan_dir`, or
+    `python -m scanners.stream_worker --scan-dir DIR/`, DIR `scan_dir`) whose server is gone:
+    their parent is no longer the `--parent-pid` they were started for (or, without one, they
+    were handed to init)."""
     if not PROC.is_dir():
         return []
     root = str(scan_dir.resolve()) + os.sep
@@ -259,7 +334,8 @@ def leftover_workers(scan_dir: Path) -> list[int]:
             status = (entry / "status").read_text()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        if WORKER_MODULE not in args or not any(a.startswith(root) for a in args):
+        ours = WORKER_MODULE in args or STREAM_WORKER_MODULE in args
+        if not ours or not any(a.startswith(root) for a in args):
             continue
         if "\nState:\tZ" in status:
             continue  # already dead, waiting to be reaped

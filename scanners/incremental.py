@@ -90,6 +90,7 @@ class StreamScan:
         self._clear_all = False
         self._alarmed = False
         self._header_checked_at = 0
+        self._header_judged = False  # the whole header was scanned: its verdict is final
         self._zip = _ZipProgress()
         self._pickles: PickleStream | None = None
         self._opaque: opaque.StreamCheck | None = None  # binary `detect` could not name
@@ -112,6 +113,31 @@ class StreamScan:
     def alarmed(self) -> bool:
         """Something malicious or unparseable is already seen: send nothing more."""
         return self._alarmed
+
+    @property
+    def clears_rest(self) -> bool:
+        """Every byte from now on is cleared as it arrives (a clean header, a data format):
+        a caller may stop feeding and count `cleared` as everything received."""
+        return self._clear_all and not self._alarmed and self._crash is None
+
+    @property
+    def undecided(self) -> bool:
+        """More bytes may still clear more or raise the alarm. False once the clearance is
+        final (all from now on, none more, or alarmed): feeding more changes nothing until
+        `finish`, which the proxy leaves to its full scan."""
+        if self._alarmed or self._crash is not None or self._clear_all:
+            return False
+        if self._format is None or self._pickles is not None or self._opaque is not None:
+            return True
+        if self._format in _HEADER_FORMATS:
+            return not self._header_judged
+        return self._format == FileFormat.ZIP and not self._zip.stopped
+
+    @property
+    def failure(self) -> Exception | None:
+        """The exception a scanner raised while feeding (the stream is alarmed since), if any:
+        a `MemoryError` there is the process's memory limit, not the file's verdict."""
+        return self._crash
 
     def feed(self, chunk: bytes) -> None:
         """Take the next bytes, in order. Cheap once the format's header is decided."""
@@ -143,7 +169,7 @@ class StreamScan:
             self._detect()
         if self._format is None or self._alarmed:
             return
-        if self._format in _HEADER_FORMATS and not self._clear_all:
+        if self._format in _HEADER_FORMATS and not self._clear_all and not self._header_judged:
             self._check_header()
         elif self._format == FileFormat.ZIP:
             self._advance_zip()
@@ -310,6 +336,7 @@ class StreamScan:
             return
         self._keep_limit = max(needed, self._limits.detect_prefix_bytes)
         found: list[Finding] = module.scan(io.BytesIO(kept[:needed]), self._size, self._name)
+        self._header_judged = True  # more bytes do not change what the header says
         if any(f.outcome in _BAD for f in found):
             self._alarm()
         elif all(f.outcome == Outcome.CLEAN for f in found):
@@ -384,7 +411,8 @@ class StreamScan:
     def _scan_local_member(self, info: _LocalInfo, data_start: int) -> Outcome:
         name = info.filename
         if torch.is_storage_member(name) and self._zip.seen_data_pkl:
-            return Outcome.CLEAN  # raw tensor bytes: torch never unpickles them
+            # raw tensor bytes: torch never unpickles them, but it inflates them (issue 13)
+            return self._storage_ratio(info)
         if name.endswith("data.pkl"):
             self._zip.seen_data_pkl = True
         if torch.is_torchscript_member(name):
@@ -410,6 +438,17 @@ class StreamScan:
             if finding.outcome.rank > worst.rank:
                 worst = finding.outcome
         return worst
+
+    def _storage_ratio(self, info: _LocalInfo) -> Outcome:
+        """A storage record's declared inflation, checked as `scan_file` checks every member
+        (a zip bomb in a storage record): ERROR over the ratio limit, else CLEAN."""
+        limits = self._limits.archive
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > limits.ratio_grace_bytes and ratio > limits.max_ratio:
+            return Outcome.ERROR
+        if info.file_size > limits.max_member_bytes:
+            return Outcome.ERROR
+        return Outcome.CLEAN
 
 
 class _ZipProgress:

@@ -32,7 +32,7 @@ from sqlalchemy.exc import OperationalError
 
 from proxy.app import ENGINE, create_app
 from proxy.hub.context import SERVICES
-from proxy.ingest import StreamScanFactory
+from proxy.scanning import FeedScanFactory
 from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord
 from tests.fakehub.hub import FakeHub
@@ -90,7 +90,7 @@ async def make_mirror(fake_hub: FakeHub, tmp_path: Path) -> AsyncIterator[Mirror
     runners: list[web.AppRunner] = []
 
     async def make(
-        data_dir: Path | None = None, stream_scan: StreamScanFactory | None = None, **overrides: Any
+        data_dir: Path | None = None, stream_scan: FeedScanFactory | None = None, **overrides: Any
     ) -> Mirror:
         data_dir = data_dir or tmp_path / "data"
         values: dict[str, object] = {
@@ -403,7 +403,7 @@ async def test_stream_scan_crash_holds_the_file_once_for_review(
 ) -> None:
     data = b"\xff\xe0\xe1\x42"
     fake_hub.create_repo(MODEL, files={"labels.bin": data})
-    factory: StreamScanFactory = (
+    factory: FeedScanFactory = (
         (lambda name, size: ExplodingScan()) if where == "feed" else exploding_at_start
     )
     mirror = await make_mirror(stream_scan=factory)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import save as save_safetensors
 
 from scanners import Outcome, ScanLimits, ScanReport, StreamScan, scan_file
 from scanners.archives import ZIP_TAIL_BYTES
 from tests.scanners import corpus_headers as headers
 from tests.scanners import corpus_opaque as opaque
 from tests.scanners.corpus import BENIGN_NAMES, EVIL, Sample, malicious_names, torch_zip_with
+from tests.scanners.corpus_resource import torch_zip_storage_bomb
 
 CHUNK = 7919  # odd on purpose: headers and members straddle chunks
 
@@ -147,6 +150,68 @@ def test_stream_scan_torch_zip_with_payload_is_alarmed(tmp_path: Path) -> None:
     path = _write(tmp_path / "m.pt", torch_zip_with(EVIL))
     scan, _ = _stream(path, "m.pt")
     assert (scan.cleared, scan.alarmed) == (0, True)
+
+
+def test_stream_scan_torch_zip_storage_bomb_is_alarmed_before_it_is_cleared() -> None:
+    data = torch_zip_storage_bomb()
+    scan = StreamScan(name="m.pt", size=len(data))
+    scan.feed(data)
+    scan.close()
+    assert (scan.alarmed, scan.cleared < data.index(b"archive/data/0")) == (True, True)
+
+
+def test_stream_scan_clean_header_clears_the_rest_and_is_decided() -> None:
+    data = save_safetensors({"w": np.zeros(100_000, dtype=np.float32)})
+    scan = StreamScan(name="model.safetensors", size=len(data))
+    scan.feed(data[: len(data) // 2])
+    scan.close()
+    assert (scan.clears_rest, scan.undecided, scan.cleared) == (True, False, len(data) // 2)
+
+
+def _decided(path: Path, name: str) -> tuple[int, bool]:
+    """Clearance when feeding stops as soon as the scan is decided (what the stream worker
+    does), counting a scan that clears the rest as clearing everything."""
+    data = path.read_bytes()
+    scan = StreamScan(name=name, size=len(data))
+    for start in range(0, len(data), CHUNK):
+        if not scan.undecided:
+            break
+        scan.feed(data[start : start + CHUNK])
+    scan.close()
+    return (len(data) if scan.clears_rest else scan.cleared), scan.alarmed
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "model.safetensors",
+        "lying.safetensors",
+        "model.gguf",
+        "evil_template.gguf",
+        "model.keras",
+        "model.onnx",
+        "config.json",
+        "modeling_x.py",
+        "state.pt",
+        "state.pkl",
+        "bomb.pt",
+        "evil.pt",
+    ],
+)
+def test_stream_scan_stopping_once_decided_gives_the_whole_feed_clearance(
+    name: str, header_corpus: dict[str, Path], tmp_path: Path
+) -> None:
+    files: dict[str, Callable[[Path], object]] = {
+        "state.pt": lambda p: torch.save({"w": torch.zeros(20000)}, p),
+        "state.pkl": lambda p: p.write_bytes(pickle.dumps(list(range(50000)), protocol=4)),
+        "bomb.pt": lambda p: p.write_bytes(torch_zip_storage_bomb()),
+        "evil.pt": lambda p: p.write_bytes(torch_zip_with(EVIL)),
+    }
+    path = header_corpus.get(name) or tmp_path / name
+    if name in files:
+        files[name](path)
+    scan, _ = _stream(path, name)
+    assert _decided(path, name) == (scan.cleared, scan.alarmed)
 
 
 def test_stream_scan_spills_to_disk_with_the_same_report(tmp_path: Path) -> None:

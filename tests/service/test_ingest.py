@@ -1,4 +1,5 @@
-"""`Ingestor` driven directly: real Repository, BlobStore, ScannerPool, Upstream on the fake Hub."""
+"""`Ingestor` driven directly: real Repository, BlobStore, ScannerPool, StreamScanPool, Upstream on
+the fake Hub."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store.blobs import BlobStore
 from proxy.store.models import AuditEvent, BlobState
 from proxy.store.repository import Repository
+from proxy.stream_scans import StreamLimits, StreamScanPool
 from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
 from proxy.trust.lineage import Lineage
@@ -29,7 +31,6 @@ from proxy.trust.pins import Pins
 from proxy.trust.policy_gate import PolicyGate
 from proxy.trust.rules import Policy
 from proxy.upstream import Upstream, UpstreamConfig
-from scanners import StreamScan
 from tests.fakehub.hub import FakeHub
 from tests.fakehub.model import Repo
 from tests.fakehub.traffic import Origin
@@ -60,6 +61,8 @@ def _ingestor(
     upstream: Upstream | None,
     scanner: ScannerPool,
     settings: IngestSettings,
+    *,
+    stream_scans: StreamScanPool,
 ) -> Ingestor:
     """An Ingestor wired as `create_app` wires it, with the real trust rules."""
     blocks = Blocks(repository, "sec@example")
@@ -81,7 +84,7 @@ def _ingestor(
         scanner,
         gate,
         lambda spec, report: policy.settle(spec.origin, report),
-        lambda name, size: StreamScan(name=name, size=size),
+        stream_scans,
         settings,
     )
 
@@ -92,6 +95,7 @@ class Rig:
     repository: Repository
     store: BlobStore
     upstream: Upstream
+    stream_scans: StreamScanPool
 
 
 @pytest.fixture
@@ -109,6 +113,8 @@ async def rig(
     repository = Repository(db_sessions)
     store = BlobStore(tmp_path / "data")
     store.prepare()
+    stream_scans = StreamScanPool(StreamLimits(1, 100, 1024, 30, 60.0), store.tmp_dir)
+    await stream_scans.start()
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         upstream = Upstream(
             UpstreamConfig(fake_hub.url, None, 5.0, 5.0, 0, 1024 * 1024, 10_000), session
@@ -124,11 +130,13 @@ async def rig(
                 chunk_bytes=16 * 1024,
                 retries=ingest_retries,
             ),
+            stream_scans=stream_scans,
         )
         try:
-            yield Rig(ingestor, repository, store, upstream)
+            yield Rig(ingestor, repository, store, upstream, stream_scans)
         finally:
             await ingestor.cleanup()
+            await stream_scans.close()
 
 
 @pytest.fixture
@@ -400,6 +408,7 @@ async def test_ingestor_offline_starts_nothing(rig: Rig, repo: Repo, tmp_path: P
         None,
         ScannerPool(ScanLimits(timeout_s=1.0, max_memory_mb=256, max_cpu_s=1, workers=1)),
         IngestSettings(hold_tail_bytes=1, write_batch_bytes=4096, chunk_bytes=4096, retries=0),
+        stream_scans=rig.stream_scans,
     )
     assert await offline.start(spec) is None
     assert await rig.repository.get_blob(spec.entry.etag) is None

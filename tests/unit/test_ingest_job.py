@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -38,7 +39,7 @@ def _job(scans: list[StreamScan], tmp_path: Path, name: str, body: bytes, tail: 
 
 def _arrive(job: IngestJob, data: bytes) -> None:
     """What the ingest's writer does per batch: feed the stream scan, count the flushed bytes."""
-    job.scan.feed(data)
+    cast(StreamScan, job.scan).feed(data)
     job.flushed += len(data)
 
 
@@ -53,7 +54,7 @@ def test_ingest_job_sendable_never_exceeds_the_flushed_bytes(
 ) -> None:
     job = _job(scans, tmp_path, "config.json", JSON_BODY, tail=1)
     # The writer thread feeds the scan before the loop counts the batch as flushed.
-    job.scan.feed(JSON_BODY)
+    cast(StreamScan, job.scan).feed(JSON_BODY)
     job.flushed = 20
     assert job.sendable() == 20
 
