@@ -15,8 +15,10 @@ from proxy.admin.access_list import AccessList
 from proxy.admin.api import admin_api
 from proxy.admin.identity import Identities
 from proxy.admin.pages import add_admin_pages
+from proxy.admin.prefetch import Prefetcher
 from proxy.admin.rescan import make_rescanner
 from proxy.admin.review import Review
+from proxy.admin.risk import RiskCards, recorded_signatures
 from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
@@ -29,6 +31,7 @@ from proxy.hub.server import keepalive_limit
 from proxy.ingest import Ingestor, IngestSettings
 from proxy.lifecycle import BlobLifecycle
 from proxy.ops.notify import Notifier
+from proxy.ops.watch import Watch
 from proxy.scanning import (
     FeedScanFactory,
     InProcessStreamScans,
@@ -42,7 +45,9 @@ from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
+from proxy.store.signatures import SignatureRecords
 from proxy.store.waivers import Waivers
+from proxy.store.watches import WatchRecords
 from proxy.stream_scans import StreamLimits, StreamScanPool
 from proxy.trust.blocks import Blocks
 from proxy.trust.gate import Gate
@@ -50,8 +55,11 @@ from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
 from proxy.trust.policy_gate import PolicyGate
 from proxy.trust.policy_source import PolicySource
+from proxy.trust.signature_files import MirrorFiles
+from proxy.trust.signatures import Signatures
 from proxy.trust.waiver_sweep import INTERVAL_S as WAIVER_SWEEP_INTERVAL_S
 from proxy.upstream import Upstream, UpstreamConfig
+from proxy.upstream_facts import UpstreamFacts
 
 logger = logging.getLogger(__name__)
 
@@ -181,13 +189,19 @@ def _upstream(settings: Settings, session: aiohttp.ClientSession) -> Upstream | 
 
 
 def _trust(
-    settings: Settings, repository: Repository, upstream: Upstream | None, waivers: Waivers
+    settings: Settings,
+    repository: Repository,
+    upstream: Upstream | None,
+    waivers: Waivers,
+    signatures: Signatures,
 ) -> tuple[Gate, PolicyGate]:
-    """The trust rules: blocks, pins by lineage, the policy in force (re-read on change) and
-    the reviewers' waivers."""
+    """The trust rules: blocks, pins by lineage, the policy in force (re-read on change), the
+    reviewers' waivers and the model signatures."""
     policies = PolicySource(settings.policy)  # raises ConfigError on a bad policy file
     lineage = Lineage(repository, upstream, refs_ttl_s=settings.fetch.metadata_ttl_s)
-    policy_gate = PolicyGate(repository, lineage, policies.current, settings.contact, waivers)
+    policy_gate = PolicyGate(
+        repository, lineage, policies.current, settings.contact, waivers, signatures=signatures
+    )
     gate = Gate(
         repository,
         Blocks(repository, settings.contact, settings.admin.held_message),
@@ -213,7 +227,12 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
         await asyncio.to_thread(store.prepare)
         upstream = _upstream(settings, app[HTTP])
         waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
-        gate, policy_gate = _trust(settings, repository, upstream, waivers)
+        signatures = Signatures(  # raises ConfigError on an unusable trusted key or trust config
+            SignatureRecords(db.session_maker(engine), db.read_session_maker(engine)),
+            settings.signing,
+            offline=settings.offline,
+        )
+        gate, policy_gate = _trust(settings, repository, upstream, waivers, signatures)
         lifecycle = BlobLifecycle(
             repository,
             store,
@@ -254,7 +273,7 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             upstream,
             scanner,
             gate,
-            lambda spec, report: policy_gate.settle(spec.origin, report),
+            lambda spec, report: policy_gate.settle(spec.origin, report, spec.token),
             stream_scans,
             IngestSettings(
                 hold_tail_bytes=ingest.hold_tail_bytes,
@@ -270,6 +289,9 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
         delivery = Delivery(
             catalog, repository, store, ingestor, gate, lifecycle, ingest.retry_after_s
         )
+        # The signature file is fetched like any file, by the ingestor, which needs the policy
+        # gate that asks for it: connected once both exist.
+        signatures.connect(MirrorFiles(catalog, ingestor, repository, store))
         review = Review(
             repository,
             ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
@@ -278,6 +300,7 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             gate.pins,
             make_rescanner(repository, store, scanner, policy_gate),
             waivers,
+            signatures=signatures,
         )
         app[SERVICES] = Services(
             settings=settings,
@@ -290,17 +313,60 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             review=review,
             identities=identities,
             access_list=access_list,
+            risk_cards=_risk_cards(settings, engine, repository, store, upstream),
+            watches=WatchRecords(db.session_maker(engine), db.read_session_maker(engine)),
         )
         sweeper = asyncio.create_task(_sweep_waivers(review), name="waiver-sweep")
+        watcher = _start_watch(settings, app[SERVICES])
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, watcher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await ingestor.cleanup()
 
     return ctx
+
+
+def _risk_cards(
+    settings: Settings,
+    engine: AsyncEngine,
+    repository: Repository,
+    store: BlobStore,
+    upstream: Upstream | None,
+) -> RiskCards:
+    """The risk card service, with the few cached upstream calls it makes (none offline)."""
+    policies = PolicySource(settings.policy)
+    return RiskCards(
+        repository,
+        ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
+        store,
+        WatchRecords(db.session_maker(engine), db.read_session_maker(engine)),
+        facts=UpstreamFacts(upstream) if upstream is not None else None,
+        policy=lambda: policies.current().settings,
+        signatures=recorded_signatures(
+            SignatureRecords(db.session_maker(engine), db.read_session_maker(engine))
+        ),
+    )
+
+
+def _start_watch(settings: Settings, services: Services) -> asyncio.Task[None] | None:
+    """The upstream watch (`[watch]`): never offline, off when `interval_s` is 0; it
+    prefetches through the server's own path (`Prefetcher`)."""
+    if services.upstream is None or services.watches is None or settings.watch.interval_s <= 0:
+        return None
+    watch = Watch(
+        services.repository,
+        services.catalog,
+        UpstreamFacts(services.upstream),
+        services.watches,
+        settings.watch,
+        prefetch=Prefetcher(services, None, settings.watch.prefetch_jobs).fetch_files,
+    )
+    return asyncio.create_task(watch.run(), name="upstream-watch")
 
 
 async def _sweep_waivers(review: Review, interval_s: float = WAIVER_SWEEP_INTERVAL_S) -> None:

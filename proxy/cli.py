@@ -8,7 +8,8 @@
                     [--upstream URL]
     hubwarden quarantine list|show|release|reject|rescan|bulk …   (proxy.admin.cli)
     hubwarden waivers list|revoke …; repos list|block|unblock …; changes list|approve|reject …
-    hubwarden pins list REPO; audit [--follow] …; bom REPO[@REV]
+    hubwarden pins list REPO; audit [--follow] …; bom|signature REPO[@REV]
+    hubwarden risk REPO[@REV] [--json]; watch status [--json]      (proxy.admin.risk_commands)
     hubwarden admin token|access …                                 (proxy.admin.commands)
     hubwarden prefetch REPO[@REV]… | --list FILE                   (proxy.admin.prefetch)
     hubwarden doctor [--repair] [--json]                           (proxy.ops.doctor)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import json
 import math
 import re
 import stat
@@ -126,6 +127,9 @@ POLICY_RULES = (
     "opaque_data",
     "torchscript",
     "new_repos",
+    "require_signature",
+    "signature_invalid",
+    "uncovered_files",
 )
 
 
@@ -393,6 +397,104 @@ class WatchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TrustedSigner:
+    """Who may sign the repos matching `repos` (globs over "namespace/name", e.g. "nvidia/*"):
+    exactly one of a Sigstore `identity` (the certificate's e-mail or URI) with its OIDC
+    `issuer`, an EC `public_key` (PEM file), or a `certificate_chain` (PEM files of the root
+    and intermediates). `name` is how people see it ("verified by <name>")."""
+
+    repos: tuple[str, ...]
+    name: str = ""
+    identity: str = ""
+    issuer: str = ""
+    public_key: Path | None = None
+    certificate_chain: tuple[Path, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The signer for people: its name, else what identifies it."""
+        if self.name:
+            return self.name
+        if self.identity:
+            return f"{self.identity} ({self.issuer})"
+        if self.public_key is not None:
+            return f"key {self.public_key.name}"
+        return f"certificates {', '.join(p.name for p in self.certificate_chain)}"
+
+
+_SIGNER_KEYS = frozenset({"repos", "name", "identity", "issuer", "public_key", "certificate_chain"})
+MAX_TRUSTED_SIGNERS = 1000
+
+
+def _signer_paths(raw: object) -> tuple[Path, ...]:
+    items = raw if isinstance(raw, list | tuple) else [raw]
+    return tuple(typing.cast(Path, _typed(Path, item)) for item in items[:MAX_LIST_ITEMS])
+
+
+def _trusted_signer(raw: object) -> TrustedSigner:
+    """One `[[signing.trusted]]` table. Raises ValueError or TypeError."""
+    if not isinstance(raw, dict) or not set(raw) <= _SIGNER_KEYS:
+        raise ValueError(raw)
+    repos = typing.cast(tuple[str, ...], _typed(tuple[str, ...], raw.get("repos", [])))
+    texts = {k: str(_instance(raw.get(k, ""), str)) for k in ("name", "identity", "issuer")}
+    key = typing.cast(Path, _typed(Path, raw["public_key"])) if "public_key" in raw else None
+    chain = _signer_paths(raw["certificate_chain"]) if "certificate_chain" in raw else ()
+    kinds = [bool(texts["identity"] or texts["issuer"]), key is not None, bool(chain)]
+    if not repos or kinds.count(True) != 1 or bool(texts["identity"]) != bool(texts["issuer"]):
+        raise ValueError(raw)
+    if any(_CONTROL.search(text) or len(text) > 1024 for text in (*repos, *texts.values())):
+        raise ValueError(raw)
+    return TrustedSigner(repos, texts["name"], texts["identity"], texts["issuer"], key, chain)
+
+
+def _trusted_signers(raw: object) -> tuple[TrustedSigner, ...]:
+    """`[[signing.trusted]]` tables (a JSON array of objects in the environment)."""
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else []
+    items = _instance(raw, (list, tuple))
+    if len(items) > MAX_TRUSTED_SIGNERS:  # type: ignore[arg-type]
+        raise ValueError(raw)
+    return tuple(_trusted_signer(item) for item in items)  # type: ignore[attr-defined]
+
+
+def _signature_file(value: object) -> object:
+    """A file name at the top of the repo or under it: no absolute path, no "..", no "\\"."""
+    text = str(value)
+    parts = text.split("/")
+    if not text or text.startswith("/") or "\\" in text or ".." in parts or "" in parts:
+        raise ValueError(value)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class SigningSettings:
+    """OpenSSF model signatures (`[signing]`, `HUBWARDEN_SIGNING_*`): the file a signed repo
+    carries, who is trusted to sign which repos, the repos that must be signed, and the Sigstore
+    trust config that lets Sigstore signatures be verified without the network."""
+
+    signature_file: str = field(
+        default="model.sig",
+        metadata=_rule(check=_signature_file, allowed='a path in the repo, e.g. "model.sig"'),
+    )
+    require_signature: tuple[str, ...] = field(
+        default=(),
+        metadata=_rule(check=_path_patterns, allowed='a list of repo globs, e.g. "nvidia/*"'),
+    )
+    trusted: tuple[TrustedSigner, ...] = field(
+        default=(),
+        metadata=_rule(
+            allowed="[[signing.trusted]] tables, each with repos = [globs] and one of identity + "
+            "issuer, public_key, or certificate_chain = [PEM files]"
+        ),
+    )
+    sigstore_trust_config: Path | None = field(
+        default=None,
+        metadata=_rule(allowed="a JSON file holding trustedRoot and signingConfig, or empty"),
+    )
+    uncovered_files: RuleAction = field(default=RuleAction.HOLD, metadata=_rule())
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything `create_app` needs to know, checked and frozen."""
 
@@ -456,6 +558,7 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    signing: SigningSettings = field(default_factory=SigningSettings)
 
     @property
     def effective_database_url(self) -> str:
@@ -473,6 +576,7 @@ SECTIONS: dict[str, type[typing.Any]] = {
     "admin": AdminSettings,
     "notify": NotifySettings,
     "watch": WatchSettings,
+    "signing": SigningSettings,
 }
 
 
@@ -651,6 +755,8 @@ def _typed(hint: typing.Any, raw: object) -> object:
         if len(items) > MAX_LIST_ITEMS:  # type: ignore[arg-type]
             raise ValueError(raw)
         return tuple(str(_instance(item, str)) for item in items)  # type: ignore[attr-defined]
+    if hint == tuple[TrustedSigner, ...]:
+        return _trusted_signers(raw)
     raise TypeError(hint)  # a field whose type this module does not handle: a bug, caught by tests
 
 

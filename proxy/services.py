@@ -7,12 +7,14 @@ from dataclasses import dataclass
 from proxy.admin.access_list import AccessList
 from proxy.admin.identity import Identities
 from proxy.admin.review import Review
+from proxy.admin.risk import RiskCards
 from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
 from proxy.ingest import Ingestor
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
+from proxy.store.watches import WatchRecords
 from proxy.upstream import Upstream
 
 
@@ -28,3 +30,5 @@ class Services:
     review: Review
     identities: Identities
     access_list: AccessList
+    risk_cards: RiskCards | None = None
+    watches: WatchRecords | None = None  # what the upstream watch saw

@@ -15,7 +15,7 @@ import base64
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
@@ -402,6 +402,23 @@ class Upstream:
             cursor=_encode_cursor(urlsplit(next_url).query) if next_url else None,
             total=int(total) if total.isdigit() else None,
         )
+
+    async def api_json(
+        self,
+        path: str,
+        token: str | None,
+        *,
+        what: str,
+        form: Sequence[tuple[str, str]] | None = None,
+    ) -> JsonValue:
+        """The JSON document at `/api/{path}` (each segment quoted by the caller), POSTed as a
+        form when `form` is given; for the few facts the risk card and the watch read. Raises
+        as `repo_info` (RepoNotFound for a 404)."""
+        url = f"{self._config.base_url}/api/{path}"
+        data = aiohttp.FormData(list(form)) if form is not None else None
+        method = "GET" if form is None else "POST"
+        body, _ = await self._get_json(url, token=token, what=what, method=method, data=data)
+        return body
 
     async def whoami(self, token: str) -> JsonValue:
         """whoami-v2 for a client's token. Raises RepoNotFound (as 401) for a bad token."""

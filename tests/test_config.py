@@ -21,6 +21,7 @@ from proxy.config import (
     ScanSettings,
     Secret,
     Settings,
+    SigningSettings,
     WatchSettings,
     env_variables,
     load_settings,
@@ -340,6 +341,7 @@ def test_env_variables_cover_every_settings_field() -> None:
     sections["admin"] = AdminSettings
     sections["notify"] = NotifySettings
     sections["watch"] = WatchSettings
+    sections["signing"] = SigningSettings
     fields = {f.name for f in dataclasses.fields(Settings)} - set(sections)
     for name, cls in sections.items():
         fields |= {f"{name}.{f.name}" for f in dataclasses.fields(cls)}

@@ -345,6 +345,30 @@ async def bom(request: web.Request) -> web.StreamResponse:
     return web.Response(text=text, content_type="application/vnd.cyclonedx+json")
 
 
+async def risk(request: web.Request) -> JsonValue:
+    cards = _services(request).risk_cards
+    if cards is None:
+        raise ApiError(503, "unavailable", "risk cards are not available here", "retry later")
+    card = await cards.card(_repo(request), request.query.get("revision", "main"))
+    return card.to_json()
+
+
+async def updates(request: web.Request) -> JsonValue:
+    watches = _services(request).watches
+    every = request.query.get("all", "false")
+    if every not in ("true", "false", "1", "0"):
+        raise InvalidInput("all", every, "must be true or false")
+    found = [] if watches is None else await watches.listed(noticed_only=every in ("false", "0"))
+    return [w.to_json() for w in found]
+
+
+async def signature(request: web.Request) -> JsonValue:
+    revision = request.query.get("revision", "main")
+    Revision.parse(revision)  # raises InvalidInput on a hostile name
+    report = await _review(request).signature(_repo(request), revision)
+    return {"revision": revision, **report.to_json()}
+
+
 async def list_changes(request: web.Request) -> JsonValue:
     return [_change(c) for c in await _review(request).changes()]
 
@@ -453,6 +477,20 @@ ROUTES = (
           unblock, _REPO, takes_comment=True),
     Route("GET", "/repos/{type}/{namespace}/{name}/bom", Action.VIEW,
           "The CycloneDX 1.6 ML-BOM of a mirrored revision", bom,
+          (*_REPO, Param("revision", "query", "string", "a branch, tag or commit (main)"))),
+    Route("GET", "/repos/{type}/{namespace}/{name}/risk", Action.VIEW,
+          "The risk card of a mirrored revision: access control, licence, file-format safety, "
+          "publisher traceability and version timeliness, each low, medium or high", risk,
+          (*_REPO, Param("revision", "query", "string", "a branch, tag or commit (main)"))),
+    Route("GET", "/updates", Action.VIEW,
+          "Upstream changes the watch noticed on mirrored branches and tags, newest first",
+          updates,
+          (Param("all", "query", "boolean", "true: every watched branch and tag, changed or "
+                 "not"),)),
+    Route("GET", "/repos/{type}/{namespace}/{name}/signature", Action.VIEW,
+          "The model signature of a mirrored revision: verified (by whom), unsigned, invalid, "
+          "untrusted signer or unverifiable, with each file against its signed digest",
+          signature,
           (*_REPO, Param("revision", "query", "string", "a branch, tag or commit (main)"))),
     Route("GET", "/changes", Action.VIEW, "Pinned changes waiting for review", list_changes),
     Route("POST", "/changes/{type}/{namespace}/{name}/{ref}/approve", Action.DECIDE,

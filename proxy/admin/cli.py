@@ -31,6 +31,7 @@ from proxy.admin.commands import duration_argument, require_data_dir
 from proxy.admin.filters import held_filter, parse_since
 from proxy.admin.rescan import Rescanner, make_rescanner
 from proxy.admin.review import AuditQuery, Review
+from proxy.admin.risk_commands import register as register_risk_commands
 from proxy.config import Settings
 from proxy.errors import InvalidInput
 from proxy.lifecycle import BlobLifecycle
@@ -41,12 +42,15 @@ from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import AUDIT_CONTEXT, AuditRecord, Repository
 from proxy.store.review import HeldFilter, ReviewQueries
+from proxy.store.signatures import SignatureRecords
 from proxy.store.waivers import Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
 from proxy.trust.policy_gate import PolicyGate
 from proxy.trust.policy_source import PolicySource
+from proxy.trust.signature_files import StoredFiles
+from proxy.trust.signatures import Signatures
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 Job = Callable[[Review, argparse.Namespace], Awaitable[object]]
@@ -63,7 +67,8 @@ def actor() -> str:
 def register_review_commands(
     commands: Subparsers, load: SettingsLoader, add_options: AddOptions
 ) -> None:
-    """Add `quarantine`, `repos`, `changes` and `audit` to the `hubwarden` parser."""
+    """Add `quarantine`, `repos`, `changes`, `audit`, `bom`, `signature`, `risk` and `watch` to
+    the `hubwarden` parser."""
     _Builder(commands, load, add_options).build()
 
 
@@ -123,6 +128,16 @@ class _Builder:
         bom.add_argument("--type", choices=[t.value for t in RepoType], default="model")
         bom.add_argument("--out", "-o", type=Path, metavar="FILE", help="write it here, not stdout")
         self._bind(bom, _bom)
+        signature = self._commands.add_parser(
+            "signature", help="the model signature of a mirrored revision and its files"
+        )
+        self._add(signature)
+        signature.add_argument(
+            "spec", metavar="REPO[@REVISION]", help="org/name, a branch, tag or commit"
+        )
+        signature.add_argument("--type", choices=[t.value for t in RepoType], default="model")
+        signature.add_argument("--json", action="store_true", help="JSON for scripts")
+        self._bind(signature, _signature)
         audit = self._commands.add_parser("audit", help="the audit log, newest last")
         self._add(audit)
         audit.add_argument("--action", help="only this action, e.g. review.released")
@@ -135,6 +150,7 @@ class _Builder:
                            help="then print new events as they come, until ^C")  # fmt: skip
         audit.add_argument("--json", action="store_true", help="one JSON object per line")
         self._bind(audit, _audit)
+        register_risk_commands(self._commands, self._load, self._add)  # risk, watch status
 
     def _group(self, name: str, help_text: str) -> Subparsers:
         parser = self._commands.add_parser(name, help=help_text)
@@ -226,26 +242,38 @@ async def _review_job(
     blocks = Blocks(repository, settings.contact)
     store = BlobStore(settings.data_dir)
     waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
+    signatures = Signatures(  # from what is stored only: commands never fetch
+        SignatureRecords(db.session_maker(engine), db.read_session_maker(engine)),
+        settings.signing,
+        offline=True,
+        files=StoredFiles(repository, store),
+    )
     review = Review(
         repository,
         ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
         BlobLifecycle(repository, store, blocks, settings.contact),
         blocks,
         Pins(repository, settings.policy.unpinned_paths),
-        _rescanner(settings, repository, store, waivers),
+        _rescanner(settings, repository, store, waivers, signatures),
         waivers,
+        signatures=signatures,
     )
     await job(review, args)
 
 
 def _rescanner(
-    settings: Settings, repository: Repository, store: BlobStore, waivers: Waivers
+    settings: Settings,
+    repository: Repository,
+    store: BlobStore,
+    waivers: Waivers,
+    signatures: Signatures,
 ) -> Rescanner:
     """The scanner worker and the policy in force, as the server uses them."""
     scan = settings.scan
     pool = ScannerPool(ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, 1))
     lineage = Lineage(repository, None, refs_ttl_s=0)  # a verdict needs no history
-    policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "", waivers)
+    policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "", waivers,
+                        signatures=signatures)  # fmt: skip
     return make_rescanner(repository, store, pool, policy)
 
 
@@ -458,6 +486,23 @@ async def _bom(review: Review, args: argparse.Namespace) -> None:
         return
     args.out.write_text(text + "\n")
     print(f"wrote the ML-BOM of {repo.repo_id}@{revision} to {args.out}")
+
+
+async def _signature(review: Review, args: argparse.Namespace) -> None:
+    repo_id, _, revision = str(args.spec).partition("@")
+    repo = RepoRef.parse(RepoType(args.type), repo_id)
+    revision = revision or "main"
+    Revision.parse(revision)  # raises InvalidInput on a hostile name
+    report = await review.signature(repo, revision)
+    if args.json:
+        _json({"revision": revision, **report.to_json()})
+        return
+    print(f"{repo.repo_id}@{revision} ({report.commit[:12]}): {report.summary}")
+    if report.required:
+        print("a trusted signature is required for this repo ([signing] require_signature)")
+    _table(("PATH", "STANDING"), [(path, standing.value) for path, standing in report.files])
+    for finding in report.findings:
+        print(f"{finding.code}: {finding.message}")
 
 
 async def _audit(review: Review, args: argparse.Namespace) -> None:

@@ -20,6 +20,9 @@ JavaScript and no build step, over the same `Review` service as the REST API and
     POST /admin/repos/block|unblock        (type, repo, comment)                         block
     GET  /admin/audit                      the audit log (?action= &actor= &type=        view
                                            &repo= &since= &limit=)
+    GET  /admin/repos/risk                 to a repo's risk card (?type= &repo=          view
+                                           &revision=)
+    GET  /admin/repos/{type}/{namespace}/{name}/risk  a revision's risk card (?revision=)  view
 
 A page opened without a session answers 303 to the sign-in page, which leads back to it. Every
 POST must carry the session's CSRF token (`proxy.admin.sessions`), else 403; a form that cannot
@@ -80,7 +83,7 @@ from proxy.admin.review import HeldItem, PinnedChange, Review
 from proxy.errors import shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
-from proxy.repos import RepoType
+from proxy.repos import RepoRef, RepoType
 from proxy.services import Services
 from proxy.store.models import BlobState
 from proxy.store.repository import AUDIT_CONTEXT, AuditRecord
@@ -310,6 +313,31 @@ async def unblock(request: web.Request) -> web.StreamResponse:
     raise _see(f"{PREFIX}/repos")
 
 
+async def risk_lookup(request: web.Request) -> web.StreamResponse:
+    """The repos page's form (?type=model&repo=org/name&revision=): to the card's own page."""
+    types = {t.value: t for t in RepoType}
+    repo_type = types.get(request.query.get("type", "model"))
+    if repo_type is None:
+        raise PageRefused(400, "That cannot be used", "The type must be model, dataset or space.")
+    repo = RepoRef.parse(repo_type, request.query.get("repo", "").strip())
+    if "/" not in repo.repo_id:
+        raise PageRefused(400, "That cannot be used", "Give the repo as namespace/name.")
+    revision = request.query.get("revision", "").strip() or "main"
+    query = urlencode({"revision": revision})
+    raise _see(f"{PREFIX}/repos/{repo_type.plural}/{repo.repo_id}/risk?{query}")
+
+
+async def risk(request: web.Request) -> web.StreamResponse:
+    cards = _services(request).risk_cards
+    if cards is None:
+        raise PageRefused(503, "Not available", "Risk cards are not available on this server.")
+    info = request.match_info
+    name = f"{info['namespace']}/{info['name']}"
+    repo = RepoRef.parse(RepoType.from_plural(info["type"]), name)
+    card = await cards.card(repo, request.query.get("revision", "main"))
+    return await render(request, "risk.html", {"card": card})
+
+
 async def audit(request: web.Request) -> web.StreamResponse:
     wanted = AuditForm.parse(request.query)
     found = await _review(request).audit(wanted.audit_query(), limit=wanted.limit)
@@ -356,6 +384,8 @@ PAGES = (
     Page("POST", "/repos/block", Action.BLOCK, block),
     Page("POST", "/repos/unblock", Action.BLOCK, unblock),
     Page("GET", "/audit", Action.VIEW, audit),
+    Page("GET", "/repos/risk", Action.VIEW, risk_lookup),
+    Page("GET", "/repos/{type}/{namespace}/{name}/risk", Action.VIEW, risk),
 )
 
 _ROLE_CAN = {

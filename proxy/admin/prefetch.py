@@ -247,6 +247,13 @@ class Prefetcher:
             result.outcomes += await self._target(target)
         return result
 
+    async def fetch_files(self, repo: RepoRef, commit: str, paths: Sequence[str]) -> dict[str, int]:
+        """Prefetch exactly these files of a commit (those a new upstream head changed, for
+        the upstream watch); returns verdict → how many."""
+        include = tuple("".join(f"[{c}]" if c in "*?[" else c for c in p) for p in paths)
+        result = await self.run([Target(repo, commit, include=include)])
+        return result.counts()
+
     async def _target(self, target: Target) -> list[Outcome]:
         catalog = self._services.catalog
         try:

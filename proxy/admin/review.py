@@ -39,6 +39,8 @@ from proxy.store.waivers import WaiverRecord, Waivers
 from proxy.trust.blocks import Blocks
 from proxy.trust.bom import FileFacts, RevisionFacts, build_bom
 from proxy.trust.pins import Pins
+from proxy.trust.signature_report import SignatureReport
+from proxy.trust.signatures import Signatures
 from proxy.trust.waiver_sweep import WaiverSweep
 from scanners.report import Finding, JsonValue, Severity
 
@@ -170,10 +172,14 @@ class Review:
         pins: Pins,
         rescanner: Rescanner | None = None,
         waivers: Waivers | None = None,
+        *,
+        signatures: Signatures | None = None,
     ) -> None:
         """`rescanner`: how to scan a held file again (None: rescan is refused); `waivers`: where
-        releases wider than the bytes are kept (None: only `blob` releases)."""
+        releases wider than the bytes are kept (None: only `blob` releases); `signatures`: the
+        model signatures of revisions (None: shown as not checked)."""
         self._rescanner = rescanner
+        self._signatures = signatures
         self._waivers = waivers
         self._sweep = WaiverSweep(waivers, repository, lifecycle) if waivers else None
         self._db = repository
@@ -445,7 +451,21 @@ class Review:
             files=[await self._file_facts(f) for f in files],
             complete=complete,
         )
+        if self._signatures is not None:
+            report = await self._signatures.report(record, commit)
+            facts = dataclasses.replace(facts, signature=report.summary)
         return build_bom(facts, tool_version=_version())
+
+    async def signature(self, repo: RepoRef, revision: str) -> SignatureReport:
+        """The model signature of a mirrored revision (a branch or tag: the commit clients are
+        served; or a commit), verified now if it never was. Raises ReviewNotFound."""
+        record = await self._repo(repo)
+        commit = await self._served(record, revision)
+        if await self._db.get_commit(record.pk, commit) is None:
+            raise ReviewNotFound(f"{shown(repo)} at {commit[:12]} was never mirrored here")
+        if self._signatures is None:
+            raise ReviewError("model signatures are not checked by this process")
+        return await self._signatures.report(record, commit)
 
     async def _file_facts(self, file: RevisionFile) -> FileFacts:
         findings = await self._db.list_findings(file.blob_pk) if file.blob_pk else []

@@ -1,8 +1,9 @@
 """Webhooks: outside systems are told when a file is held or rejected, a repo is blocked or a
-pinned change waits for review (issue 12, item 9).
+pinned change waits for review (issue 12, item 9), or the upstream watch sees a mirrored branch
+move (`repo.update_available`, issue 11).
 
 The request path only enqueues. `Repository.audit` hands every committed audit event to
-`Notifier.on_audit`, which keeps the four kinds below and puts them on a bounded queue (when it is
+`Notifier.on_audit`, which keeps the kinds below and puts them on a bounded queue (when it is
 full the oldest event is dropped, with a warning). One task, owned by the app's cleanup_ctx,
 names the repo and POSTs each event to every URL:
 
@@ -62,6 +63,7 @@ class EventKind(enum.StrEnum):
     BLOB_REJECTED = "blob.rejected"
     REPO_BLOCKED = "repo.blocked"
     PIN_CHANGE_HELD = "pin.change_held"
+    REPO_UPDATE_AVAILABLE = "repo.update_available"  # the upstream watch saw a new head
 
 
 _KIND_OF_ACTION = {kind.value: kind for kind in EventKind}

@@ -472,3 +472,56 @@ class BundleImport(Base):
     imported_at: Mapped[dt.datetime] = _created()
     imported_by: Mapped[str] = mapped_column(String(128))
     summary: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
+
+
+class WatchedRef(Base):
+    """What the upstream watch (`proxy.ops.watch`) last saw of a mirrored branch or tag: when it
+    looked, the head upstream, and the last change it noticed (the commit before, the files that
+    changed, what prefetching them gave). Its history is in the audit log."""
+
+    __tablename__ = "watched_refs"
+    __table_args__ = (UniqueConstraint("repo_pk", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    checked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    upstream_head: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    status: Mapped[str] = mapped_column(String(32), default="current")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    previous: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    noticed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    changed: Mapped[list[JsonValue]] = mapped_column(JSON, default=list)
+    prefetched: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
+
+
+class SignatureStatus(enum.StrEnum):
+    """What a revision's model signature proves (`proxy.trust.signatures`)."""
+
+    VERIFIED = "verified"  # valid, by a signer trusted for the repo
+    UNSIGNED = "unsigned"  # no signature file at the commit
+    INVALID = "invalid"  # malformed, does not verify, or the files contradict it
+    UNTRUSTED_SIGNER = "untrusted_signer"  # made by someone not trusted for the repo
+    UNVERIFIABLE = "unverifiable"  # cannot be checked here (offline without a trust config...)
+
+
+class RevisionSignature(Base):
+    """The signature status of a repo at a commit: who signed (`signer`), why not verified
+    (`detail`), which signature bytes (`signature_sha256`), and, when verified, the signed
+    manifest (`{"files": {path: sha256}, "ignore_paths": [...]}`) that every file of the commit is
+    compared with. `trust_digest` fingerprints the `[signing]` trust that judged it: a changed
+    trust judges the commit again."""
+
+    __tablename__ = "revision_signatures"
+    __table_args__ = (UniqueConstraint("repo_pk", "commit"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repo_pk: Mapped[int] = mapped_column(ForeignKey("repos.id", ondelete="CASCADE"))
+    commit: Mapped[str] = mapped_column(String(40))
+    status: Mapped[SignatureStatus] = mapped_column(EnumString(SignatureStatus, 32))
+    signer: Mapped[str] = mapped_column(String(512), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    signature_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    manifest: Mapped[dict[str, JsonValue]] = mapped_column(JSON, default=dict)
+    trust_digest: Mapped[str] = mapped_column(String(64), default="")
+    checked_at: Mapped[dt.datetime] = _created()

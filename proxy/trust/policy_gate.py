@@ -25,6 +25,7 @@ from proxy.store.waivers import Waivers
 from proxy.trust.blocks import SYSTEM_ACTOR
 from proxy.trust.lineage import Lineage
 from proxy.trust.rules import Policy, RuleHit
+from proxy.trust.signatures import Signatures
 from proxy.trust.verdicts import Verdict, decide
 from scanners.report import Outcome, ScanReport
 
@@ -67,9 +68,13 @@ class PolicyGate:
         policy: Callable[[], Policy],
         contact: str,
         waivers: Waivers | None = None,
+        *,
+        signatures: Signatures | None = None,
     ) -> None:
-        """`waivers`: reviewers' releases that also cover later files (None: none apply)."""
+        """`waivers`: reviewers' releases that also cover later files (None: none apply);
+        `signatures`: model signatures checked at settle time (None: not checked)."""
         self._waivers = waivers
+        self._signatures = signatures
         self._db = repository
         self._lineage = lineage
         self._policy = policy
@@ -125,11 +130,15 @@ class PolicyGate:
         )
         logger.warning("audit mode, would %s: %s", hit.action.value, hit.message)
 
-    async def settle(self, origin: BlobOrigin, report: ScanReport) -> Settlement:
-        """The next state of a scanned blob: the findings and the rules that read them."""
+    async def settle(
+        self, origin: BlobOrigin, report: ScanReport, token: str | None = None
+    ) -> Settlement:
+        """The next state of a scanned blob: the findings, the rules that read them, and the
+        repo's model signature (`token`: the client's, should the signature file be fetched)."""
         policy = self._policy()
         new_repo = not await self._db.has_pins(origin.repo.pk)
         hits = policy.after_scan(origin.repo.ref, origin.entry, report, new_repo=new_repo)
+        hits += await self._signature_hits(policy, origin, token)
         decision = decide(report, hits, waived=policy.waived)
         for hit in decision.audited:
             await self._record_audited(origin.repo, origin.entry.path, hit)
@@ -151,3 +160,21 @@ class PolicyGate:
                 )  # fmt: skip
                 return Settlement(BlobState.RELEASED, f"waiver {waiver.pk} ({waiver.covers})")
         return Settlement(_STATES[decision.verdict], decision.reason)
+
+    async def _signature_hits(
+        self, policy: Policy, origin: BlobOrigin, token: str | None
+    ) -> list[RuleHit]:
+        """The signature rules for a verified file: its sha256 against the signed one."""
+        signatures = self._signatures
+        if signatures is None:
+            return []
+        blob = await self._db.get_blob(origin.entry.etag)
+        sha256 = blob.sha256 if blob is not None else None
+        repo, path = origin.repo, origin.entry.path
+        signature = await signatures.check_file(repo, origin.commit, path, sha256, token)
+        return policy.signature_hits(
+            repo.ref,
+            signature,
+            required=signatures.is_required(repo.ref),
+            uncovered=signatures.uncovered_files,
+        )

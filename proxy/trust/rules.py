@@ -7,6 +7,11 @@ Pure: no I/O, no clock. Two moments:
   hits are refusals (REJECT): nothing is fetched, so there is nothing to hold.
 - `Policy.after_scan` runs on a file's scan report: `allowed_formats`, `scanner_errors`,
   `remote_code`, `unknown_formats`, `opaque_data`, `torchscript`, `new_repos`.
+- `Policy.signature_hits` runs on a file judged against its revision's model signature
+  (`proxy.trust.signatures`): `signature_invalid` (the signature is invalid, or the file differs
+  from its signed digest: always held), `uncovered_files` (a signed repo's file the signature does
+  not list) and `require_signature` (a repo `[signing]` lists whose file no trusted signature
+  proves).
 
 A `RuleHit` names its rule and says what was wrong; `audited` is true when the rule runs in audit
 mode (`audit_rules`): the hit is recorded, never enforced. `proxy.trust.verdicts.decide` turns a
@@ -31,6 +36,9 @@ from proxy.config import ConfigError, NewRepos, PolicySettings, RuleAction
 from proxy.errors import shown
 from proxy.metadata import TreeEntry
 from proxy.repos import RepoRef, Revision
+from proxy.store.models import SignatureStatus
+from proxy.trust.signature_report import FileStanding
+from proxy.trust.signatures import FileSignature
 from scanners.detect import FileFormat
 from scanners.report import Finding, Outcome, ScanReport
 
@@ -46,6 +54,9 @@ UNKNOWN_FORMATS = "unknown_formats"
 OPAQUE_DATA = "opaque_data"
 TORCHSCRIPT = "torchscript"
 NEW_REPOS = "new_repos"
+REQUIRE_SIGNATURE = "require_signature"
+SIGNATURE_INVALID = "signature_invalid"
+UNCOVERED_FILES = "uncovered_files"
 
 REMOTE_CODE_PREFIX = "REMOTE_CODE_"
 FORMAT_UNKNOWN_CODE = "FORMAT_UNKNOWN"
@@ -333,3 +344,32 @@ class Policy:
             "first files wait for an admin's review"
         )
         return [self._hit(NEW_REPOS, RuleAction.HOLD, text)]
+
+    # -- against the revision's model signature ----------------------------------------------
+
+    def signature_hits(
+        self,
+        repo: RepoRef,
+        signature: FileSignature,
+        *,
+        required: bool,
+        uncovered: RuleAction,
+    ) -> list[RuleHit]:
+        """The signature rules for one file. `required`: `[signing] require_signature` lists
+        the repo; `uncovered`: what `[signing] uncovered_files` does with an unlisted file."""
+        standing = signature.standing
+        if standing in (FileStanding.SIGNATURE, FileStanding.IGNORED):
+            return []  # the signature itself, and what its signer left out on purpose
+        hits: list[RuleHit] = []
+        message = signature.message
+        if signature.status is SignatureStatus.INVALID or standing is FileStanding.MISMATCH:
+            hits.append(self._hit(SIGNATURE_INVALID, RuleAction.HOLD, message))
+        if standing is FileStanding.UNCOVERED and uncovered is not RuleAction.ALLOW:
+            hits.append(self._hit(UNCOVERED_FILES, uncovered, message))
+        if required and standing is not FileStanding.COVERED:
+            text = (
+                f'{repo.repo_type.value} "{shown(repo.repo_id)}" must be signed by a trusted '
+                f"signer; {message or 'no signature proves this file'}"
+            )
+            hits.append(self._hit(REQUIRE_SIGNATURE, RuleAction.HOLD, text))
+        return hits

@@ -77,7 +77,7 @@ async def test_bom_of_a_model_lists_every_file_with_the_verified_sha256(
     )
     assert model["licenses"] == [{"license": {"id": "Apache-2.0"}}]
     assert model["publisher"] == "org"
-    assert _props(model)["hubwarden:signature"] == ["not checked"]
+    assert _props(model)["hubwarden:signature"] == ["unsigned"]
     files = {c["name"]: c for c in model["components"]}
     assert set(files) == set(tiny_model_files) | {".gitattributes"}  # the whole tree
     for name in ("config.json", "model.safetensors"):

@@ -16,7 +16,13 @@ from multidict import MultiMapping
 
 from tests.fakehub import wire
 from tests.fakehub.bodies import content_disposition, content_type, send_content
-from tests.fakehub.errors import BadRequest, EntryNotFound, FakeHubError, InvalidToken
+from tests.fakehub.errors import (
+    AccountNotFound,
+    BadRequest,
+    EntryNotFound,
+    FakeHubError,
+    InvalidToken,
+)
 from tests.fakehub.gitobjects import FileBlob
 from tests.fakehub.model import Repo, entry_at, list_tree
 from tests.fakehub.routing import Action, Route, parse_route
@@ -152,7 +158,10 @@ async def repo_info(
     commit = repo.resolve(route.revision or "main")
     expand = _query_list(request.query, "expand")
     blobs = _is_true(request.query.get("blobs"))
-    return web.json_response(wire.repo_info(repo, commit, blobs=blobs, expand=expand))
+    info = wire.repo_info(repo, commit, blobs=blobs, expand=expand)
+    if _is_true(request.query.get("securityStatus")) and repo.security_repo_status is not None:
+        info["securityRepoStatus"] = dict(repo.security_repo_status)
+    return web.json_response(info)
 
 
 async def tree(
@@ -275,6 +284,24 @@ async def list_repos(
     return web.json_response(items)
 
 
+async def organization_overview(
+    request: web.Request, state: HubState, route: Route, user: str | None
+) -> web.StreamResponse:
+    organization = state.organizations.get(route.path)
+    if organization is None:
+        raise AccountNotFound(route.path)
+    return web.json_response(wire.organization_overview(organization))
+
+
+async def user_overview(
+    request: web.Request, state: HubState, route: Route, user: str | None
+) -> web.StreamResponse:
+    found = next((u for u in state.users.values() if u.name == route.path), None)
+    if found is None:
+        raise AccountNotFound(route.path)
+    return web.json_response(wire.user_overview(found))
+
+
 _HANDLERS: dict[Action, Handler] = {
     Action.RESOLVE: resolve,
     Action.RESOLVE_CACHE: resolve_cache,
@@ -287,6 +314,8 @@ _HANDLERS: dict[Action, Handler] = {
     Action.WHOAMI: whoami,
     Action.AGENT_HARNESSES: agent_harnesses,
     Action.LIST_REPOS: list_repos,
+    Action.ORG_OVERVIEW: organization_overview,
+    Action.USER_OVERVIEW: user_overview,
 }
 
 

@@ -106,3 +106,14 @@ class BadRequest(FakeHubError):
 
     def __str__(self) -> str:
         return self.text
+
+
+@dataclass(eq=False)
+class AccountNotFound(FakeHubError):
+    """No organisation (or user) of that name: the overview routes' 404, without an error code."""
+
+    name: str
+    status = 404
+
+    def __str__(self) -> str:
+        return "Not Found"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from types import TracebackType
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from tests.fakehub.app import create_hub_app
 from tests.fakehub.cdn import create_cdn_app
 from tests.fakehub.gitobjects import GITATTRIBUTES_DEFAULT, Content, LfsRule
 from tests.fakehub.model import Gated, Repo, RepoKey, RepoType
-from tests.fakehub.state import HubState, User
+from tests.fakehub.state import HubState, Organization, User
 from tests.fakehub.traffic import Fault, Origin, RecordedRequest, Stall, Throttle
 
 SHUTDOWN_TIMEOUT_S = 2.0
@@ -95,11 +96,32 @@ class FakeHub:
 
     # ---- users and repos -------------------------------------------------------------------
 
-    def add_user(self, name: str, *, token: str | None = None, orgs: Collection[str] = ()) -> str:
-        """Register ``name``; return its token (``Authorization: Bearer <token>``)."""
+    def add_user(
+        self,
+        name: str,
+        *,
+        token: str | None = None,
+        orgs: Collection[str] = (),
+        created_at: datetime | None = None,
+    ) -> str:
+        """Register ``name``; return its token (``Authorization: Bearer <token>``).
+        ``created_at`` is what its overview (``/api/users/{name}/overview``) says."""
         token = token or f"hf_{name}_{secrets.token_hex(8)}"
-        self.state.users[token] = User(name, token, tuple(orgs))
+        self.state.users[token] = User(name, token, tuple(orgs), created_at)
         return token
+
+    def add_organization(
+        self,
+        name: str,
+        *,
+        verified: bool = False,
+        created_at: datetime | None = None,
+        fullname: str = "",
+    ) -> Organization:
+        """An organisation with an overview (``/api/organizations/{name}/overview``)."""
+        organization = Organization(name, verified, created_at, fullname or name.title())
+        self.state.organizations[name] = organization
+        return organization
 
     def create_repo(
         self,

@@ -119,6 +119,10 @@ class Repo:
     converts: dict[str, str] = field(default_factory=dict)
     tampered: dict[str, bytes] = field(default_factory=dict, repr=False)
     """Bytes served instead of a blob's content, keyed by the blob's sha256."""
+    security_repo_status: dict[str, object] | None = None
+    """The repo info's ``securityRepoStatus`` (sent when asked with ``securityStatus=true``)."""
+    file_security: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Path → the ``securityFileStatus`` of tree and paths-info entries asked with ``expand``."""
 
     @property
     def repo_id(self) -> str:

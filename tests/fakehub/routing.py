@@ -31,6 +31,8 @@ class Action(StrEnum):
     WHOAMI = "whoami-v2"
     AGENT_HARNESSES = "agent-harnesses"
     LIST_REPOS = "list"
+    ORG_OVERVIEW = "organization-overview"
+    USER_OVERVIEW = "user-overview"
 
 
 _REPO_ACTIONS = {
@@ -88,6 +90,10 @@ def parse_route(raw_path: str) -> Route | None:
 def _parse_api(segments: list[str]) -> Route | None:
     if segments in (["whoami-v2"], ["agent-harnesses"]):
         return Route(Action(segments[0]))
+    if len(segments) == 3 and segments[2] == "overview" and segments[1]:
+        kind = {"organizations": Action.ORG_OVERVIEW, "users": Action.USER_OVERVIEW}
+        if segments[0] in kind:
+            return Route(kind[segments[0]], path=unquote(segments[1]))
     if segments[0] == "resolve-cache":
         return _parse_resolve_cache(segments[1:])
     repo_type = _TYPES_BY_PLURAL.get(segments[0])

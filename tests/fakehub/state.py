@@ -7,6 +7,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from tests.fakehub.errors import InvalidToken, RepoNotFound
 from tests.fakehub.gitobjects import FileBlob, LfsRule
@@ -19,6 +20,18 @@ class User:
     name: str
     token: str = field(repr=False)
     orgs: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    """The account's creation (``createdAt`` of its overview), when a test gives one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    """An organisation as its overview tells it (``/api/organizations/{name}/overview``)."""
+
+    name: str
+    verified: bool = False
+    created_at: datetime | None = None
+    fullname: str = ""
 
 
 @dataclass(eq=False)
@@ -32,6 +45,8 @@ class HubState:
     """Old repo key → new repo id (same type)."""
     users: dict[str, User] = field(default_factory=dict)
     """Token → user."""
+    organizations: dict[str, Organization] = field(default_factory=dict)
+    """Name → organisation (those with an overview)."""
     traffic: Traffic = field(default_factory=Traffic)
     hub_url: str = ""
     cdn_url: str = ""

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from tests.fakehub.errors import FakeHubError
 from tests.fakehub.model import Commit, DirectoryEntry, FileEntry, Repo, RepoType, TreeEntry
+from tests.fakehub.state import Organization, User
 
 JsonObject = dict[str, object]
 WWW_AUTHENTICATE = 'Bearer realm="Authentication required", charset="UTF-8"'
@@ -39,6 +40,8 @@ def tree_entry(repo: Repo, commit: Commit, entry: TreeEntry, *, expand: bool) ->
         item = _file_entry(entry)
     if expand:
         item["lastCommit"] = last_commit(repo.last_commit_of(commit, entry.path))
+        if entry.path in repo.file_security and isinstance(entry, FileEntry):
+            item["securityFileStatus"] = dict(repo.file_security[entry.path])
     return item
 
 
@@ -149,3 +152,39 @@ def error_response(error: FakeHubError, *, method: str) -> web.Response:
     return web.Response(
         status=error.status, headers=headers, body=body, content_type="application/json"
     )
+
+
+def organization_overview(organization: Organization) -> JsonObject:
+    """``GET /api/organizations/{name}/overview``, as huggingface_hub's `Organization` reads it."""
+    overview: JsonObject = {
+        "_id": repo_id_hash(organization.name),
+        "name": organization.name,
+        "fullname": organization.fullname,
+        "avatarUrl": f"https://example.invalid/{organization.name}.png",
+        "type": "org",
+        "isVerified": organization.verified,
+        "numUsers": 1,
+        "numModels": 0,
+        "numFollowers": 0,
+    }
+    if organization.created_at is not None:
+        overview["createdAt"] = iso(organization.created_at)
+    return overview
+
+
+def user_overview(user: User) -> JsonObject:
+    """``GET /api/users/{name}/overview``, as huggingface_hub's `User` reads it."""
+    overview: JsonObject = {
+        "_id": repo_id_hash(user.name),
+        "user": user.name,
+        "fullname": user.name.title(),
+        "avatarUrl": f"https://example.invalid/{user.name}.png",
+        "type": "user",
+        "isPro": False,
+        "numModels": 0,
+        "numFollowers": 0,
+        "orgs": [{"name": org, "fullname": org.title()} for org in user.orgs],
+    }
+    if user.created_at is not None:
+        overview["createdAt"] = iso(user.created_at)
+    return overview
