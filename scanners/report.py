@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,11 @@ class Finding:
         )
 
 
+def worst_outcome(findings: Iterable[Finding]) -> Outcome:
+    """The worst outcome among `findings`; clean when there are none."""
+    return max((f.outcome for f in findings), key=lambda o: o.rank, default=Outcome.CLEAN)
+
+
 @dataclass(frozen=True, slots=True)
 class ScanReport:
     """The result of scanning one file: its detected format, the findings, and the outcome."""
@@ -130,11 +136,7 @@ class ScanReport:
     @property
     def outcome(self) -> Outcome:
         """The worst outcome among the findings; clean when there are none."""
-        worst = Outcome.CLEAN
-        for finding in self.findings:
-            if finding.outcome.rank > worst.rank:
-                worst = finding.outcome
-        return worst
+        return worst_outcome(self.findings)
 
     def to_dict(self) -> dict[str, JsonValue]:
         return {

@@ -66,7 +66,7 @@ from proxy.metadata import EntryType, LfsInfo, RefKind, TreeEntry, strip_xet
 from proxy.repos import RepoPath, RepoRef, RepoType
 from proxy.store.models import BlobState
 from proxy.store.repository import PinRecord
-from scanners.report import Finding, JsonValue, Outcome, Severity
+from scanners.report import Finding, JsonValue, Outcome, Severity, worst_outcome
 
 STATE_FORMAT = 1
 MAX_TEXT_CHARS = 4096
@@ -114,11 +114,7 @@ class StateFile:
 
     @property
     def outcome(self) -> Outcome:
-        worst = Outcome.CLEAN
-        for finding in self.findings:
-            if finding.outcome.rank > worst.rank:
-                worst = finding.outcome
-        return worst
+        return worst_outcome(self.findings)
 
     def to_json(self) -> dict[str, JsonValue]:
         return {

@@ -43,6 +43,7 @@ from proxy.store.repository import (
     PinRecord,
     RefRecord,
     audit_record,
+    entry_row,
     utcnow,
 )
 from scanners.report import Finding, JsonValue, Outcome, Severity
@@ -538,7 +539,7 @@ class _Writer:
             entries = list(commit.tree)
             for start in range(0, len(entries), MAX_ENTRIES_PER_INSERT):
                 self._session.add_all(
-                    _entry_row(row.id, e) for e in entries[start : start + MAX_ENTRIES_PER_INSERT]
+                    entry_row(row.id, e) for e in entries[start : start + MAX_ENTRIES_PER_INSERT]
                 )
                 await self._session.flush()
             row.tree_complete = True
@@ -634,15 +635,3 @@ class _Writer:
             else:
                 row.etag, row.commit, row.pinned_at = pin.etag, pin.commit, utcnow()
                 row.pinned_by = self._write.actor[:128]
-
-
-def _entry_row(commit_pk: int, entry: TreeEntry) -> Entry:
-    return Entry(
-        commit_pk=commit_pk,
-        path=entry.path,
-        kind=entry.entry_type.value,
-        oid=entry.oid,
-        size=entry.size,
-        lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
-        lfs_pointer_size=entry.lfs.pointer_size if entry.lfs else None,
-    )

@@ -128,6 +128,19 @@ class RefRecord:
     kind: RefKind | None = None
 
 
+def entry_row(commit_pk: int, entry: TreeEntry) -> Entry:
+    """The database row of a tree entry (the reverse of `_entry`)."""
+    return Entry(
+        commit_pk=commit_pk,
+        path=entry.path,
+        kind=entry.entry_type.value,
+        oid=entry.oid,
+        size=entry.size,
+        lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
+        lfs_pointer_size=entry.lfs.pointer_size if entry.lfs else None,
+    )
+
+
 def _entry(row: Entry) -> TreeEntry:
     lfs = None
     if row.lfs_sha256 is not None:
@@ -419,8 +432,7 @@ class Repository:
             await session.execute(delete(Entry).where(Entry.commit_pk == commit_pk))
             for start in range(0, len(entries), MAX_ENTRIES_PER_INSERT):
                 session.add_all(
-                    self._entry_row(commit_pk, e)
-                    for e in entries[start : start + MAX_ENTRIES_PER_INSERT]
+                    entry_row(commit_pk, e) for e in entries[start : start + MAX_ENTRIES_PER_INSERT]
                 )
                 await session.flush()
             await session.execute(
@@ -432,23 +444,11 @@ class Repository:
         """Add single entries learnt from paths-info (existing ones are kept)."""
         for entry in entries:
             async with self._sessions() as session:
-                session.add(self._entry_row(commit_pk, entry))
+                session.add(entry_row(commit_pk, entry))
                 try:
                     await session.commit()
                 except IntegrityError:
                     await session.rollback()
-
-    @staticmethod
-    def _entry_row(commit_pk: int, entry: TreeEntry) -> Entry:
-        return Entry(
-            commit_pk=commit_pk,
-            path=entry.path,
-            kind=entry.entry_type.value,
-            oid=entry.oid,
-            size=entry.size,
-            lfs_sha256=entry.lfs.sha256 if entry.lfs else None,
-            lfs_pointer_size=entry.lfs.pointer_size if entry.lfs else None,
-        )
 
     async def list_entries(self, commit_pk: int) -> list[TreeEntry]:
         async with self._read() as session:
