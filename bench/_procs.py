@@ -171,14 +171,19 @@ class Hubwarden:
     log: Path
 
     @classmethod
-    async def start(cls, data_dir: Path, upstream: str, log: Path) -> Hubwarden:
+    async def start(
+        cls, data_dir: Path, upstream: str, log: Path, *, workers: int = 1,
+        settings: dict[str, str] | None = None,
+    ) -> Hubwarden:  # fmt: skip
+        """`settings`: HUBWARDEN_* variables for this server (e.g. a shared database URL)."""
         port = free_port()
         command = [
             sys.executable, "-m", "proxy", "serve",
             "--data-dir", str(data_dir), "--upstream", upstream,
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBWARDEN_", "HF_"))}
+        env.update(settings or {})
         process = await asyncio.to_thread(
             _spawn, command, log, {**env, "PYTHONPATH": str(REPO_ROOT)}
         )

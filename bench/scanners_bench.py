@@ -1,6 +1,6 @@
 """Scanner benchmark: pickle walker speed and detection vs fickling, picklescan and modelscan.
 
-Run: `python bench/scanners_bench.py [speed] [streaming] [detection]` (all three by default;
+Run: `python bench/scanners_bench.py [dense] [speed] [streaming] [detection]` (all by default;
 needs `pip install picklescan modelscan modelaudit`; fickling is a project dependency; a tool that
 is missing is reported as such, not fatal). ModelAudit (promptfoo's `modelaudit`) runs in-process
 with its telemetry off (`PROMPTFOO_DISABLE_TELEMETRY=1`). Prints, in one run:
@@ -25,6 +25,10 @@ with its telemetry off (`PROMPTFOO_DISABLE_TELEMETRY=1`). Prints, in one run:
    work every pickle-family stream kept all of it in a temp file), and whether `finish` gave the
    same report as `scan_file`.
 
+0. `dense` (issue 13's targets): `scan_file` on torch zips whose data.pkl is ~46,000 tiny tensors
+   (~6 MB; the default protocol 2 and protocol 4), medians of 7 runs: MB/s on the data.pkl bytes
+   against the 20 MB/s target, and the walker's ratio to fickling against the 20x target.
+
 Nothing here decides pass or fail; numbers vary with the machine.
 """
 
@@ -36,6 +40,7 @@ import io
 import logging
 import os
 import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -191,6 +196,64 @@ def speed_table() -> None:
                 print(f"   {', '.join(ratios)}")
 
 
+def _median_cpu(run: Callable[[], object], runs: int) -> float:
+    """Median CPU seconds of `runs` calls (other sessions share the machine: medians, not one)."""
+    return statistics.median(timed(run)[0] for _ in range(runs))
+
+
+def dense_cases(root: Path) -> dict[str, tuple[bytes, Path]]:
+    """Issue 13's target shape: a torch zip whose data.pkl is ~46k tiny tensors (~6 MB), as
+    `torch.save` writes it by default (protocol 2) and with protocol 4 (MEMOIZE, frames)."""
+    issue = root / "issue46k.pt"
+    torch.save({f"l{i}": torch.zeros(1) for i in range(46000)}, issue)
+    with zipfile.ZipFile(issue) as archive:
+        issue_pkl = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    proto4 = root / "proto4.pt"
+    torch.save(dense_state_dict(46000, DENSE_KEY), proto4, pickle_protocol=4)
+    with zipfile.ZipFile(proto4) as archive:
+        proto4_pkl = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    dense = root / "dense46k.pt"
+    return {
+        "torch zip, 46000 x zeros(2,2), model-like keys": (
+            dense_torch_zip(dense, 46000, DENSE_KEY),
+            dense,
+        ),
+        'torch zip, {f"l{i}": zeros(1)} x 46000': (issue_pkl, issue),
+        "torch zip, 46000 x zeros(2,2), pickle_protocol=4": (proto4_pkl, proto4),
+    }
+
+
+def dense_table(runs: int = 7) -> None:
+    """Issue 13's speed targets on the opcode-dense state dict, as medians of `runs` runs:
+    `scan_file` >= 20 MB/s (counted on the data.pkl bytes), the walker >= 20x fickling."""
+    print(f"== issue 13: opcode-dense torch state dicts (median CPU time of {runs} runs) ==")
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (data, path) in dense_cases(Path(tmp)).items():
+            _dense_row(label, data, path, runs)
+
+
+def _dense_row(label: str, data: bytes, path: Path, runs: int) -> None:
+    megabytes = len(data) / 1e6
+    print(f"-- {label}: data.pkl {megabytes:.2f} MB, file {path.stat().st_size / 1e6:.1f} MB")
+    file_s = _median_cpu(functools.partial(ours_scan_file, path), runs)
+    walker_s = _median_cpu(functools.partial(ours, data), runs)
+    verdict = "meets" if megabytes / file_s >= 20 else "MISSES"
+    print(f"   scan_file {megabytes / file_s:8.2f} MB/s {file_s:7.3f} s  (>= 20 MB/s: {verdict})")
+    print(f"   walker    {megabytes / walker_s:8.2f} MB/s {walker_s:7.3f} s")
+    try:
+        fickling_s = _median_cpu(functools.partial(fickling_check, data), min(runs, 3))
+    except ImportError as exc:
+        print(f"   fickling  not installed ({exc})")
+        return
+    ratio = fickling_s / walker_s
+    verdict = "meets" if ratio >= 20 else "MISSES"
+    print(f"   fickling  {megabytes / fickling_s:8.2f} MB/s {fickling_s:7.3f} s")
+    print(
+        f"   walker / fickling {ratio:.1f}x (>= 20x: {verdict}); "
+        f"scan_file / fickling {fickling_s / file_s:.1f}x"
+    )
+
+
 TOOLS = ("hubwarden", "picklescan", "modelscan", "modelaudit")
 
 
@@ -331,6 +394,7 @@ def joblib_dump(obj: object, path: Path) -> None:
 
 
 SECTIONS: dict[str, Callable[[], None]] = {
+    "dense": dense_table,
     "speed": speed_table,
     "streaming": streaming_table,
     "detection": detection_table,

@@ -26,11 +26,28 @@ from proxy.hub.context import SERVICES
 from proxy.hub.cursors import cursor_signer
 from proxy.hub.errors import error_middleware
 from proxy.hub.flights import FLIGHTS, Flights
+from proxy.hub.monitoring import (
+    METRICS,
+    MONITORING,
+    Monitoring,
+    add_monitoring_routes,
+    observe_requests,
+    on_answer,
+)
 from proxy.hub.routes import add_hub_routes
 from proxy.hub.server import keepalive_limit
 from proxy.ingest import Ingestor, IngestSettings
 from proxy.lifecycle import BlobLifecycle
+from proxy.ops.health import (
+    ReadinessProbe,
+    database_check,
+    offline_check,
+    store_check,
+    upstream_check,
+)
+from proxy.ops.metrics import Metrics
 from proxy.ops.notify import Notifier
+from proxy.ops.tallies import TallyReader
 from proxy.ops.watch import Watch
 from proxy.scanning import (
     FeedScanFactory,
@@ -42,7 +59,9 @@ from proxy.scanning import (
 )
 from proxy.services import Services
 from proxy.store import db
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobStore
+from proxy.store.blob_stores import open_blob_store
+from proxy.store.blobs import LocalBlobStore
 from proxy.store.repository import Repository
 from proxy.store.review import ReviewQueries
 from proxy.store.signatures import SignatureRecords
@@ -55,6 +74,7 @@ from proxy.trust.lineage import Lineage
 from proxy.trust.pins import Pins
 from proxy.trust.policy_gate import PolicyGate
 from proxy.trust.policy_source import PolicySource
+from proxy.trust.risk_hold import RiskHold
 from proxy.trust.signature_files import MirrorFiles
 from proxy.trust.signatures import Signatures
 from proxy.trust.waiver_sweep import INTERVAL_S as WAIVER_SWEEP_INTERVAL_S
@@ -67,6 +87,7 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 NOTIFIER = web.AppKey("notifier", Notifier)
 STREAM_SCANS = web.AppKey("stream_scans", StreamScanPool)
+BLOB_STORE: web.AppKey[BlobStore] = web.AppKey("blob_store")
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -78,20 +99,27 @@ def create_app(
 
     `stream_scan` replaces the stream scan worker pool by scans run in this process: for
     fault-injection tests only (a hostile file could then take the server down)."""
+    metrics = Metrics()  # this app's own registry: never prometheus_client's global one
     app = web.Application(
-        middlewares=[keepalive_limit, error_middleware], client_max_size=MAX_REQUEST_BODY_BYTES
+        middlewares=[observe_requests(metrics), keepalive_limit, error_middleware],
+        client_max_size=MAX_REQUEST_BODY_BYTES,
     )
+    app[METRICS] = metrics
+    app.on_response_prepare.append(on_answer(metrics))
     app.cleanup_ctx.append(_database(settings))
     app.cleanup_ctx.append(_http_session(settings))
     if settings.notify.webhook_urls:
         app.cleanup_ctx.append(_notifier(settings))
     app.cleanup_ctx.append(_stream_scans(settings))
+    app.cleanup_ctx.append(_blob_store(settings))
     app.cleanup_ctx.append(_services(settings, stream_scan))
     app.cleanup_ctx.append(cursor_signer(settings))
+    app.cleanup_ctx.append(_monitoring(settings))
     app[FLIGHTS] = Flights()  # resolve GETs in flight, shared by identical ones
     app.on_shutdown.append(_drain_ingests)
     app.add_subapp("/admin/api/", admin_api())  # before the hub's catch-all write route
     add_admin_pages(app)  # /admin/ pages, likewise before the hub routes
+    add_monitoring_routes(app, settings.metrics)  # /readyz, /metrics: before the catch-alls
     add_hub_routes(app)
     return app
 
@@ -123,7 +151,11 @@ def _database(settings: Settings) -> CleanupCtx:
 def _http_session(settings: Settings) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         connector = aiohttp.TCPConnector(limit=100, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            trace_configs=[app[METRICS].upstream_trace()],  # upstream requests and errors
+        )
         app[HTTP] = session
         try:
             yield
@@ -160,7 +192,7 @@ def _stream_scans(settings: Settings) -> CleanupCtx:
     behind are gone, and killed after the ingests that use them have stopped."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        scan_dir = BlobStore(settings.data_dir).tmp_dir
+        scan_dir = LocalBlobStore(settings.data_dir).tmp_dir
         await asyncio.to_thread(kill_leftover_workers, scan_dir)  # a killed run's workers
         scan = settings.scan
         limits = StreamLimits(
@@ -177,6 +209,46 @@ def _stream_scans(settings: Settings) -> CleanupCtx:
             yield
         finally:
             await pool.close()
+
+    return ctx
+
+
+def _blob_store(settings: Settings) -> CleanupCtx:
+    """The blob store `[store]` names (its S3 connections closed at the end), cleaned of what a
+    stopped run left before anything is ingested."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with open_blob_store(settings.data_dir, settings.store) as store:
+            await store.start()
+            app[BLOB_STORE] = store
+            yield
+
+    return ctx
+
+
+def _monitoring(settings: Settings) -> CleanupCtx:
+    """What /metrics and /readyz read: database counts and readiness checks, each cached a few
+    seconds (pollers cost one read per interval), their reads in progress stopped at the end."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        engine = app[ENGINE]
+        upstream = (
+            offline_check()
+            if settings.offline
+            else upstream_check(app[HTTP], settings.upstream, timeout_s=2.0)
+        )
+        checks = {
+            "database": database_check(engine),
+            "store": store_check(app[BLOB_STORE]),
+            "upstream": upstream,
+        }
+        monitoring = Monitoring(TallyReader(db.read_session_maker(engine)), ReadinessProbe(checks))
+        app[MONITORING] = monitoring
+        try:
+            yield
+        finally:
+            await monitoring.readiness.close()
+            await monitoring.tallies.close()
 
     return ctx
 
@@ -223,8 +295,7 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             db.read_session_maker(engine),
             on_audit=notifier.on_audit if notifier is not None else None,
         )
-        store = BlobStore(settings.data_dir)
-        await asyncio.to_thread(store.prepare)
+        store = app[BLOB_STORE]
         upstream = _upstream(settings, app[HTTP])
         waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
         signatures = Signatures(  # raises ConfigError on an unusable trusted key or trust config
@@ -240,6 +311,7 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             settings.contact,
             public_url=settings.public_url,
             notice=settings.admin.held_message,
+            lease_s=settings.ingest.lease_s,
         )
         await lifecycle.forget_unfinished()
         identities = Identities(
@@ -261,7 +333,8 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
         )
         scan = settings.scan
         scanner = ScannerPool(
-            ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers)
+            ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers),
+            on_scanned=app[METRICS].scanned,
         )
         ingest = settings.ingest
         stream_scans: StreamScans = (
@@ -284,14 +357,20 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
                 retry_backoff_s=ingest.retry_backoff_s,
                 retry_backoff_max_s=ingest.retry_backoff_max_s,
                 shutdown_grace_s=ingest.shutdown_grace_s,
+                parallel_threshold_bytes=settings.fetch.parallel_threshold_bytes,
+                parallel_connections=settings.fetch.parallel_connections,
             ),
         )
         delivery = Delivery(
             catalog, repository, store, ingestor, gate, lifecycle, ingest.retry_after_s
         )
         # The signature file is fetched like any file, by the ingestor, which needs the policy
-        # gate that asks for it: connected once both exist.
-        signatures.connect(MirrorFiles(catalog, ingestor, repository, store))
+        # gate that asks for it: connected once both exist. So are the licence files the risk
+        # cards of `[policy] max_risk` read.
+        mirror_files = MirrorFiles(catalog, ingestor, repository, store)
+        signatures.connect(mirror_files)
+        risk_cards = _risk_cards(settings, engine, repository, store, upstream, mirror_files)
+        policy_gate.use_risk(RiskHold(risk_cards.hold_facts, first_commit=risk_cards.first_commit))
         review = Review(
             repository,
             ReviewQueries(db.session_maker(engine), db.read_session_maker(engine)),
@@ -313,8 +392,9 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
             review=review,
             identities=identities,
             access_list=access_list,
-            risk_cards=_risk_cards(settings, engine, repository, store, upstream),
+            risk_cards=risk_cards,
             watches=WatchRecords(db.session_maker(engine), db.read_session_maker(engine)),
+            signatures=signatures,
         )
         sweeper = asyncio.create_task(_sweep_waivers(review), name="waiver-sweep")
         watcher = _start_watch(settings, app[SERVICES])
@@ -337,8 +417,10 @@ def _risk_cards(
     repository: Repository,
     store: BlobStore,
     upstream: Upstream | None,
+    files: MirrorFiles,
 ) -> RiskCards:
-    """The risk card service, with the few cached upstream calls it makes (none offline)."""
+    """The risk card service, with the few cached upstream calls it makes (none offline) and
+    the mirror's fetching path (`max_risk` reads licence files not mirrored yet)."""
     policies = PolicySource(settings.policy)
     return RiskCards(
         repository,
@@ -350,6 +432,7 @@ def _risk_cards(
         signatures=recorded_signatures(
             SignatureRecords(db.session_maker(engine), db.read_session_maker(engine))
         ),
+        files=files,
     )
 
 

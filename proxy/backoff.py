@@ -24,6 +24,13 @@ from proxy.errors import (
 
 MAX_REMEMBERED = 10_000
 BACKOFF_STATUS = 503
+MAX_RESUME_DELAY_S = 3.0
+
+
+def resume_delay_s(attempt: int) -> float:
+    """Seconds before resuming a body that broke off mid-ingest (whole file or one range):
+    1 s after the first failure, growing to MAX_RESUME_DELAY_S."""
+    return float(min(max(attempt, 1), MAX_RESUME_DELAY_S))
 
 
 class FetchBackoff(UpstreamUnavailable):

@@ -171,6 +171,13 @@ class Catalog:
         self._recorded: TtlCache[tuple[RepoRef, str], tuple[RepoRecord, RepoInfo]] = TtlCache(
             max(ttl_s, WARM_TTL_S), clock
         )
+        # Which upstream answer (by identity: the info cache hands out the same object) was
+        # last recorded for (repo, revision): a repeated lookup then neither writes nor reads.
+        # Kept only for the warm caches' second, so the database stays the truth (issue 9).
+        self._recorded_answers: TtlCache[tuple[RepoRef, str], tuple[RepoInfo, RepoRecord]] = (
+            TtlCache(WARM_TTL_S, clock)
+        )
+        self._approved_heads: TtlCache[tuple[int, str, str], bool] = TtlCache(WARM_TTL_S, clock)
         self._entries: TtlCache[tuple[int, str, str], TreeEntry] = TtlCache(IMMUTABLE_TTL_S, clock)
         self._absent: TtlCache[tuple[int, str, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
         self._kinds: TtlCache[tuple[int, str], bool] = TtlCache(IMMUTABLE_TTL_S, clock)
@@ -235,20 +242,40 @@ class Catalog:
     async def _served_commit(self, record: RepoRecord, name: str, head: str, caller: Caller) -> str:
         if self._guard is None or name.startswith("refs/"):
             return head
+        if self._approved_heads.get((record.pk, name, head)):
+            return head  # approved moments ago: decisions apply within the warm second
 
         async def entries_at(paths: list[str]) -> list[TreeEntry]:
             return await self.entries(Resolved(record, head), paths, caller)
 
-        return await self._guard.served_commit(record, name, head, entries_at, caller.token)
+        served = await self._guard.served_commit(record, name, head, entries_at, caller.token)
+        if served == head:
+            self._approved_heads.put((record.pk, name, head), True)
+        return served
 
     async def _record_info(
+        self, repo: RepoRef, info: RepoInfo, revision: Revision | None, caller: Caller
+    ) -> RepoRecord:
+        """Record what upstream said, writing only what changed (issue 9: a repeated lookup
+        writes nothing); the very answer recorded moments ago is not even compared again."""
+        key = (repo, revision.name if revision is not None else "")
+        remembered = self._recorded_answers.get(key)
+        if remembered is not None and remembered[0] is info:
+            return remembered[1]
+        record = await self._record_changes(repo, info, revision, caller)
+        self._recorded_answers.put(key, (info, record))
+        return record
+
+    async def _record_changes(
         self, repo: RepoRef, info: RepoInfo, revision: Revision | None, caller: Caller
     ) -> RepoRecord:
         record = await self._db.upsert_repo(
             repo, private=info.private, gated=str(info.gated).lower()
         )
-        is_new = await self._db.get_commit(record.pk, info.sha) is None
-        await self._db.save_commit(record.pk, info.sha, dict(info.raw))
+        commit = await self._db.get_commit(record.pk, info.sha)
+        is_new = commit is None
+        if commit is None or commit.info is None:
+            await self._db.save_commit(record.pk, info.sha, dict(info.raw))
         guard = self._guard
         if revision is None or not revision.is_commit:
             name = revision.name if revision is not None else ""

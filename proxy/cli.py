@@ -71,6 +71,7 @@ Command = Callable[[argparse.Namespace], int]
 SETTING_FLAGS = {
     "host": "host",
     "port": "port",
+    "workers": "workers",
     "data_dir": "data_dir",
     "upstream": "upstream",
     "offline": "offline",
@@ -205,6 +206,12 @@ def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     _add_config_option(parser)
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default 1; see config.example.toml)",
+    )
     parser.add_argument("--upstream", metavar="URL", help="the Hub to mirror")
     parser.add_argument(
         "--offline",
@@ -217,7 +224,7 @@ def _serve_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _prepare_data_dir(settings.data_dir)
     from proxy.app import create_app  # imported late: `hubwarden db`/`scan` need no server
 
@@ -229,11 +236,45 @@ def _serve(args: argparse.Namespace) -> int:
         upstream,
         settings.data_dir,
     )
+    if settings.workers > 1:
+        return _serve_workers(settings)
     asyncio.run(_run_server(create_app(settings), settings))
     return EXIT_OK
 
 
-async def _run_server(app: web.Application, settings: Settings) -> None:
+def _serve_workers(settings: Settings) -> int:
+    """`serve --workers N`: migrate once, bind the port N times, fork and supervise."""
+    from proxy.app import create_app
+    from proxy.store import db
+    from proxy.workers import Supervisor, bind_sockets
+
+    async def upgrade() -> None:  # here, so that the workers do not race to migrate
+        engine = db.create_engine(settings.effective_database_url)
+        try:
+            await db.upgrade_schema(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(upgrade())
+    try:
+        sockets = bind_sockets(settings.host, settings.port, settings.workers)
+    except OSError as exc:
+        raise ListenFailed(settings.host, settings.port, exc) from exc
+
+    def run_worker(sock: socket.socket) -> int:
+        try:
+            asyncio.run(_run_server(create_app(settings), settings, sock))
+        except HubwardenError as exc:
+            return _fail(exc.message, EXIT_FAILED)
+        return EXIT_OK
+
+    logger.info("starting %d workers", settings.workers)
+    return Supervisor(sockets, run_worker).run()
+
+
+async def _run_server(
+    app: web.Application, settings: Settings, sock: socket.socket | None = None
+) -> None:
     """Start the app's services, listen, say where clients point HF_ENDPOINT, and serve until
     SIGINT or SIGTERM; then stop gracefully.
 
@@ -264,11 +305,11 @@ async def _run_server(app: web.Application, settings: Settings) -> None:
         if stop.is_set():  # asked to stop while starting: do not listen
             return
         try:
-            await server.listen(settings.host, settings.port)
+            port = await server.listen(settings.host, settings.port, sock)
         except OSError as exc:
             raise ListenFailed(settings.host, settings.port, exc) from exc
         logger.info("clients need only HF_ENDPOINT=%s", _client_endpoint(settings))
-        logger.info("ready: listening on %s:%d", settings.host, settings.port)
+        logger.info("ready: listening on %s:%d", settings.host, port)
         await stop.wait()
         logger.info("stopping")
     finally:
@@ -362,7 +403,7 @@ def _db_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _require_data_dir(settings)
     asyncio.run(_upgrade(settings))
     return EXIT_OK
@@ -381,7 +422,7 @@ async def _upgrade(settings: Settings) -> None:
 
 def _db_current(args: argparse.Namespace) -> int:
     settings = load_cli_settings(args)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     _require_data_dir(settings)
     database = _sqlite_file(settings)
     current: str | None = None
@@ -437,7 +478,8 @@ def _policy_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
     actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check",
-        help="what the policy would do with each file of a repo (reads metadata, no file)",
+        help="what the policy would do with each file of a repo (reads metadata and the "
+        "signature file, no other file)",
         description="Exit 0: every file would be served; 1: a file would be held or refused, "
         "or the upstream failed; 2: bad usage or configuration.",
     )

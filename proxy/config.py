@@ -50,6 +50,9 @@ _FALSE = frozenset({"false", "0", "no"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _HOST = re.compile(r"[A-Za-z0-9.:%_\[\]-]{1,253}")
 _TRUSTED_HOST = re.compile(r"(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_KEY_PREFIX = re.compile(r"[A-Za-z0-9!_.*'()/-]{1,200}")
+_REGION = re.compile(r"[a-z0-9-]{1,40}")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _DATABASE_SCHEMES = {
     "sqlite": SQLITE_DRIVER,
@@ -114,6 +117,24 @@ class NewRepos(enum.StrEnum):
     REVIEW = "review"
 
 
+class MaxRisk(enum.StrEnum):
+    """The highest risk card rating a repo may have and still be served (`[policy] max_risk`):
+    a repo rated above it has its files held; "off" compares nothing ("high" allows every
+    rating too, but the risk card shows the limit)."""
+
+    OFF = "off"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class LogFormat(enum.StrEnum):
+    """How log records are written to stderr: one text line, or one JSON object per line."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
 # The policy rules a refusal names, and that `audit_rules` may put in audit mode ("*": all).
 POLICY_RULES = (
     "allow_publishers",
@@ -130,6 +151,7 @@ POLICY_RULES = (
     "require_signature",
     "signature_invalid",
     "uncovered_files",
+    "max_risk",
 )
 
 
@@ -276,6 +298,12 @@ class FetchSettings:
     chunk_bytes: int = field(default=MiB, metadata=_rule(minimum=4096, maximum=256 * MiB))
     access_ttl_s: float = field(default=300.0, metadata=_rule(minimum=0, maximum=86400))
     anonymous_uses_service_token: bool = field(default=False, metadata=_rule())
+    # Files this large (and every file over the client's 50 GB plain-HTTP cap) are fetched with
+    # `parallel_connections` concurrent Range requests (issue 9 item 4).
+    parallel_threshold_bytes: int = field(
+        default=64 * MiB, metadata=_rule(minimum=64 * 1024, maximum=MAX_INT)
+    )
+    parallel_connections: int = field(default=4, metadata=_rule(minimum=1, maximum=32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,6 +323,7 @@ class IngestSettings:
     retry_backoff_s: float = field(default=10.0, metadata=_rule(minimum=0, maximum=3600))
     retry_backoff_max_s: float = field(default=300.0, metadata=_rule(minimum=0, maximum=86400))
     shutdown_grace_s: float = field(default=30.0, metadata=_rule(minimum=0, maximum=3600))
+    lease_s: float = field(default=30.0, metadata=_rule(minimum=1, maximum=3600))
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +371,7 @@ class PolicySettings:
     opaque_data: RuleAction = field(default=RuleAction.ALLOW, metadata=_rule())
     torchscript: RuleAction = field(default=RuleAction.ALLOW, metadata=_rule())
     new_repos: NewRepos = field(default=NewRepos.AUTO, metadata=_rule())
+    max_risk: MaxRisk = field(default=MaxRisk.OFF, metadata=_rule())
     audit_rules: tuple[str, ...] = field(
         default=(),
         metadata=_rule(
@@ -386,6 +416,18 @@ class NotifySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """`/metrics` for Prometheus (`[metrics]`, `HUBWARDEN_METRICS_*`). With a token, a scrape
+    must send `Authorization: Bearer <token>`."""
+
+    enabled: bool = field(default=True, metadata=_rule())
+    token: Secret | None = field(
+        default=None,
+        metadata=_rule(check=_token, sensitive=True, allowed="a bearer token the scraper sends"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class WatchSettings:
     """The upstream watch: mirrored branches and tags checked for new upstream commits (`[watch]`,
     `HUBWARDEN_WATCH_*`); never in offline mode."""
@@ -394,6 +436,74 @@ class WatchSettings:
     pause_s: float = field(default=1.0, metadata=_rule(minimum=0, maximum=3600))
     prefetch: bool = field(default=False, metadata=_rule())
     prefetch_jobs: int = field(default=2, metadata=_rule(minimum=1, maximum=64))
+
+
+class StoreKind(enum.StrEnum):
+    """Where blobs are kept (`[store] kind`)."""
+
+    LOCAL = "local"
+    S3 = "s3"
+
+
+def _bucket(value: object) -> object:
+    """Empty (unset) or an S3 bucket name: 3 to 63 lowercase letters, digits, dots, hyphens."""
+    text = str(value)
+    if text and not _BUCKET.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+def _key_prefix(value: object) -> object:
+    """Empty or a key prefix such as "hubwarden/": safe characters, no empty, "." or ".."
+    segment, no leading "/"; a missing trailing "/" is added."""
+    text = str(value)
+    if not text:
+        return text
+    segments = text.removesuffix("/").split("/")
+    if not _KEY_PREFIX.fullmatch(text) or any(s in ("", ".", "..") for s in segments):
+        raise ValueError(text)
+    return text if text.endswith("/") else text + "/"
+
+
+def _region(value: object) -> object:
+    text = str(value)
+    if text and not _REGION.fullmatch(text):
+        raise ValueError(text)
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    """Where blobs are kept (`[store]`, `HUBWARDEN_STORE_*`): the data directory, or an
+    S3-compatible bucket (temp files and scans stay in the data directory either way)."""
+
+    kind: StoreKind = field(default=StoreKind.LOCAL, metadata=_rule(allowed="local or s3"))
+    bucket: str = field(
+        default="", metadata=_rule(check=_bucket, allowed="an S3 bucket name, e.g. hubwarden")
+    )
+    prefix: str = field(
+        default="",
+        metadata=_rule(check=_key_prefix, allowed='a key prefix such as "mirror/" (no "..")'),
+    )
+    endpoint_url: str | None = field(
+        default=None, metadata=_rule(check=_http_url, allowed="an http(s) URL")
+    )
+    region: str = field(
+        default="", metadata=_rule(check=_region, allowed="a region name, e.g. us-east-1")
+    )
+    access_key_id: Secret | None = field(
+        default=None, metadata=_rule(check=_token, sensitive=True, allowed="an access key id")
+    )
+    secret_access_key: Secret | None = field(
+        default=None, metadata=_rule(check=_token, sensitive=True, allowed="a secret access key")
+    )
+    presign: bool = field(default=False, metadata=_rule())
+    presign_ttl_s: int = field(default=300, metadata=_rule(minimum=1, maximum=7 * 86400))
+    part_size_bytes: int = field(
+        default=16 * MiB, metadata=_rule(minimum=5 * MiB, maximum=5 * 1024 * MiB)
+    )
+    upload_grace_s: float = field(default=86400.0, metadata=_rule(minimum=60, maximum=30 * 86400))
+    timeout_s: float = field(default=60.0, metadata=_rule(above_zero=True, maximum=3600))
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +612,7 @@ class Settings:
         default="127.0.0.1", metadata=_rule(check=_host, allowed="a host name or IP address")
     )
     port: int = field(default=8080, metadata=_rule(minimum=1, maximum=65535))
+    workers: int = field(default=1, metadata=_rule(minimum=1, maximum=64))
     public_url: str | None = field(
         default=None, metadata=_rule(check=_http_url, allowed="an http(s) URL")
     )
@@ -543,6 +654,7 @@ class Settings:
     log_level: str = field(
         default="INFO", metadata=_rule(check=_log_level, allowed=", ".join(_LOG_LEVELS))
     )
+    log_format: LogFormat = field(default=LogFormat.TEXT, metadata=_rule())
     contact: str = field(
         default="your Hubwarden administrator",
         metadata=_rule(
@@ -558,6 +670,8 @@ class Settings:
     admin: AdminSettings = field(default_factory=AdminSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
     signing: SigningSettings = field(default_factory=SigningSettings)
 
     @property
@@ -576,6 +690,8 @@ SECTIONS: dict[str, type[typing.Any]] = {
     "admin": AdminSettings,
     "notify": NotifySettings,
     "watch": WatchSettings,
+    "metrics": MetricsSettings,
+    "store": StoreSettings,
     "signing": SigningSettings,
 }
 

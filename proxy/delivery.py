@@ -18,7 +18,7 @@ from proxy.ingest import IngestJob, Ingestor, IngestSpec
 from proxy.lifecycle import BlobLifecycle
 from proxy.metadata import TreeEntry
 from proxy.repos import RepoPath, RepoRef, Revision
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobStore
 from proxy.store.models import BlobState
 from proxy.store.repository import Repository
 from proxy.trust.gate import Gate
@@ -42,8 +42,12 @@ class FileTarget:
 
 @dataclass(frozen=True, slots=True)
 class ReleasedBlob:
+    """A released blob to send: from `path` by sendfile (local store), else from the store
+    (`BlobStore.read_released`, `presigned_url`)."""
+
     target: FileTarget
-    path: Path
+    path: Path | None
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +77,7 @@ class Delivery:
         self._gate = gate
         self._retry_after_s = retry_after_s
         self._released: TtlCache[str, str] = TtlCache(WARM_TTL_S)  # etag -> sha256
-        self._paths: dict[str, Path] = {}  # sha256 -> released path (derived, never stale)
+        self._paths: dict[str, Path | None] = {}  # sha256 -> local file (derived, never stale)
         # The warm path: (raw request path, caller key) -> released blob, checked at most
         # WARM_TTL_S ago, and only while no block was placed since (the gate's generation).
         self._warm: TtlCache[tuple[str, str], tuple[int, ReleasedBlob]] = TtlCache(WARM_TTL_S)
@@ -150,12 +154,13 @@ class Delivery:
         await self._gate.after_release(
             target.resolved.repo, target.commit, target.entry, caller.token
         )
-        path = self._paths.get(sha256)
-        if path is None:
+        if sha256 in self._paths:
+            path = self._paths[sha256]
+        else:
             if len(self._paths) >= MAX_CACHED_PATHS:
                 self._paths.clear()
-            path = self._paths[sha256] = self._store.released_path(sha256)
-        return ReleasedBlob(target, path)
+            path = self._paths[sha256] = self._store.released_file(sha256)
+        return ReleasedBlob(target, path, sha256)
 
     @staticmethod
     def _spec(target: FileTarget, caller: Caller) -> IngestSpec:

@@ -7,7 +7,9 @@ how far the file is written; it reads and scans those bytes in a worker process
 (`proxy.stream_scans`), never here, and the download does not wait for it. Clients that ask
 meanwhile read the temp file as it grows, but only as far as `sendable()` allows: what the stream
 scan cleared, minus a held-back tail, until the verdict. The blob row in the database (state
-`fetching`/`scanning`) is the claim that makes the ingest single-flight.
+`fetching`/`scanning`) is the claim that makes the ingest single-flight. A large file is fetched
+by concurrent Range requests instead (`proxy.ranged_fetch`); `flushed` is then the contiguous
+prefix, hashed in order, so readers and the stream scan see the same thing either way.
 
 Every ingest ends in a state a person or a retry can act on (issue 10): verified bytes whose scan
 or verdict failed are held for review with an ERROR finding; anything before that (upstream
@@ -24,27 +26,37 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from proxy.backoff import Backoffs
+from proxy.backoff import Backoffs, resume_delay_s
 from proxy.errors import HubwardenError, IntegrityError, UpstreamUnavailable
 from proxy.lifecycle import BlobLifecycle, BlobOrigin, Settlement, StateNotRecorded
 from proxy.metadata import TreeEntry
+from proxy.ranged_fetch import (
+    RangedFetch,
+    RangedLimits,
+    RangesIgnored,
+    in_thread_to_the_end,
+)
 from proxy.scanning import Clearance, ScannerPool, StreamScanLike, StreamScans, failed_report
-from proxy.store.blobs import BlobStore, StoreFull
+from proxy.store.blob_protocol import BlobStore
+from proxy.store.blobs import StoreFull
 from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord, RepoRecord
 from proxy.trust.gate import Gate
 from proxy.upstream import Upstream
+from proxy.upstream_body import FileLocation, UpstreamBody
 from scanners.report import ScanReport
 
 logger = logging.getLogger(__name__)
 
 FIRST_BATCH_BYTES = 256 * 1024
 SYNC_EVERY_BYTES = 64 * 1024 * 1024
+HASH_READ_BYTES = 4 * 1024 * 1024
 
 
 __all__ = ["IngestJob", "IngestSettings", "IngestSpec", "Ingestor", "StreamScanLike"]
@@ -62,6 +74,17 @@ class IngestSettings:
     retry_backoff_s: float = 0.0
     retry_backoff_max_s: float = 0.0
     shutdown_grace_s: float = 0.0
+    parallel_threshold_bytes: int = 64 * 1024 * 1024
+    parallel_connections: int = 4
+
+    def ranged_limits(self) -> RangedLimits:
+        return RangedLimits(
+            connections=self.parallel_connections,
+            threshold_bytes=self.parallel_threshold_bytes,
+            batch_bytes=self.write_batch_bytes,
+            chunk_bytes=self.chunk_bytes,
+            retries=self.retries,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +207,11 @@ class Ingestor:
     def job(self, etag: str) -> IngestJob | None:
         return self._jobs.get(etag)
 
+    @property
+    def in_flight(self) -> int:
+        """Ingests running in this process (the `hubwarden_ingests_in_flight` gauge)."""
+        return len(self._jobs)
+
     async def start(self, spec: IngestSpec) -> IngestJob | None:
         """Start the ingest of a blob unless one runs; returns the running job (None when another
         replica or a finished ingest holds the claim). Raises FetchBackoff (or
@@ -276,17 +304,26 @@ class Ingestor:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, job: _StreamedJob) -> None:
-        try:
-            await self._ingest(job)
-        except asyncio.CancelledError:
-            stopping = UpstreamUnavailable("the mirror is stopping; retry in a moment", status=503)
-            await asyncio.shield(self._give_up(job, stopping, patient=False))
-            raise
-        finally:
-            # The final verdict comes from the full scan; the stream scan only cleared bytes.
-            job.stream.close()
-            self._jobs.pop(job.etag, None)
-            await job.notify()
+        task, lost = asyncio.current_task(), asyncio.Event()
+
+        def lease_lost() -> None:  # another replica took the blob over: stop fetching it
+            lost.set()
+            if task is not None:
+                task.cancel()
+
+        async with self._lifecycle.keep_lease(job.etag, lease_lost):
+            try:
+                await self._ingest(job)
+            except asyncio.CancelledError:
+                why = "another replica took this file over" if lost.is_set() else "stopping"
+                ended = UpstreamUnavailable(f"the mirror is {why}; retry in a moment", status=503)
+                await asyncio.shield(self._give_up(job, ended, patient=False))
+                raise
+            finally:
+                # The final verdict comes from the full scan; the stream scan only cleared bytes.
+                job.stream.close()
+                self._jobs.pop(job.etag, None)
+                await job.notify()
 
     async def _ingest(self, job: _StreamedJob) -> None:
         """Fetch and verify, then scan and settle; every failure ends the blob's ingest in a
@@ -331,25 +368,71 @@ class Ingestor:
             digests.git_sha1 = hashlib.sha1(  # noqa: S324 - the git blob id the protocol fixes
                 f"blob {entry.size}\0".encode()
             )
-        attempts = 0
-        fd = os.open(job.temp, os.O_WRONLY)
+        fd = os.open(job.temp, os.O_RDWR)  # read too: a ranged fetch hashes what it wrote
         try:
-            while True:
-                try:
-                    await self._fetch_from(job, fd, digests)
-                    break
-                except StoreFull:
-                    raise
-                except UpstreamUnavailable:
-                    attempts += 1
-                    if attempts > self._settings.retries:
-                        raise
-                    logger.warning("resuming %s at byte %d", entry.path, job.flushed)
-                    await asyncio.sleep(min(attempts, 3))
+            if not self._settings.ranged_limits().applies_to(entry.size):
+                await self._fetch_whole(job, fd, digests)
+            elif not await self._fetch_ranged(job, fd, digests):
+                logger.warning("upstream ignores ranges of %s: one plain GET", entry.path)
+                await self._fetch_whole(job, fd, digests)
         finally:
             os.close(fd)
         self._verify(job, digests)
         return digests
+
+    async def _fetch_whole(self, job: _StreamedJob, fd: int, digests: _Digests) -> None:
+        """One GET, resumed by a Range from the last byte written when it breaks off."""
+        attempts = 0
+        while True:
+            try:
+                await self._fetch_from(job, fd, digests)
+                return
+            except StoreFull:
+                raise
+            except UpstreamUnavailable:
+                attempts += 1
+                if attempts > self._settings.retries:
+                    raise
+                logger.warning("resuming %s at byte %d", job.spec.entry.path, job.flushed)
+                await asyncio.sleep(resume_delay_s(attempts))
+
+    async def _fetch_ranged(self, job: _StreamedJob, fd: int, digests: _Digests) -> bool:
+        """Concurrent Range requests written in place (proxy.ranged_fetch); the contiguous
+        prefix is hashed in order and only then handed to readers and the stream scan. False
+        when the upstream ignores ranges before anything was written (fetch it whole)."""
+        upstream, spec = self._upstream, job.spec
+        assert upstream is not None
+
+        def open_span(
+            start: int, end: int, location: FileLocation | None
+        ) -> AbstractAsyncContextManager[UpstreamBody]:
+            return upstream.open_file(
+                spec.repo.ref, spec.commit, spec.entry.path, spec.token,
+                start=start, end=end, location=location,
+            )  # fmt: skip
+
+        buffer = bytearray(HASH_READ_BYTES)  # reused: no allocation per read (peak RSS)
+
+        async def advance(prefix: int) -> None:
+            await in_thread_to_the_end(_hash_written, fd, (job.flushed, prefix), digests, buffer)
+            job.flushed = prefix
+            await job.stream.written(prefix)
+            job.changed()
+
+        fetch = RangedFetch(
+            open_span, fd, job.size, spec.entry.path, self._settings.ranged_limits()
+        )
+        try:
+            await fetch.run(advance)
+        except RangesIgnored:
+            if fetch.untouched and job.flushed == 0:
+                return False
+            raise
+        except OSError as exc:  # ENOSPC, EIO: the store, not the upstream, failed
+            free = await asyncio.to_thread(self._store.free_bytes)
+            reason = exc.strerror or str(exc)
+            raise StoreFull(spec.entry.path, job.size, free, 0, reason=reason) from exc
+        return True
 
     async def _fetch_from(self, job: _StreamedJob, fd: int, digests: _Digests) -> None:
         assert self._upstream is not None
@@ -365,7 +448,7 @@ class Ingestor:
             if start and body.status != 206:
                 raise UpstreamUnavailable("upstream ignored the Range of a resumed download")
             try:
-                async for chunk in body.content.iter_chunked(self._settings.chunk_bytes):
+                async for chunk in body.chunks(self._settings.chunk_bytes):
                     batch.append(chunk)
                     batched += len(chunk)
                     if job.flushed + batched > entry.size:
@@ -382,13 +465,8 @@ class Ingestor:
                     if batched >= limit or now - last_flush > 0.5:
                         await self._write(job, fd, digests, batch)
                         batch, batched, last_flush = [], 0, now
-            except (TimeoutError, ConnectionError, OSError) as exc:
+            except UpstreamUnavailable:  # keep what arrived: the retry resumes after it
                 await self._write(job, fd, digests, batch)
-                raise UpstreamUnavailable(f"upstream body broke off: {exc!r}") from exc
-            except Exception as exc:
-                if exc.__class__.__module__.startswith("aiohttp"):
-                    await self._write(job, fd, digests, batch)
-                    raise UpstreamUnavailable(f"upstream body broke off: {exc!r}") from exc
                 raise
         await self._write(job, fd, digests, batch)
 
@@ -470,6 +548,24 @@ class Ingestor:
         wait_s = self._backoffs.failed(job.etag, exc)
         if wait_s:
             logger.info("blob %s is fetched again in %.0f s at the earliest", job.etag, wait_s)
+
+
+def _hash_written(fd: int, span: tuple[int, int], digests: _Digests, buffer: bytearray) -> None:
+    """On a worker thread: hash bytes [start, end) of the file, already written, in order."""
+    position, end = span
+    view = memoryview(buffer)
+    while position < end:
+        got = os.preadv(fd, [view[: min(len(view), end - position)]], position)
+        if got <= 0:
+            raise OSError(f"the temp file ends at {position}, before {end}")
+        digests.sha256.update(view[:got])
+        if digests.git_sha1 is not None:
+            digests.git_sha1.update(view[:got])
+        position += got
+        digests.unsynced += got
+    if digests.unsynced >= SYNC_EVERY_BYTES:
+        os.fdatasync(fd)  # as _write_batch: the fsync before the release must not stall
+        digests.unsynced = 0
 
 
 def _write_batch(fd: int, data: bytes, digests: _Digests) -> None:

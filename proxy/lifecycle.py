@@ -5,7 +5,11 @@ message, happens here and nowhere else (DESIGN.md, "One blob lifecycle").
                          │ bytes differ from what upstream advertised ──▶ rejected (repo blocked)
                          ├ upstream trouble, disk full, stop ──▶ absent again (abandoned; a retry
                          │                                       refetches, after a backoff)
-                         └ owner process gone (crash, kill -9) ──▶ absent (`take_over_stale`)
+                         └ owner gone (crash, kill -9) or its lease expired ──▶ fetching
+                           again under a new lease (`take_over_stale`)
+
+Every write of an ingest is fenced by its lease (proxy.store.leases): one that lost its lease to
+another replica writes nothing and ends with LeaseLost.
 
 Database writes of a transition are retried when the database refuses them for a while (disk
 full, connection lost): a write that still fails raises `StateNotRecorded`, except abandoning,
@@ -18,7 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -28,7 +32,8 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from proxy.errors import Held, HubwardenError, IntegrityError, shown
 from proxy.metadata import TreeEntry
 from proxy.ops.owners import Liveness, is_alive, this_process
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobPlace, BlobStore
+from proxy.store.leases import Lease, NewBlob
 from proxy.store.models import BlobState, BlockReason
 from proxy.store.repository import BlobRecord, RepoRecord, Repository
 from proxy.trust.blocks import SYSTEM_ACTOR, Blocks
@@ -42,6 +47,7 @@ T = TypeVar("T")
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 PATIENT_MAX_DELAY_S = 30.0
 _DB_REFUSED = (OperationalError, InterfaceError, OSError, TimeoutError)
+DEFAULT_LEASE_S = 30.0
 
 
 class StateNotRecorded(HubwardenError):
@@ -56,6 +62,14 @@ class StateNotRecorded(HubwardenError):
             "retry later, and if this persists ask its administrator to check the database "
             "and free space (hubwarden doctor)"
         )
+
+
+class LeaseLost(StateNotRecorded):
+    """Another replica took the blob over (this one stalled past its lease): nothing this
+    ingest writes any more counts."""
+
+    def __init__(self, etag: str, what: str) -> None:
+        super().__init__(etag, what, "another replica took this file over")
 
 
 async def recorded(
@@ -128,10 +142,16 @@ class BlobLifecycle:
         *,
         public_url: str | None = None,
         notice: str = "",
+        lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         """`public_url`: where clients reach the mirror (for the `/held/{id}` link; a path
-        alone without it); `notice`: `[admin] held_message`, appended to every refusal."""
+        alone without it); `notice`: `[admin] held_message`, appended to every refusal;
+        `lease_s`: how long an ingest's claim lasts unless renewed."""
         self._db = repository
+        self._leases = repository.blob_leases(lease_s)
+        self._held: dict[str, Lease] = {}  # etag → the lease an ingest of this process holds
+        self._taken: set[str] = set()  # taken over by take_over_stale, not yet launched
+        self._final: set[str] = set()  # writing their verdict: the lease ends on purpose
         self._store = store
         self._blocks = blocks
         self._contact = contact
@@ -159,11 +179,14 @@ class BlobLifecycle:
     async def claim(self, origin: BlobOrigin) -> bool:
         """absent → fetching; False when another task or replica holds the claim."""
         entry = origin.entry
-        claimed = await self._db.claim_blob(
-            entry.etag, entry.size, origin.repo.pk, entry.path, owner=this_process()
-        )
-        if not claimed:
+        if entry.etag in self._taken:  # take_over_stale made the row ours already
+            self._taken.discard(entry.etag)
+            return True
+        new = NewBlob(entry.etag, entry.size, origin.repo.pk, entry.path)
+        lease = await self._leases.claim(new, this_process())
+        if lease is None:
             return False
+        self._held[entry.etag] = lease
         logger.info(
             "blob %s (%s %s, %d bytes): absent -> fetching",
             entry.etag,
@@ -174,13 +197,15 @@ class BlobLifecycle:
         return True
 
     async def forget_unfinished(self) -> None:
-        """At start: fetching/scanning rows a stopped process left → absent (its temp files are
-        gone with `tmp/`). Rows a live process of this host owns (a server or `hubwarden
-        prefetch` beside this one on the same data directory) are left to it."""
+        """At start: fetching/scanning rows a stopped process of this host left → absent (its
+        temp files are gone with `tmp/`), and rows whose lease expired. Rows a live process
+        owns (a server or `hubwarden prefetch` beside this one, another replica) are left to
+        it: another replica's are judged by their lease alone."""
         forgotten = 0
         for blob in await self._db.list_blobs((BlobState.FETCHING, BlobState.SCANNING)):
             owner = blob.owner
-            if owner != this_process() and is_alive(owner) is Liveness.ALIVE:
+            dead = owner == this_process() or is_alive(owner) is Liveness.DEAD
+            if not dead and not await self._leases.expired(blob.etag):
                 continue
             forgotten += await self._db.forget_abandoned_blob(blob.etag, owner)
         if forgotten:
@@ -191,7 +216,7 @@ class BlobLifecycle:
         their bytes were refused as malicious or tampered)."""
         if blob.state is not BlobState.QUARANTINED or blob.sha256 is None:
             raise NotHeld(blob.pk, blob.state)
-        await asyncio.to_thread(self._store.release_from_quarantine, blob.sha256)
+        await self._store.release_held(blob.sha256)
         await self._db.set_blob_state(blob.etag, BlobState.RELEASED)
         await self._decided(blob, BlobState.RELEASED, actor, comment)
 
@@ -217,7 +242,7 @@ class BlobLifecycle:
             raise NotHeld(blob.pk, blob.state)
         state = settlement.state
         if state is BlobState.RELEASED:
-            await asyncio.to_thread(self._store.release_from_quarantine, blob.sha256)
+            await self._store.release_held(blob.sha256)
         await self._db.replace_findings(blob.pk, report.findings)
         reason = "" if state is BlobState.RELEASED else settlement.reason
         fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
@@ -238,7 +263,7 @@ class BlobLifecycle:
         again without it (its findings are unchanged; a reviewer decides afresh)."""
         if blob.state is not BlobState.RELEASED or blob.sha256 is None:
             raise NotHeld(blob.pk, blob.state)
-        await asyncio.to_thread(self._store.return_to_quarantine, blob.sha256)
+        await self._store.hold_again(blob.sha256)
         await self._db.set_blob_state(blob.etag, BlobState.QUARANTINED, reason=reason)
         await self._db.audit(
             actor,
@@ -281,14 +306,14 @@ class BlobLifecycle:
 
     async def unclaim(self, origin: BlobOrigin) -> None:
         """fetching → absent before any byte was fetched (no temp file could be made)."""
-        await self._db.forget_blob(origin.entry.etag)
+        await self._forget(origin.entry.etag)
         logger.warning("blob %s: fetching -> absent (no temp file)", origin.entry.etag)
 
     async def verified(self, origin: BlobOrigin, sha256: str) -> None:
         """fetching → scanning: the bytes hash to what upstream advertised.
         Raises StateNotRecorded."""
         etag = origin.entry.etag
-        await recorded(etag, "fetching -> scanning", lambda: self._db.set_blob_state(
+        await recorded(etag, "fetching -> scanning", lambda: self._set(
             etag, BlobState.SCANNING, sha256=sha256))  # fmt: skip
 
     async def settle(
@@ -301,12 +326,11 @@ class BlobLifecycle:
         await recorded(etag, "findings", lambda: self._db.add_findings(blob.pk, report.findings))
         fields = {"file_format": report.file_format[:32], "outcome": report.outcome.value}
         state = settlement.state
-        if state is BlobState.RELEASED:
-            await asyncio.to_thread(self._store.release, temp, blob.sha256)
-        else:
-            await asyncio.to_thread(self._store.quarantine, temp, blob.sha256)
+        await self._check_lease(etag, f"scanning -> {state.value}")
+        place = BlobPlace.RELEASED if state is BlobState.RELEASED else BlobPlace.QUARANTINED
+        await self._store.publish(temp, blob.sha256, place)
         reason = "" if state is BlobState.RELEASED else settlement.reason
-        await recorded(etag, f"scanning -> {state.value}", lambda: self._db.set_blob_state(
+        await recorded(etag, f"scanning -> {state.value}", lambda: self._set(
             etag, state, reason=reason, **fields))  # fmt: skip
         # The state is recorded: a lost audit event is logged (ERROR), not a failed ingest.
         with contextlib.suppress(StateNotRecorded):
@@ -351,9 +375,7 @@ class BlobLifecycle:
         entry = origin.entry
         await asyncio.to_thread(self._store.discard, temp)
         block = await self._blocks.place(origin.repo, BlockReason.TAMPERED, exc.message)
-        await self._db.set_blob_state(
-            entry.etag, BlobState.REJECTED, reason=f"tampered: {exc.message}"
-        )
+        await self._set(entry.etag, BlobState.REJECTED, reason=f"tampered: {exc.message}")
         blob = await self._db.get_blob(entry.etag)
         await self._db.audit(
             SYSTEM_ACTOR,
@@ -376,23 +398,96 @@ class BlobLifecycle:
             await asyncio.to_thread(self._store.discard, temp)
         except OSError as error:  # the row matters more; doctor finds the file
             logger.error("blob %s: temp file %s not removed: %s", etag, temp, error)
-        await recorded(etag, "fetching -> absent", lambda: self._db.forget_blob(etag),
+        await recorded(etag, "fetching -> absent", lambda: self._forget(etag),
                        patient=patient)  # fmt: skip
         logger.warning("blob %s: fetching -> abandoned (%s)", etag, shown(exc.message))
 
     async def take_over_stale(self, blob: BlobRecord) -> bool:
-        """fetching/scanning → absent when the process that claimed the blob is gone (killed)
-        or is this one and no longer runs its ingest. True when the row was removed."""
+        """fetching/scanning → fetching under a new lease of this process, when the process
+        that claimed the blob is gone (killed), is this one and no longer runs its ingest, or
+        stopped renewing its lease (another replica that died). True when the row is ours:
+        the next `claim` of it succeeds without a new row."""
         owner = blob.owner
-        if owner != this_process() and is_alive(owner) is not Liveness.DEAD:
+        gone = owner == this_process() or is_alive(owner) is Liveness.DEAD
+        lease = await self._leases.take_over(
+            blob.etag, blob.lease_token, this_process(), expired_only=not gone
+        )
+        if lease is None:
             return False
-        if not await self._db.forget_abandoned_blob(blob.etag, owner):
-            return False
+        if gone:  # its half-written temp file goes now, not at the next start
+            await self._store.start()
+        self._held[blob.etag] = lease
+        self._taken.add(blob.etag)
         logger.warning(
-            "blob %s (%s): %s -> absent (its ingest by %s is gone)",
+            "blob %s (%s): %s -> fetching again (its ingest by %s is gone)",
             blob.etag,
             blob.first_path,
             blob.state.value,
             owner,
         )
         return True
+
+    @contextlib.asynccontextmanager
+    async def keep_lease(self, etag: str, on_lost: Callable[[], None]) -> AsyncIterator[None]:
+        """Renew the lease this process holds on `etag` while the block runs; `on_lost` is
+        called when another replica took it over. The lease is let go at the end."""
+        renewing = asyncio.create_task(self._renew(etag, on_lost), name=f"lease {etag[:12]}")
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            self._held.pop(etag, None)
+            self._final.discard(etag)
+            self._taken.discard(etag)
+
+    async def _renew(self, etag: str, on_lost: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(self._leases.lease_s / 3)
+            lease = self._held.get(etag)
+            if lease is None or etag in self._final:
+                return
+            try:
+                if await self._leases.renew(lease):
+                    continue
+            except _DB_REFUSED as exc:  # expiry decides; a later renewal may still make it
+                logger.warning("blob %s: renewing its lease failed: %s", etag, exc)
+                continue
+            if etag in self._final:  # its verdict ended the lease meanwhile
+                return
+            logger.error("blob %s: its lease was taken over by another replica", etag)
+            on_lost()
+            return
+
+    async def _check_lease(self, etag: str, what: str) -> None:
+        """Raise LeaseLost unless this process still holds its lease on `etag` (checked before
+        anything is published in the store)."""
+        lease = self._held.get(etag)
+        if lease is not None and not await self._leases.renew(lease):
+            raise LeaseLost(etag, what)
+
+    async def _set(
+        self, etag: str, state: BlobState, *, reason: str = "", **fields: object
+    ) -> None:
+        """A state write fenced by this process's lease (unfenced for a row it never claimed).
+        Raises LeaseLost."""
+        lease = self._held.get(etag)
+        if lease is None:
+            await self._db.set_blob_state(etag, state, reason=reason, **fields)
+            return
+        if state not in (BlobState.FETCHING, BlobState.SCANNING):
+            self._final.add(etag)
+        if not await self._leases.set_state(lease, state, reason=reason, **fields):
+            raise LeaseLost(etag, f"-> {state.value}")
+
+    async def _forget(self, etag: str) -> None:
+        """The unfinished row → absent, fenced like `_set`; a lost lease leaves the row to the
+        replica that took it."""
+        lease = self._held.get(etag)
+        if lease is None:
+            await self._db.forget_blob(etag)
+            return
+        self._final.add(etag)
+        if not await self._leases.forget(lease):
+            logger.warning("blob %s: not forgotten, another replica holds it now", etag)

@@ -3,11 +3,20 @@
 Only `proxy/cli.py` calls `configure_logging`; modules just use `logging.getLogger(__name__)`.
 The formatter escapes control characters in the message (a CR/LF smuggled in a repo id or an
 upstream header must not forge a log line); tracebacks keep their lines.
+
+With `log_format = "json"` each record is one JSON object per line (`JsonFormatter`), carrying the
+id of the request being handled when it was emitted (`REQUEST_ID`, set by the request middleware
+of `proxy.hub.monitoring`), with anything shaped like a token masked.
 """
 
 from __future__ import annotations
 
+import contextvars
+import itertools
+import json
 import logging
+import re
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +29,27 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 # Libraries whose INFO lines are noise next to ours.
 QUIET_LOGGERS = ("asyncio", "aiosqlite", "sqlalchemy.engine", "alembic.runtime")
+LOG_FORMATS = ("text", "json")
+# The id of the request whose handling emitted a record. A context variable, not state: aiohttp
+# runs each request in its own task (a copy of the context), so a value set by the middleware
+# stays with that request, its access line and the tasks it starts, and never leaks to another.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "hubwarden_request_id", default=None
+)
+# An X-Request-Id a client may choose: short, and only characters that cannot forge a log line,
+# a header or a JSON field. Anything else is replaced by one of ours.
+MAX_REQUEST_ID_CHARS = 128
+_SANE_REQUEST_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{MAX_REQUEST_ID_CHARS - 1}}}")
+# Shapes of secrets that must never reach a log line, even inside a message that quotes input:
+# Hub tokens, bearer credentials, and key=value pairs naming a token, password or cookie.
+_SECRETS = re.compile(
+    r"(\bhf_)[A-Za-z0-9]{6,}"
+    r"|((?i:\b(?:bearer|basic))\s+)[A-Za-z0-9._~+/=-]{6,}"
+    r"|((?i:\b(?:token|password|passwd|secret|cookie|authorization))\s*=\s*)[^\s,;&\"']+"
+)
+# A line holding none of these cannot match _SECRETS (its case-insensitive words need a "=",
+# "bearer" and "basic" are looked for in their usual spellings).
+_SECRET_HINTS = ("hf_", "=", "Bearer", "bearer", "BEARER", "Basic", "basic", "BASIC")
 
 
 def _utc(seconds: float | None) -> time.struct_time:
@@ -27,7 +57,8 @@ def _utc(seconds: float | None) -> time.struct_time:
 
 
 class OneLineFormatter(logging.Formatter):
-    """Formats the record's message with control characters escaped, times in UTC."""
+    """Formats the record's message with control characters escaped and token-like values
+    masked, times in UTC."""
 
     def __init__(self, fmt: str = FORMAT, datefmt: str = DATE_FORMAT) -> None:
         super().__init__(fmt, datefmt)
@@ -35,6 +66,8 @@ class OneLineFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         line = super().formatMessage(record)
+        if any(hint in line for hint in _SECRET_HINTS):  # substring tests first: cheap
+            line = mask_secrets(line)
         if line.isprintable():  # the common case, checked in C: one access line per request
             return line
         return "".join(
@@ -58,8 +91,61 @@ class StderrHandler(logging.StreamHandler[TextIO]):
         """Ignored: the stream is always the current sys.stderr."""
 
 
-def configure_logging(level: str) -> None:
-    """Send every logger's records at `level` and above to stderr, one line each.
+def mask_secrets(text: str) -> str:
+    """`text` with whatever looks like a token, password or cookie value replaced by `***`."""
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "***", text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record and line: time (UTC), level, logger, message, the request id
+    when a request was being handled, the exception's traceback as one string. `json.dumps`
+    escapes every control character, so no input can split a record in two."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": _iso_utc(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": mask_secrets(record.getMessage()),
+        }
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
+        if record.exc_info:
+            entry["exception"] = mask_secrets(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = mask_secrets(record.exc_text)
+        return json.dumps(entry, ensure_ascii=True)
+
+
+def _iso_utc(seconds: float) -> str:
+    whole = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{whole}.{int(seconds % 1 * 1000):03d}Z"
+
+
+class RequestIds:
+    """Request ids: the client's `X-Request-Id` when it is sane, else a new one. Ours are a
+    random prefix (distinct per process and replica) and a counter: unique, and cheaper than
+    a fresh random value on every request of the warm path."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6)
+        self._next = itertools.count(1)
+
+    def accept(self, offered: str | None) -> str:
+        if offered is not None and _SANE_REQUEST_ID.fullmatch(offered):
+            return offered
+        return f"{self._prefix}-{next(self._next):x}"
+
+
+def current_request_id() -> str | None:
+    """The id of the request being handled by the current task, if any."""
+    return REQUEST_ID.get()
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Send every logger's records at `level` and above to stderr, one line each: as text, or as
+    one JSON object (`log_format = "json"`).
 
     Calling it again replaces the handler it installed before (nothing else is touched).
     """
@@ -68,7 +154,7 @@ def configure_logging(level: str) -> None:
         if isinstance(handler, StderrHandler):
             root.removeHandler(handler)
     handler = StderrHandler()
-    handler.setFormatter(OneLineFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter())
     root.addHandler(handler)
     root.setLevel(level)
     for name in QUIET_LOGGERS:

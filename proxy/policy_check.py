@@ -1,7 +1,8 @@
 """`hubwarden policy check`: what the policy would do with each file of a repo, before any fetch.
 
-Reads the repo's metadata from the upstream (repo info at the revision, the full tree), never a
-file's content, and plans each file:
+Reads the repo's metadata from the upstream (repo info at the revision, the full tree) and, when
+the repo carries one, its model signature file (`[signing] signature_file`, a small JSON bundle:
+parsed and verified, never executed); never another file's content. It plans each file:
 
 - the rules that need no content (`Policy.before_fetch`: publishers, pull requests, file size)
   are applied exactly: their answer is final (stage `before_fetch`);
@@ -9,8 +10,14 @@ file's content, and plans each file:
   (stage `after_scan`): `*.safetensors` is taken for safetensors, `*.bin`/`*.pt`/`*.pth`/
   `*.ckpt`/`*.pkl` for a pickle-bearing format, `*.py` for remote code, and so on, scanned clean.
   The scan decides for real: a `.bin` may turn out to be opaque data, a `config.json` may carry
-  an `auto_map` (remote code), any file may hold something malicious. `new_repos` needs the
-  database and is only noted.
+  an `auto_map` (remote code), any file may hold something malicious. `new_repos` and
+  `max_risk` need the database and are only noted;
+- the signature rules (`require_signature`, `signature_invalid`, `uncovered_files`) are predicted
+  as the mirror will judge them at fetch (`proxy.trust.signature_forecast`) when the repo carries
+  a signature or `require_signature` lists it: unsigned (every file held when required), the
+  signature's status and signer, and for a verified signature each file covered, differing from
+  its signed sha256 (an LFS file's is advertised) or not covered; a regular file's sha256 is known
+  only once fetched: "needs verification at fetch".
 
 The result renders as a table (`render_text`) or as JSON (`render_json`, shape below). The
 command exits 0 when every file would be served, 1 when one would be held or refused.
@@ -29,7 +36,13 @@ JSON (stable; `schema` changes when a key is removed or changes meaning):
                 "stage": "before_fetch" | "after_scan",  # final, or predicted from the name
                 "rule": str | null,         # the rule that decided; null: the scan alone
                 "reason": str,
+                "signature": str,           # its predicted signature outcome ("": unsigned and
+                                            # not required), e.g. "covered (verified by X)"
                 "audited": [HIT, ...]}],    # audit-mode rules that would have refused it
+     "signature": null | {"file": str, "present": bool, "required": bool,
+                          "status": "verified" | "unsigned" | "invalid" | "untrusted_signer" |
+                                    "unverifiable" | "needs verification at fetch",
+                          "signer": str, "summary": str},
      "notes": [str, ...],
      "summary": {"files": int, "serve": int, "hold": int, "refuse": int},
      "exit_code": 0 | 1}
@@ -38,14 +51,16 @@ JSON (stable; `schema` changes when a key is removed or changes meaning):
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import aiohttp
 
-from proxy.config import ConfigError, NewRepos, Settings
+from proxy.config import ConfigError, MaxRisk, NewRepos, Settings, SigningSettings
 from proxy.errors import (
     AccessDenied,
     GatedRepo,
@@ -59,8 +74,10 @@ from proxy.errors import (
 )
 from proxy.metadata import EntryType, RepoInfo, TreeEntry
 from proxy.repos import RepoRef, RepoType, Revision
+from proxy.trust.model_signing_adapter import MAX_SIGNATURE_BYTES
 from proxy.trust.policy_source import PolicySource
 from proxy.trust.rules import Policy, RuleHit, human_size
+from proxy.trust.signature_forecast import Forecast, forecast
 from proxy.trust.verdicts import Decision, Verdict, decide
 from proxy.upstream import Upstream, UpstreamConfig
 from scanners.detect import FileFormat
@@ -130,6 +147,7 @@ class FilePlan:
     rule: str | None
     reason: str
     audited: tuple[RuleHit, ...] = ()
+    signature: str = ""  # the predicted signature outcome ("": unsigned and not required)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +158,7 @@ class CheckResult:
     repo_rules: tuple[RuleHit, ...]
     files: tuple[FilePlan, ...]
     notes: tuple[str, ...]
+    signature: Forecast | None = None
 
     def count(self, action: Action) -> int:
         return sum(1 for plan in self.files if plan.action is action)
@@ -240,25 +259,40 @@ def expected_scan(path: str) -> _Expected:
     return _BY_SUFFIX.get(f".{suffix}", _BY_CONTENT) if dot else _BY_CONTENT
 
 
-def _predicted(policy: Policy, repo: RepoRef, entry: TreeEntry, expected: _Expected) -> Decision:
+def _predicted(
+    policy: Policy,
+    repo: RepoRef,
+    entry: TreeEntry,
+    expected: _Expected,
+    signature_hits: Sequence[RuleHit],
+) -> Decision:
     """The decision for the first expected format that would be served, else for the first."""
     decisions = []
     for file_format in expected.formats:
         report = ScanReport(entry.path, file_format, entry.size, expected.findings, {}, 0.0)
-        hits = policy.after_scan(repo, entry, report, new_repo=False)
+        hits = [*policy.after_scan(repo, entry, report, new_repo=False), *signature_hits]
         decisions.append(decide(report, hits, waived=policy.waived))
     served = [d for d in decisions if d.verdict is Verdict.RELEASE]
     return served[0] if served else decisions[0]
 
 
-def plan_file(policy: Policy, repo: RepoRef, revision: Revision, entry: TreeEntry) -> FilePlan:
+def plan_file(
+    policy: Policy,
+    repo: RepoRef,
+    revision: Revision,
+    entry: TreeEntry,
+    signature: Forecast | None = None,
+    signing: SigningSettings | None = None,
+) -> FilePlan:
     """What `policy` would do with one file: final for the metadata rules, predicted from the
-    name for the content rules."""
+    name for the content rules, and from the commit's signature (`signature`, judged under
+    `signing`) for the signature rules."""
     expected = expected_scan(entry.path)
     before = policy.before_fetch(repo, revision, entry)
+    told = signature.file(entry) if signature is not None else None
     base = FilePlan(
         entry.path, entry.size, entry.lfs is not None, expected.label,
-        Action.SERVE, Stage.AFTER_SCAN, None, "",
+        Action.SERVE, Stage.AFTER_SCAN, None, "", (), told.words if told else "",
     )  # fmt: skip
     refused = next((h for h in before if h.enforced), None)
     if refused is not None:
@@ -266,7 +300,13 @@ def plan_file(policy: Policy, repo: RepoRef, revision: Revision, entry: TreeEntr
         return _replace(
             base, Action.REFUSE, Stage.BEFORE_FETCH, refused.rule, refused.message, audited
         )
-    decision = _predicted(policy, repo, entry, expected)
+    signature_hits: list[RuleHit] = []
+    if told is not None and told.judged is not None and signature is not None:
+        uncovered = (signing or SigningSettings()).uncovered_files
+        signature_hits = policy.signature_hits(
+            repo, told.judged, required=signature.required, uncovered=uncovered
+        )
+    decision = _predicted(policy, repo, entry, expected, signature_hits)
     audited = tuple(h for h in before if h.audited) + decision.audited
     action = _ACTIONS[decision.verdict]
     reason = decision.reason if action is not Action.SERVE else "served when the scan finds nothing"
@@ -282,8 +322,9 @@ def _replace(
     audited: tuple[RuleHit, ...],
 ) -> FilePlan:
     return FilePlan(
-        base.path, base.size, base.lfs, base.file_format, action, stage, rule, reason, audited
-    )
+        base.path, base.size, base.lfs, base.file_format, action, stage, rule, reason, audited,
+        base.signature,
+    )  # fmt: skip
 
 
 def _notes(policy: Policy, info: RepoInfo) -> tuple[str, ...]:
@@ -293,6 +334,12 @@ def _notes(policy: Policy, info: RepoInfo) -> tuple[str, ...]:
         notes.append(
             "new_repos = review: if no file of this repo was released before, its first files "
             "wait for an admin (this check reads no database)"
+        )
+    if settings.max_risk is not MaxRisk.OFF:
+        notes.append(
+            f"max_risk = {settings.max_risk.value}: files are also held when the repo's risk card "
+            "is rated above it, judged at fetch from what the mirror records (hubwarden risk "
+            "shows the card once the repo is mirrored)"
         )
     if settings.audit_rules:
         notes.append(
@@ -308,13 +355,20 @@ def _notes(policy: Policy, info: RepoInfo) -> tuple[str, ...]:
 
 
 def plan(
-    policy: Policy, target: Target, info: RepoInfo, entries: Sequence[TreeEntry], upstream: str
+    policy: Policy,
+    target: Target,
+    info: RepoInfo,
+    entries: Sequence[TreeEntry],
+    upstream: str,
+    signature: Forecast | None = None,
+    signing: SigningSettings | None = None,
 ) -> CheckResult:
-    """The plan of every file of the tree (folders skipped), sorted by path."""
+    """The plan of every file of the tree (folders skipped), sorted by path; `signature`: the
+    commit's signature as the mirror will judge it, under `signing`."""
     revision = target.revision or Revision(info.sha)
     files = sorted(
         (
-            plan_file(policy, target.repo, revision, e)
+            plan_file(policy, target.repo, revision, e, signature, signing)
             for e in entries
             if e.entry_type is EntryType.FILE
         ),
@@ -327,6 +381,7 @@ def plan(
         repo_rules=tuple(policy.before_fetch(target.repo, revision, None)),
         files=tuple(files),
         notes=_notes(policy, info),
+        signature=signature if signature is not None and signature.matters else None,
     )
 
 
@@ -361,8 +416,12 @@ def _failed(target: Target, upstream: str, exc: HubwardenError) -> CheckFailed:
     return CheckFailed(message, repo=repo)
 
 
-async def inspect(upstream: Upstream, policy: Policy, target: Target) -> CheckResult:
-    """Read the repo's metadata (never its files) and plan every file. Raises CheckFailed."""
+async def inspect(
+    upstream: Upstream, policy: Policy, target: Target, signing: SigningSettings | None = None
+) -> CheckResult:
+    """Read the repo's metadata (and its signature file, never another file) and plan every
+    file. Raises CheckFailed."""
+    signing = signing or SigningSettings()
     token = upstream.service_token  # on behalf of no client: the mirror's own token
     revision = target.revision.name if target.revision else None
     try:
@@ -378,7 +437,44 @@ async def inspect(upstream: Upstream, policy: Policy, target: Target) -> CheckRe
         UpstreamRejected,
     ) as exc:
         raise _failed(target, upstream.base_url, exc) from exc
-    return plan(policy, target, info, entries, upstream.base_url)
+    data, unreadable = await _signature_bytes(upstream, target.repo, info.sha, entries, signing)
+    signature = await asyncio.to_thread(
+        forecast, signing, target.repo, info.sha, entries, data, unreadable=unreadable
+    )
+    return plan(policy, target, info, entries, upstream.base_url, signature, signing)
+
+
+def _advertised(entry: TreeEntry, data: bytes) -> bool:
+    """The bytes are those upstream advertised: the LFS sha256, else the git blob oid."""
+    if entry.lfs is not None:
+        return hashlib.sha256(data).hexdigest() == entry.lfs.sha256
+    blob = b"blob %d\0" % len(data) + data
+    return hashlib.sha1(blob, usedforsecurity=False).hexdigest() == entry.oid
+
+
+async def _signature_bytes(
+    upstream: Upstream,
+    repo: RepoRef,
+    commit: str,
+    entries: Sequence[TreeEntry],
+    signing: SigningSettings,
+) -> tuple[bytes | None, str]:
+    """The signature file's bytes, checked against the hash upstream advertised (None: no such
+    file, or it cannot be read now, with why)."""
+    name = signing.signature_file
+    entry = next((e for e in entries if e.path == name and e.entry_type is EntryType.FILE), None)
+    if entry is None:
+        return None, ""
+    if entry.size > MAX_SIGNATURE_BYTES:
+        return None, f"{shown(name)} is {entry.size} bytes, more than {MAX_SIGNATURE_BYTES}"
+    try:
+        async with upstream.open_file(repo, commit, name, upstream.service_token) as body:
+            data = await body.read(MAX_SIGNATURE_BYTES)
+    except HubwardenError as exc:
+        return None, f"{shown(name)} could not be read: {exc.message}"
+    if not _advertised(entry, data):
+        return None, f"{shown(name)} does not hash to what upstream advertised"
+    return data, ""
 
 
 async def run(settings: Settings, target: Target) -> CheckResult:
@@ -394,7 +490,10 @@ async def run(settings: Settings, target: Target) -> CheckResult:
     policy = PolicySource(settings.policy).current()
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         return await inspect(
-            Upstream(UpstreamConfig.from_settings(settings), session), policy, target
+            Upstream(UpstreamConfig.from_settings(settings), session),
+            policy,
+            target,
+            settings.signing,
         )
 
 
@@ -420,6 +519,7 @@ def _file_json(plan: FilePlan) -> dict[str, JsonValue]:
         "stage": plan.stage.value,
         "rule": plan.rule,
         "reason": plan.reason,
+        "signature": plan.signature,
         "audited": [_hit_json(h) for h in plan.audited],
     }
 
@@ -437,6 +537,7 @@ def result_json(result: CheckResult) -> dict[str, JsonValue]:
         "repo_rules": [_hit_json(h) for h in result.repo_rules],
         "files": [_file_json(p) for p in result.files],
         "notes": list(result.notes),
+        "signature": result.signature.to_json() if result.signature is not None else None,
         "summary": {
             "files": len(result.files),
             **{action.value: result.count(action) for action in Action},
@@ -455,6 +556,8 @@ _HEADER = ("ACTION", "WHEN", "SIZE", "FORMAT", "PATH", "REASON")
 
 def _row(plan: FilePlan) -> tuple[str, ...]:
     reason = plan.reason
+    if plan.signature:
+        reason += f" [signature: {plan.signature}]"
     if plan.audited:
         reason += "".join(f" [audit only: {h.message}]" for h in plan.audited)
     return (
@@ -485,6 +588,9 @@ def render_text(result: CheckResult) -> str:
     lines.extend(
         f"repo{' (audit only)' if hit.audited else ''}: {hit.message}" for hit in result.repo_rules
     )
+    if result.signature is not None:
+        lines.append(f"signature ({shown(result.signature.signature_file)}): "
+                     f"{shown(result.signature.summary)}")  # fmt: skip
     lines.extend(f"note: {note}" for note in result.notes)
     lines.append(
         f"{len(result.files)} files: {result.count(Action.SERVE)} served, "

@@ -223,17 +223,26 @@ def failed_report(path: Path, size: int, code: str, message: str, elapsed_s: flo
     )
 
 
+# Told of each finished full scan, with its wall time (the `hubwarden_scan*` metrics).
+ScanObserver = Callable[[ScanReport, float], None]
+
+
 class ScannerPool:
     """At most `workers` scans at once, each in a fresh `python -m scanners.worker` process."""
 
-    def __init__(self, limits: ScanLimits) -> None:
+    def __init__(self, limits: ScanLimits, on_scanned: ScanObserver | None = None) -> None:
         self._limits = limits
         self._slots = asyncio.Semaphore(max(1, limits.workers))
+        self._on_scanned = on_scanned
 
     async def scan(self, path: Path, name: str) -> ScanReport:
         """Scan one file. Never raises for a scanner failure: it becomes an ERROR finding."""
         async with self._slots:
-            return await self._scan(path, name)
+            started = time.monotonic()
+            report = await self._scan(path, name)
+        if self._on_scanned is not None:
+            self._on_scanned(report, time.monotonic() - started)
+        return report
 
     async def _scan(self, path: Path, name: str) -> ScanReport:
         size = (await asyncio.to_thread(path.stat)).st_size

@@ -12,9 +12,10 @@ from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
 from proxy.ingest import Ingestor
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobStore
 from proxy.store.repository import Repository
 from proxy.store.watches import WatchRecords
+from proxy.trust.signatures import Signatures
 from proxy.upstream import Upstream
 
 
@@ -32,3 +33,4 @@ class Services:
     access_list: AccessList
     risk_cards: RiskCards | None = None
     watches: WatchRecords | None = None  # what the upstream watch saw
+    signatures: Signatures | None = None  # model signatures (the pages show what is recorded)

@@ -47,6 +47,7 @@ from proxy.metadata import (
     strip_xet,
 )
 from proxy.repos import RepoRef, is_commit_sha
+from proxy.upstream_body import FOREIGN_ERRORS, FileLocation, UpstreamBody, unavailable
 from scanners.report import JsonValue
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ MAX_CURSOR_CHARS = 4096
 MAX_UPSTREAM_MESSAGE_CHARS = 900
 _HEX40 = re.compile(r"[0-9a-f]{40}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,20})-\d{1,20}/(\d{1,20}|\*)")
 _DISABLED_MESSAGE = "Access to this resource is disabled."
 
 
@@ -108,15 +110,6 @@ class UpstreamConfig:
             max_tree_entries=fetch.max_tree_entries,
             anonymous_uses_service_token=fetch.anonymous_uses_service_token,
         )
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamBody:
-    """An open upstream file response: `status` 200 or 206, `content_length`, and the stream."""
-
-    status: int
-    content_length: int | None
-    content: aiohttp.StreamReader
 
 
 def _retry_after(headers: Mapping[str, str], default: int = 5) -> int:
@@ -274,11 +267,8 @@ class Upstream:
                     return await self._read_json(response), response.headers
             except (UpstreamUnavailable, UpstreamRateLimited) as exc:
                 failure: Exception = exc
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = UpstreamUnavailable(
-                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
-                    status=504 if isinstance(exc, TimeoutError) else 502,
-                )
+            except FOREIGN_ERRORS as exc:
+                failure = unavailable(exc)
                 failure.__cause__ = exc
             attempt += 1
             if attempt > self._config.retries:
@@ -449,11 +439,8 @@ class Upstream:
                     allow_redirects=False,
                 ) as response:
                     status, headers = response.status, response.headers
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamUnavailable(
-                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
-                    status=504 if isinstance(exc, TimeoutError) else 502,
-                ) from exc
+            except FOREIGN_ERRORS as exc:
+                raise unavailable(exc) from exc
             self._raise_for_status(status, headers, token=token, what=path, repo=repo)
             location = headers.get("Location")
             if 300 <= status < 400 and location:
@@ -466,46 +453,78 @@ class Upstream:
 
     @asynccontextmanager
     async def open_file(
-        self, repo: RepoRef, commit: str, path: str, token: str | None, *, start: int = 0
+        self,
+        repo: RepoRef,
+        commit: str,
+        path: str,
+        token: str | None,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        location: FileLocation | None = None,
     ) -> AsyncIterator[UpstreamBody]:
-        """GET a file's bytes from `start`, following the CDN redirect without the token."""
-        url = self._resolve_url(repo, commit, path)
-        headers = self._headers(token)
-        if start:
-            headers["Range"] = f"bytes={start}-"
+        """GET a file's bytes from `start` (up to `end`, exclusive, when given), following the
+        CDN redirect without the token; from `location` (a previous body's) when given, so that
+        ranged requests of one file skip the redirect. Raises as `repo_info`, UpstreamUnavailable
+        when the upstream cannot be reached."""
+        if location is None:
+            location = FileLocation(self._resolve_url(repo, commit, path), on_origin=True)
+        headers = self._headers(token if location.on_origin else None)
+        if not location.on_origin:
+            headers.pop("Authorization", None)  # lent service token: never to a CDN host
+        if start or end is not None:
+            headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        response, location = await self._get_following(location, headers, path)
+        try:
+            self._raise_for_status(
+                response.status, response.headers, token=token, what=path, repo=repo
+            )
+            length = response.headers.get("Content-Length")
+            yield UpstreamBody(
+                status=response.status,
+                content_length=int(length) if length and length.isdigit() else None,
+                reader=response.content,
+                location=location,
+                content_range=_content_range(
+                    response.status, response.headers.get("Content-Range")
+                ),
+            )
+        finally:
+            response.release()
+
+    async def _get_following(
+        self, location: FileLocation, headers: dict[str, str], path: str
+    ) -> tuple[aiohttp.ClientResponse, FileLocation]:
+        """GET `location`, following redirects; the token is dropped for good at the first
+        redirect off the upstream origin (DESIGN rule 9). The caller releases the response."""
+        url, keeps_token = location.url, location.on_origin
         for _ in range(MAX_REDIRECTS):
             try:
                 response = await self._session.get(
                     url, headers=headers, timeout=self._timeout(), allow_redirects=False
                 )
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise UpstreamUnavailable(
-                    f"the upstream Hub could not be reached ({type(exc).__name__}); retry later",
-                    status=504 if isinstance(exc, TimeoutError) else 502,
-                ) from exc
-            location = response.headers.get("Location")
-            if 300 <= response.status < 400 and location:
-                response.release()
-                target = urljoin(url, location)
-                if not self._is_upstream_origin(target):
-                    # A CDN host: never send it the token (DESIGN rule 9).
-                    headers.pop("Authorization", None)
-                url = target
-                continue
-            try:
-                self._raise_for_status(
-                    response.status, response.headers, token=token, what=path, repo=repo
-                )
-                length = response.headers.get("Content-Length")
-                yield UpstreamBody(
-                    status=response.status,
-                    content_length=int(length) if length and length.isdigit() else None,
-                    content=response.content,
-                )
-            finally:
-                response.release()
-            return
+            except FOREIGN_ERRORS as exc:
+                raise unavailable(exc) from exc
+            target = response.headers.get("Location")
+            if not (300 <= response.status < 400 and target):
+                return response, FileLocation(url, on_origin=keeps_token)
+            response.release()
+            url = urljoin(url, target)
+            if not self._is_upstream_origin(url):
+                headers.pop("Authorization", None)
+                keeps_token = False
         raise UpstreamRejected(f"too many redirects for {shown(path)}")
+
+
+def _content_range(status: int, content_range: str | None) -> tuple[int | None, int | None]:
+    """The first byte a response's body holds (0 unless a 206 says otherwise; None when a 206
+    says nothing usable) and the whole file's size a 206 tells (None when it does not)."""
+    if status != 206:
+        return 0, None
+    match = _CONTENT_RANGE.fullmatch((content_range or "").strip())
+    if match is None:
+        return None, None
+    return int(match[1]), int(match[2]) if match[2].isdigit() else None
 
 
 def _tree_entry(item: JsonValue) -> TreeEntry:

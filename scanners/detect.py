@@ -61,6 +61,25 @@ class FileFormat(enum.StrEnum):
     SKOPS = "skops"  # a zip holding skops' schema.json
 
 
+# Formats only a scanner names, once it has read the content: detection never returns them, and
+# no scanner is registered for them (`scanners.registry` takes each format detection names).
+REFINED_FORMATS = frozenset(
+    {
+        FileFormat.OPAQUE,
+        FileFormat.TORCH_ZIP,
+        FileFormat.TORCH_TAR,
+        FileFormat.JOBLIB,
+        FileFormat.NPZ,
+        FileFormat.KERAS,
+        FileFormat.PYTHON,
+        FileFormat.JINJA,
+        FileFormat.TF_GRAPH,
+        FileFormat.TORCHSCRIPT,
+        FileFormat.NEMO,
+        FileFormat.SKOPS,
+    }
+)
+
 # Data-only formats: nothing in them is executed by their usual readers.
 _DATA_MAGIC: tuple[tuple[int, bytes], ...] = (
     (0, b"\x89PNG\r\n\x1a\n"),

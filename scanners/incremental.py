@@ -35,31 +35,18 @@ import tempfile
 import zlib
 from typing import IO, BinaryIO, cast
 
-from scanners import archives, dispatch, opaque, tf_graph, torch
+from scanners import archives, dispatch, opaque, tf_graph, torch, zip_reader
 from scanners.archives import ArchiveBudget, ArchiveError
 from scanners.detect import FileFormat, PicklePrefix, detect_format, pickle_prefix
 from scanners.limits import DEFAULT_LIMITS, ScanLimits
 from scanners.pickle_stream import PickleStream
+from scanners.registry import FormatScanner, StreamMode, scanner_for
 from scanners.report import Finding, Outcome, ScanReport, Severity
 from scanners.second_opinion import SecondOpinion, fickling_view
+from scanners.zip_directory import ZipMember
 
 logger = logging.getLogger(__name__)
 
-_HEADER_FORMATS = frozenset({FileFormat.SAFETENSORS, FileFormat.GGUF})
-_CLEAR_ALL_FORMATS = frozenset(
-    {
-        FileFormat.EMPTY,
-        FileFormat.DATA,
-        FileFormat.PROTOBUF,
-        FileFormat.MSGPACK,
-        FileFormat.TEXT,
-        FileFormat.JSON,
-    }
-)
-_PREFIX_ONLY_FORMATS = frozenset(
-    {FileFormat.EMPTY, FileFormat.DATA, FileFormat.PROTOBUF, FileFormat.MSGPACK}
-)
-_STREAMED_PICKLES = frozenset({FileFormat.PICKLE, FileFormat.TORCH_LEGACY})
 _LOCAL = struct.Struct("<4s5H3L2H")
 _BAD = (Outcome.MALICIOUS, Outcome.ERROR)
 
@@ -86,6 +73,7 @@ class StreamScan:
         self._kept = 0
         self._keep_limit: int | None = None  # None: keep everything
         self._format: FileFormat | None = None
+        self._scanner: FormatScanner | None = None  # the registry's, once detected
         self._cleared = 0
         self._clear_all = False
         self._alarmed = False
@@ -129,9 +117,9 @@ class StreamScan:
             return False
         if self._format is None or self._pickles is not None or self._opaque is not None:
             return True
-        if self._format in _HEADER_FORMATS:
+        if self._mode == StreamMode.HEADER:
             return not self._header_judged
-        return self._format == FileFormat.ZIP and not self._zip.stopped
+        return self._mode == StreamMode.ZIP_MEMBERS and not self._zip.stopped
 
     @property
     def failure(self) -> Exception | None:
@@ -169,12 +157,16 @@ class StreamScan:
             self._detect()
         if self._format is None or self._alarmed:
             return
-        if self._format in _HEADER_FORMATS and not self._clear_all and not self._header_judged:
+        if self._mode == StreamMode.HEADER and not self._clear_all and not self._header_judged:
             self._check_header()
-        elif self._format == FileFormat.ZIP:
+        elif self._mode == StreamMode.ZIP_MEMBERS:
             self._advance_zip()
         elif self._opaque is not None:
             self._cleared = self._opaque.advance(self._read_at, self._received)
+
+    @property
+    def _mode(self) -> StreamMode | None:
+        return None if self._scanner is None else self._scanner.stream
 
     def finish(self) -> ScanReport:
         """The final report, after the last byte; removes any temp file. Never raises for the
@@ -292,7 +284,9 @@ class StreamScan:
             return
         prefix = self._prefix(need)
         self._format = detect_format(prefix, self._size, self._name)
-        if self._format in _STREAMED_PICKLES:
+        self._scanner = scanner_for(self._format)
+        mode = self._scanner.stream
+        if mode == StreamMode.PICKLE:
             self._start_pickles()
             return
         if pickle_prefix(prefix, len(prefix), self._size) != PicklePrefix.NOT_PICKLE:
@@ -301,11 +295,11 @@ class StreamScan:
             prefix, self._size, self._name
         ):
             return  # a TensorFlow graph: its operators are walked by `finish`, held whole
-        if self._format in _CLEAR_ALL_FORMATS:
+        if mode in (StreamMode.CLEARED, StreamMode.CLEARED_PREFIX):
             self._clear_all = True
-        if self._format == FileFormat.UNKNOWN:
+        if mode == StreamMode.OPAQUE:
             self._opaque = opaque.StreamCheck(prefix, self._size)
-        if self._format in _PREFIX_ONLY_FORMATS:
+        if mode == StreamMode.CLEARED_PREFIX:
             self._keep_limit = self._limits.detect_prefix_bytes
 
     def _start_pickles(self) -> None:
@@ -320,8 +314,8 @@ class StreamScan:
             self._alarm()
 
     def _check_header(self) -> None:
-        module = dispatch._optional_module(self._format.value if self._format else "")
-        if module is None:
+        scanner = self._scanner
+        if scanner is None:
             return
         # header_size re-parses from the start: call it only when the data doubled (linear work)
         if (
@@ -331,11 +325,12 @@ class StreamScan:
             return
         self._header_checked_at = self._received
         kept = self._prefix(self._kept)
-        needed = module.header_size(kept, self._size)
+        needed = scanner.header_size(kept, self._size, self._limits)
         if needed is None or needed > len(kept):
             return
         self._keep_limit = max(needed, self._limits.detect_prefix_bytes)
-        found: list[Finding] = module.scan(io.BytesIO(kept[:needed]), self._size, self._name)
+        ctx = dispatch.new_context(self._limits, second_opinion=None)
+        _, found = scanner.scan(io.BytesIO(kept[:needed]), self._size, self._name, ctx)
         self._header_judged = True  # more bytes do not change what the header says
         if any(f.outcome in _BAD for f in found):
             self._alarm()
@@ -417,10 +412,11 @@ class StreamScan:
             self._zip.seen_data_pkl = True
         if torch.is_torchscript_member(name):
             return Outcome.REVIEW
-        member = archives.ZipMember(name, info, data_offset=data_start, local_name=name)
+        member = ZipMember.of(info, 0)
+        member.data_offset, member.local_name = data_start, name
         budget = ArchiveBudget(self._limits.archive)
         try:
-            content, found = archives.open_zip_member(self._spool, member, budget)  # type: ignore[arg-type]
+            content, found = zip_reader.open_zip_member(self._spool, member, budget)  # type: ignore[arg-type]
         except ArchiveError as exc:
             self._spool.seek(0, io.SEEK_END)
             return exc.finding.outcome
@@ -509,7 +505,7 @@ class _DescriptorSearch:
 
 
 class _LocalInfo:
-    """The fields of `zipfile.ZipInfo` that `archives.open_zip_member` reads."""
+    """The fields of `zipfile.ZipInfo` that `zip_reader.open_zip_member` reads."""
 
     def __init__(self, name: str, method: int, compressed: int, file_size: int, crc: int) -> None:
         self.filename = name

@@ -21,10 +21,11 @@ import json
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from scanners.limits import KerasLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "keras"
@@ -33,22 +34,9 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CONFIG_MEMBER = "config.json"
 
 
-@dataclass(frozen=True, slots=True)
-class KerasLimits:
-    """Bounds on reading one Keras model's config."""
-
-    max_config_bytes: int = 64 * 1024 * 1024
-    max_members: int = 10_000
-    max_nodes: int = 2_000_000  # JSON values walked
-    max_depth: int = 200
-    max_findings: int = 40
-
-    def __post_init__(self) -> None:
-        if self.max_config_bytes <= 0 or self.max_nodes <= 0 or self.max_depth <= 0:
-            raise ValueError("keras limits must be positive")
-
-
 DEFAULT_LIMITS = KerasLimits()
+# scans embedded file bytes under a label, as a member of the file being scanned
+EmbeddedScan = Callable[[bytes, str], list[Finding]]
 
 # Namespaces Keras itself serialises objects from (module "keras", "keras.layers",
 # "keras.src.models.functional"…), and "builtins" for functions, which Keras resolves only
@@ -149,8 +137,17 @@ class _Refused(Exception):
         self.finding = finding
 
 
-def scan(fh: BinaryIO, size: int, name: str, limits: KerasLimits = DEFAULT_LIMITS) -> list[Finding]:
-    """Inspect a `.keras` zip or a Keras `.h5` file's model config. Never raises on bad input."""
+def scan(
+    fh: BinaryIO,
+    size: int,
+    name: str,
+    limits: KerasLimits = DEFAULT_LIMITS,
+    embedded: EmbeddedScan | None = None,
+) -> list[Finding]:
+    """Inspect a `.keras` zip or a Keras `.h5` file's model config. Never raises on bad input.
+
+    `embedded` scans a file the config embeds (a TorchModuleWrapper's `torch.save` bytes) as a
+    member of this one (the dispatch passes its scan context's); None: as a file of its own."""
     fh.seek(0)
     head = fh.read(min(size, 2056))
     magic = head[:8]
@@ -174,7 +171,7 @@ def scan(fh: BinaryIO, size: int, name: str, limits: KerasLimits = DEFAULT_LIMIT
         return [refused.finding]
     if config is None:
         return []
-    return list(_ConfigCheck(name, limits).run(config))[: limits.max_findings]
+    return list(_ConfigCheck(name, limits, embedded).run(config))[: limits.max_findings]
 
 
 def _zip_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
@@ -258,6 +255,7 @@ def _parse_json(raw: bytes, name: str) -> object:
 class _ConfigCheck:
     name: str
     limits: KerasLimits
+    embedded: EmbeddedScan | None = None
 
     def run(self, config: object) -> Iterator[Finding]:
         walked = 0
@@ -362,11 +360,8 @@ class _ConfigCheck:
         blob = _b64(encoded)
         if not blob:
             return
-        from scanners.dispatch import scan_stream  # late: dispatch imports this module
-
         label = f"{self.name}:TorchModuleWrapper"
-        report = scan_stream(io.BytesIO(blob), len(blob), label)
-        for found in report.findings:
+        for found in (self.embedded or _scan_alone)(blob, label):
             yield _finding(
                 found.code,
                 found.outcome,
@@ -468,3 +463,11 @@ def _identifiers(blob: bytes) -> list[str]:
     for match in re.finditer(rb"[A-Za-z_][A-Za-z0-9_]{1,63}", blob[: 1024 * 1024]):
         seen.setdefault(match.group(0).decode("ascii"), None)
     return list(seen)
+
+
+def _scan_alone(blob: bytes, label: str) -> list[Finding]:
+    """Embedded bytes scanned as a file of their own, for a caller of `scan` that passed no scan
+    context (the dispatch always passes its own: depth and budget shared)."""
+    from scanners.dispatch import scan_stream  # late: the dispatch imports this module
+
+    return list(scan_stream(io.BytesIO(blob), len(blob), label).findings)

@@ -101,13 +101,175 @@ class FicklingLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class SafetensorsLimits:
+    """Bounds on what a header may ask of us."""
+
+    max_header_bytes: int = 100_000_000  # the Rust crate's MAX_HEADER_SIZE
+    max_entries: int = 2_000_000  # JSON objects in the header (tensors + metadata)
+    max_dims: int = 64
+    max_findings: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes <= 0 or self.max_entries <= 0 or self.max_dims <= 0:
+            raise ValueError("safetensors limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class GGUFLimits:
+    """Bounds on what a header may ask of us."""
+
+    max_header_bytes: int = 64 * 1024 * 1024  # Llama-3's 128k vocab + merges is ~10 MB
+    max_string_bytes: int = 1024 * 1024 * 1024  # GGUF_MAX_STRING_LENGTH
+    max_array_elements: int = 1024 * 1024 * 1024  # GGUF_MAX_ARRAY_ELEMENTS
+    max_array_depth: int = 3
+    max_key_bytes: int = 65_536
+    max_tensor_name_bytes: int = 4_096
+    max_kept_string_bytes: int = 16 * 1024 * 1024  # chat templates we keep to inspect
+    read_chunk_bytes: int = 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if self.max_header_bytes < 64 or self.read_chunk_bytes <= 0 or self.max_array_depth < 1:
+            raise ValueError("GGUF limits are too small")
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateLimits:
+    """Bounds on inspecting and rendering one template."""
+
+    max_source_chars: int = 1_000_000
+    max_render_s: float = 2.0
+    max_render_lines: int = 2_000_000  # template code lines executed, over all renders
+    max_output_chars: int = 1_000_000
+    max_operand_len: int = 100_000  # string/list length produced by *, %, + and filters
+    max_int_arg: int = 100_000  # widths and counts passed to filters (center, indent…)
+    max_fold_chars: int = 4_096
+    max_findings: int = 20
+
+    def __post_init__(self) -> None:
+        if self.max_render_s <= 0 or self.max_render_lines <= 0 or self.max_source_chars <= 0:
+            raise ValueError("template limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class KerasLimits:
+    """Bounds on reading one Keras model's config."""
+
+    max_config_bytes: int = 64 * 1024 * 1024
+    max_members: int = 10_000
+    max_nodes: int = 2_000_000  # JSON values walked
+    max_depth: int = 200
+    max_findings: int = 40
+
+    def __post_init__(self) -> None:
+        if self.max_config_bytes <= 0 or self.max_nodes <= 0 or self.max_depth <= 0:
+            raise ValueError("keras limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxLimits:
+    """Bounds on walking one ONNX file."""
+
+    max_fields: int = 5_000_000
+    max_depth: int = 64  # nested subgraphs (If/Loop/Scan bodies)
+    max_string_bytes: int = 4_096
+    block_bytes: int = 1024 * 1024
+    max_findings: int = 40
+
+    def __post_init__(self) -> None:
+        if self.max_fields <= 0 or self.max_depth <= 0 or self.block_bytes < 16:
+            raise ValueError("ONNX limits are too small")
+
+
+@dataclass(frozen=True, slots=True)
+class NemoLimits:
+    """Bounds on one YAML config."""
+
+    max_config_bytes: int = 1024 * 1024  # NeMo configs are tens of KiB; parsing costs ~1 s/MiB
+    max_flow_depth: int = 64  # [ { nesting, checked before parsing
+    max_indent_chars: int = 1024  # block nesting (indentation), checked before parsing
+    max_nodes: int = 500_000  # distinct YAML nodes walked
+    max_expanded_nodes: int = 5_000_000  # nodes once aliases are expanded (what OmegaConf builds)
+    max_listed: int = 50
+
+    def __post_init__(self) -> None:
+        if min(self.max_config_bytes, self.max_flow_depth, self.max_nodes) <= 0:
+            raise ValueError("NeMo limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class SkopsLimits:
+    """Bounds on one `schema.json`."""
+
+    max_schema_bytes: int = 64 * 1024 * 1024
+    max_nodes: int = 2_000_000  # JSON values walked
+    max_depth: int = 400
+    max_listed: int = 50
+
+    def __post_init__(self) -> None:
+        if min(self.max_schema_bytes, self.max_nodes, self.max_depth, self.max_listed) <= 0:
+            raise ValueError("skops limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class TfGraphLimits:
+    """Bounds on walking one TensorFlow graph file."""
+
+    max_fields: int = 8_000_000  # a 200k-node graph is ~1.5M fields (about 2 s)
+    max_string_bytes: int = 4096
+    max_findings: int = 40
+    max_ops_listed: int = 50  # distinct (op, where) pairs kept in one finding's details
+
+    def __post_init__(self) -> None:
+        if self.max_fields <= 0 or self.max_string_bytes < 64 or self.max_findings <= 0:
+            raise ValueError("TensorFlow graph limits are too small")
+
+
+@dataclass(frozen=True, slots=True)
+class TorchScriptLimits:
+    """Bounds on checking one archive's code."""
+
+    max_source_bytes: int = 16 * 1024 * 1024  # all code members together
+    max_nodes: int = 2_000_000  # AST nodes visited over the archive
+    max_listed: int = 50
+
+    def __post_init__(self) -> None:
+        if self.max_source_bytes <= 0 or self.max_nodes <= 0 or self.max_listed <= 0:
+            raise ValueError("TorchScript limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteCodeLimits:
+    """Bounds on reading and parsing one Python file or config."""
+
+    max_source_bytes: int = 8 * 1024 * 1024
+    max_findings: int = 40
+    max_auto_map_entries: int = 256
+    max_templates: int = 64
+
+    def __post_init__(self) -> None:
+        if self.max_source_bytes <= 0 or self.max_findings <= 0:
+            raise ValueError("remote code limits must be positive")
+
+
+@dataclass(frozen=True, slots=True)
 class ScanLimits:
-    """Everything `scan_file` and `StreamScan` bound."""
+    """Everything `scan_file` and `StreamScan` bound: one child per format scanner (each
+    scanner reads only its own), plus the bounds shared by the dispatch itself."""
 
     pickle: PickleLimits = field(default_factory=PickleLimits)
     archive: ArchiveLimits = field(default_factory=ArchiveLimits)
     fickling: FicklingLimits = field(default_factory=FicklingLimits)
     numpy: NumpyLimits = field(default_factory=NumpyLimits)
+    safetensors: SafetensorsLimits = field(default_factory=SafetensorsLimits)
+    gguf: GGUFLimits = field(default_factory=GGUFLimits)
+    templates: TemplateLimits = field(default_factory=TemplateLimits)
+    keras: KerasLimits = field(default_factory=KerasLimits)
+    onnx: OnnxLimits = field(default_factory=OnnxLimits)
+    nemo: NemoLimits = field(default_factory=NemoLimits)
+    skops: SkopsLimits = field(default_factory=SkopsLimits)
+    tf_graph: TfGraphLimits = field(default_factory=TfGraphLimits)
+    torchscript: TorchScriptLimits = field(default_factory=TorchScriptLimits)
+    remote_code: RemoteCodeLimits = field(default_factory=RemoteCodeLimits)
     detect_prefix_bytes: int = 64 * 1024  # detection looks at this much of the start
     max_text_bytes: int = 64 * MIB  # JSON / Python / Jinja read whole only up to this
     max_pickle_bytes: int = 4 * 1024 * MIB  # a pickle stream longer than this is not walked

@@ -30,27 +30,12 @@ from dataclasses import dataclass, field
 import yaml
 
 from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.limits import NemoLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "nemo"
 SCANNER_VERSION = "1.0"
 NEMO_CONFIG_NAME = "model_config.yaml"
-
-
-@dataclass(frozen=True, slots=True)
-class NemoLimits:
-    """Bounds on one YAML config."""
-
-    max_config_bytes: int = 1024 * 1024  # NeMo configs are tens of KiB; parsing costs ~1 s/MiB
-    max_flow_depth: int = 64  # [ { nesting, checked before parsing
-    max_indent_chars: int = 1024  # block nesting (indentation), checked before parsing
-    max_nodes: int = 500_000  # distinct YAML nodes walked
-    max_expanded_nodes: int = 5_000_000  # nodes once aliases are expanded (what OmegaConf builds)
-    max_listed: int = 50
-
-    def __post_init__(self) -> None:
-        if min(self.max_config_bytes, self.max_flow_depth, self.max_nodes) <= 0:
-            raise ValueError("NeMo limits must be positive")
 
 
 DEFAULT_LIMITS = NemoLimits()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.limits import OnnxLimits
 from scanners.protowire import WireMalformed as _Malformed
 from scanners.protowire import WireReader
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
@@ -51,21 +52,6 @@ STANDARD_DOMAINS = frozenset(
 # `onnx_op` decorator, in these domains (`c_OpDomain`, `c_ComMsExtOpDomain` in its sources).
 PYTHON_DOMAINS = frozenset({"ai.onnx.contrib", "com.microsoft.extensions"})
 _DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-@dataclass(frozen=True, slots=True)
-class OnnxLimits:
-    """Bounds on walking one ONNX file."""
-
-    max_fields: int = 5_000_000
-    max_depth: int = 64  # nested subgraphs (If/Loop/Scan bodies)
-    max_string_bytes: int = 4_096
-    block_bytes: int = 1024 * 1024
-    max_findings: int = 40
-
-    def __post_init__(self) -> None:
-        if self.max_fields <= 0 or self.max_depth <= 0 or self.block_bytes < 16:
-            raise ValueError("ONNX limits are too small")
 
 
 DEFAULT_LIMITS = OnnxLimits()

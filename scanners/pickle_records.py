@@ -18,6 +18,11 @@ there and leaves the rest to the loop, opcode by opcode. A run builds at most `R
 entries, fewer when the stack, the memo or the opcode budget could not take that many (the loop
 checks its bounds between batches of opcodes; a run never takes the walk past one of them).
 
+Protocol 4 and later (`torch.save(..., pickle_protocol=4)`) store with MEMOIZE, whose index is
+the memo's size at that point: a record whose every store is a MEMOIZE into a new slot is built
+the same way, its indices counted as the loop counts them (issue 13: such files took the loop's
+slow path, opcode by opcode).
+
 The profile that shaped it (issue 13, a `data.pkl` of 46,000 tiny tensors): going back to the
 loop for each key and each rebuild BINGET cost as much as the record itself, and so did slicing
 and decoding each memo index. A GET/PUT index is read with its opcode byte, which is the lowest
@@ -35,7 +40,7 @@ from scanners.pickle_values import Buffer, Global, Made, Record
 REBUILD_TENSOR_V2 = ("torch._utils", "_rebuild_tensor_v2")
 RECORD_MAX = 512  # > the longest byte run `_ENTRY` can match after a key
 KEY_MAX = 512  # a longer state-dict key ends a run (the loop takes it)
-RUN_ENTRIES = 16
+RUN_ENTRIES = 64
 RECORD_OPCODES = 30  # counted against `max_opcodes` per record
 ENTRY_OPCODES = RECORD_OPCODES + 3  # the key, its PUT and the rebuild BINGET too
 # what a run may read after the rebuild BINGET: a streaming walk waits for that many bytes, so a
@@ -44,9 +49,10 @@ RUN_MAX_BYTES = RECORD_MAX + RUN_ENTRIES * (9 + KEY_MAX + RECORD_MAX)
 _CACHED_VALUES = 4096
 
 _RB = rb"(h.|j.{4})"  # BINGET / LONG_BINGET: the index is what follows the opcode
-# BINPUT / LONG_BINPUT below 2^24: a larger index (or one over a smaller `max_memo_index`) is the
-# loop's to check
-_RP = rb"(q.|r.{3}\x00)"
+# BINPUT / LONG_BINPUT below 2^24 (a larger index, or one over a smaller `max_memo_index`, is the
+# loop's to check), or MEMOIZE (protocol 4 and later: the index is the memo's size)
+_RP = rb"(q.|r.{3}\x00|\x94)"
+_MEMOIZE = b"\x94"
 _FAST_MEMO_INDEX = (1 << 24) - 1
 _RI = rb"(?:K.|M.{2}|J.{4})"  # BININT1 / BININT2 / BININT
 _RT = rb"(\)|" + _RI + rb"\x85|" + _RI + rb"{2}\x86|" + _RI + rb"{3}\x87|\(" + _RI + rb"{4,16}t)"
@@ -86,6 +92,27 @@ _ENTRY = re.compile(
 )
 _from_bytes = int.from_bytes
 _U32 = struct.Struct("<I").unpack_from
+
+
+_STORES = frozenset(b"qr\x94")  # BINPUT LONG_BINPUT MEMOIZE
+
+
+def _memoized(memo: dict[int, object], stores: tuple[bytes | None, ...]) -> tuple[int, ...] | None:
+    """The memo indices a record's MEMOIZEs store at, in order (-1 where it stores nothing):
+    each is the memo's size then, as the loop computes it, so each must be a new slot (a slot
+    already filled would leave the size, and the next index, unchanged: the loop's to do). None
+    when the record mixes MEMOIZE with PUTs (no pickler does) or reuses a slot."""
+    size = len(memo)
+    out: list[int] = []
+    for raw in stores:
+        if raw is None:
+            out.append(-1)
+        elif raw != _MEMOIZE or size in memo:
+            return None
+        else:
+            out.append(size)
+            size += 1
+    return tuple(out)
 
 
 def _int_op(raw: bytes) -> int:
@@ -179,7 +206,7 @@ class TensorRecords:
                 break
             if put_result is None:  # a cut or odd memo store after the last REDUCE is the
                 after = found.end()  # loop's to report (at the REDUCE, where it folds it)
-                if after >= end or data[after] == 0x71 or data[after] == 0x72:
+                if after >= end or data[after] in _STORES:
                     break
             if (put_entry is None) != (built == 0):  # an entry has its key's PUT and a GET
                 break
@@ -188,15 +215,23 @@ class TensorRecords:
                 fetched = self._fetch(gets, rebuild)
                 if fetched is None:
                     break
-            i_entry = _from_bytes(put_entry, "little") >> 8 if put_entry else -1
-            i_key = _from_bytes(put_key, "little") >> 8
-            i_storage = _from_bytes(put_storage, "little") >> 8
-            i_size = _from_bytes(put_size, "little") >> 8 if put_size else -1
-            i_stride = _from_bytes(put_stride, "little") >> 8 if put_stride else -1
-            i_od_put = _from_bytes(put_od, "little") >> 8
-            i_args = _from_bytes(put_args, "little") >> 8
-            i_result = _from_bytes(put_result, "little") >> 8 if put_result else -1
-            puts = (i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result)
+            if put_key == _MEMOIZE:  # protocol 4+: every store of the record a MEMOIZE
+                memoized = _memoized(memo, (put_entry, put_key, put_storage, put_size,
+                                            put_stride, put_od, put_args, put_result))  # fmt: skip
+                if memoized is None:
+                    break
+                puts = memoized
+                i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
+            else:
+                i_entry = _from_bytes(put_entry, "little") >> 8 if put_entry else -1
+                i_key = _from_bytes(put_key, "little") >> 8
+                i_storage = _from_bytes(put_storage, "little") >> 8
+                i_size = _from_bytes(put_size, "little") >> 8 if put_size else -1
+                i_stride = _from_bytes(put_stride, "little") >> 8 if put_stride else -1
+                i_od_put = _from_bytes(put_od, "little") >> 8
+                i_args = _from_bytes(put_args, "little") >> 8
+                i_result = _from_bytes(put_result, "little") >> 8 if put_result else -1
+                puts = (i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result)
             # a store where this record or a later one fetches from changes what is fetched:
             # the loop does it
             if not fetched.indices.isdisjoint(puts):

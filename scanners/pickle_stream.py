@@ -1,7 +1,7 @@
 """`PickleStream`: the pickle walk of a raw pickle, legacy torch file or joblib dump, done on the
 bytes as they arrive, so that what it has cleared can go out before the last byte.
 
-The walk is `dispatch._scan_pickle`'s, step for step: the first pickle; then, if it loads to
+The walk is `pickle_scan.scan_pickle`'s, step for step: the first pickle; then, if it loads to
 torch's legacy magic number, the four other legacy pickles (the raw storages after them are never
 unpickled); otherwise pickle after pickle until the stream ends or a non-pickle byte follows.
 `PickleWalker.step` walks as far as the bytes allow and returns a `Frame` to resume from; resumed,
@@ -59,10 +59,10 @@ from typing import IO
 
 from scanners import torch
 from scanners.archives import ZIP_SIGNATURE, ZIP_TAIL_BYTES
-from scanners.dispatch import IN_MEMORY_BYTES
 from scanners.limits import ScanLimits
 from scanners.pickles import OPCODE_BYTES, Buffer, Frame, PickleWalker, Walked, pickle_span
 from scanners.report import Outcome
+from scanners.scan_context import IN_MEMORY_BYTES
 
 MARGIN = 64 * 1024 + 512  # > 5 + 4,096 x 14 bytes: see above
 MAX_PENDING = 1024 * 1024

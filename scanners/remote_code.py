@@ -18,24 +18,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from scanners.limits import RemoteCodeLimits, TemplateLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
+from scanners.templates import DEFAULT_LIMITS as TEMPLATE_LIMITS
 from scanners.templates import scan_template
 
 SCANNER = "remote_code"
-
-
-@dataclass(frozen=True, slots=True)
-class RemoteCodeLimits:
-    """Bounds on reading and parsing one Python file or config."""
-
-    max_source_bytes: int = 8 * 1024 * 1024
-    max_findings: int = 40
-    max_auto_map_entries: int = 256
-    max_templates: int = 64
-
-    def __post_init__(self) -> None:
-        if self.max_source_bytes <= 0 or self.max_findings <= 0:
-            raise ValueError("remote code limits must be positive")
 
 
 DEFAULT_LIMITS = RemoteCodeLimits()
@@ -356,7 +344,10 @@ class _CallCollector(ast.NodeVisitor):
 
 
 def scan_config(
-    data: object, name: str, limits: RemoteCodeLimits = DEFAULT_LIMITS
+    data: object,
+    name: str,
+    limits: RemoteCodeLimits = DEFAULT_LIMITS,
+    templates: TemplateLimits = TEMPLATE_LIMITS,
 ) -> list[Finding]:
     """Inspect a parsed config.json or tokenizer_config.json; never raises.
 
@@ -370,7 +361,7 @@ def scan_config(
     if "custom_pipelines" in data:
         findings.append(_custom_pipelines_finding(data["custom_pipelines"], name, limits))
     if "chat_template" in data:
-        findings.extend(_template_findings(data["chat_template"], name, limits))
+        findings.extend(_template_findings(data["chat_template"], name, limits, templates))
     return findings[: limits.max_findings]
 
 
@@ -439,9 +430,11 @@ def _custom_pipelines_finding(pipelines: object, name: str, limits: RemoteCodeLi
     )
 
 
-def _template_findings(value: object, name: str, limits: RemoteCodeLimits) -> list[Finding]:
+def _template_findings(
+    value: object, name: str, limits: RemoteCodeLimits, templates: TemplateLimits
+) -> list[Finding]:
     if isinstance(value, str):
-        return scan_template(value, f"{name}: chat_template")
+        return scan_template(value, f"{name}: chat_template", templates)
     if isinstance(value, list) and len(value) <= limits.max_templates:
         findings: list[Finding] = []
         for index, entry in enumerate(value):
@@ -450,7 +443,7 @@ def _template_findings(value: object, name: str, limits: RemoteCodeLimits) -> li
             if not isinstance(template, str):
                 return [_bad_template(name, f"entry {index} has no string template")]
             where = f"{name}: chat_template[{_cut(str(label), 60) if label else index}]"
-            findings.extend(scan_template(template, where))
+            findings.extend(scan_template(template, where, templates))
         return findings
     return [_bad_template(name, f"chat_template is a {type(value).__name__}")]
 

@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from scanners.limits import SafetensorsLimits
 from scanners.report import Finding, JsonValue, Outcome, cut_text
 
 SCANNER = "safetensors"
@@ -51,20 +52,6 @@ DTYPE_BITS: dict[str, int] = {
 _USIZE_MAX = 2**64 - 1
 _LENGTH_PREFIX = 8
 METADATA_KEY = "__metadata__"
-
-
-@dataclass(frozen=True, slots=True)
-class SafetensorsLimits:
-    """Bounds on what a header may ask of us."""
-
-    max_header_bytes: int = 100_000_000  # the Rust crate's MAX_HEADER_SIZE
-    max_entries: int = 2_000_000  # JSON objects in the header (tensors + metadata)
-    max_dims: int = 64
-    max_findings: int = 20
-
-    def __post_init__(self) -> None:
-        if self.max_header_bytes <= 0 or self.max_entries <= 0 or self.max_dims <= 0:
-            raise ValueError("safetensors limits must be positive")
 
 
 DEFAULT_LIMITS = SafetensorsLimits()

@@ -28,25 +28,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from scanners.allowlist import GlobalVerdict, judge_global
+from scanners.limits import SkopsLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "skops"
 SCANNER_VERSION = "1.0"
 SCHEMA_MEMBER = "schema.json"
-
-
-@dataclass(frozen=True, slots=True)
-class SkopsLimits:
-    """Bounds on one `schema.json`."""
-
-    max_schema_bytes: int = 64 * 1024 * 1024
-    max_nodes: int = 2_000_000  # JSON values walked
-    max_depth: int = 400
-    max_listed: int = 50
-
-    def __post_init__(self) -> None:
-        if min(self.max_schema_bytes, self.max_nodes, self.max_depth, self.max_listed) <= 0:
-            raise ValueError("skops limits must be positive")
 
 
 DEFAULT_LIMITS = SkopsLimits()

@@ -27,25 +27,12 @@ import re
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from scanners.limits import TfGraphLimits
 from scanners.protowire import LEN, VARINT, WireMalformed, WireReader
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "tensorflow"
 SCANNER_VERSION = "1.0"
-
-
-@dataclass(frozen=True, slots=True)
-class TfGraphLimits:
-    """Bounds on walking one TensorFlow graph file."""
-
-    max_fields: int = 8_000_000  # a 200k-node graph is ~1.5M fields (about 2 s)
-    max_string_bytes: int = 4096
-    max_findings: int = 40
-    max_ops_listed: int = 50  # distinct (op, where) pairs kept in one finding's details
-
-    def __post_init__(self) -> None:
-        if self.max_fields <= 0 or self.max_string_bytes < 64 or self.max_findings <= 0:
-            raise ValueError("TensorFlow graph limits are too small")
 
 
 DEFAULT_LIMITS = TfGraphLimits()

@@ -37,8 +37,18 @@ def is_storage_member(name: str) -> bool:
     return bool(_STORAGE_MEMBER.match(name))
 
 
+def storage_members(names: list[str]) -> list[int]:
+    """The indices of `names` that are storage records (`is_storage_member`), matched once."""
+    return [i for i, hit in enumerate(map(_STORAGE_MEMBER.match, names)) if hit is not None]
+
+
 def is_torchscript_member(name: str) -> bool:
     return bool(_TORCHSCRIPT_MEMBER.match(name))
+
+
+def has_torchscript_member(names: list[str]) -> bool:
+    """Whether any name `is_torchscript_member` (only names holding "code/" are matched)."""
+    return any(is_torchscript_member(n) for n in names if "code/" in n)
 
 
 def is_torch_zip(names: list[str]) -> bool:

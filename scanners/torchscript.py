@@ -22,6 +22,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from scanners.limits import TorchScriptLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
 SCANNER = "torchscript"
@@ -29,19 +30,6 @@ SCANNER_VERSION = "1.0"
 
 _CODE_MEMBER = re.compile(r"^(?:[^/]+/)?code/(__torch__(?:/[A-Za-z0-9_]+)*)\.py$")
 _BYTECODE_MEMBER = re.compile(r"^(?:[^/]+/)?bytecode\.pkl$")
-
-
-@dataclass(frozen=True, slots=True)
-class TorchScriptLimits:
-    """Bounds on checking one archive's code."""
-
-    max_source_bytes: int = 16 * 1024 * 1024  # all code members together
-    max_nodes: int = 2_000_000  # AST nodes visited over the archive
-    max_listed: int = 50
-
-    def __post_init__(self) -> None:
-        if self.max_source_bytes <= 0 or self.max_nodes <= 0 or self.max_listed <= 0:
-            raise ValueError("TorchScript limits must be positive")
 
 
 DEFAULT_LIMITS = TorchScriptLimits()

@@ -9,7 +9,7 @@ import pytest
 
 from proxy.logs import QUIET_LOGGERS
 
-pytest_plugins = ["tests.fakehub.plugin", "tests.dbplugin", "tests.proxyplugin"]
+pytest_plugins = ["tests.fakehub.plugin", "tests.dbplugin", "tests.proxyplugin", "tests.s3plugin"]
 
 # The logging state of the session before any test ran.
 _ROOT_LEVEL = logging.getLogger().level

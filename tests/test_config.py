@@ -15,6 +15,7 @@ from proxy.config import (
     ConfigError,
     FetchSettings,
     IngestSettings,
+    MetricsSettings,
     NotifySettings,
     PinnedChange,
     PolicySettings,
@@ -22,6 +23,7 @@ from proxy.config import (
     Secret,
     Settings,
     SigningSettings,
+    StoreSettings,
     WatchSettings,
     env_variables,
     load_settings,
@@ -217,6 +219,7 @@ def test_load_settings_token_in_private_file_is_read(tmp_path: Path) -> None:
         ("HUBWARDEN_PUBLIC_URL", "hubwarden:8080", "expected an http\\(s\\) URL"),
         ("HUBWARDEN_LOG_LEVEL", "LOUD", "expected DEBUG, INFO, WARNING, ERROR, CRITICAL"),
         ("HUBWARDEN_POLICY_PINNED_CHANGE", "ignore", "expected one of block, hold, allow"),
+        ("HUBWARDEN_POLICY_MAX_RISK", "extreme", '"extreme"; expected one of off, low, medium'),
         ("HUBWARDEN_HOST", "a host", "expected a host name or IP address"),
         ("HUBWARDEN_CONTACT", "ops\r\nX-Evil: 1", "expected 1 to 200 printable ASCII"),
         ("HUBWARDEN_DATABASE_URL", "mysql://u@db/x", "is \\(hidden\\); expected a sqlite://"),
@@ -282,6 +285,8 @@ def test_load_settings_section_given_as_value_is_refused(tmp_path: Path) -> None
         ('[scan]\ntimeout_s = "5m"', 'key "scan.timeout_s" is "5m"; expected a number of seconds'),
         ('[policy]\nunpinned_paths = "*.md"', 'key "policy.unpinned_paths" is "\\*.md"'),
         ("[policy]\nunpinned_paths = [1]", "expected a list of glob patterns"),
+        ('[policy]\nmax_risk = "severe"', 'key "policy.max_risk" is "severe"; expected one of off'),
+        ("[policy]\nmax_risk = 2", 'key "policy.max_risk" is 2; expected one of off, low'),
     ],
 )
 def test_load_settings_file_value_of_wrong_type_is_refused(
@@ -341,6 +346,8 @@ def test_env_variables_cover_every_settings_field() -> None:
     sections["admin"] = AdminSettings
     sections["notify"] = NotifySettings
     sections["watch"] = WatchSettings
+    sections["metrics"] = MetricsSettings
+    sections["store"] = StoreSettings
     sections["signing"] = SigningSettings
     fields = {f.name for f in dataclasses.fields(Settings)} - set(sections)
     for name, cls in sections.items():

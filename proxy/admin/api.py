@@ -29,6 +29,7 @@ from proxy.admin.review import (
     ReviewError,
     ReviewNotFound,
 )
+from proxy.admin.updates import updates as updates_of
 from proxy.errors import HubwardenError, InvalidInput, shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
@@ -358,8 +359,12 @@ async def updates(request: web.Request) -> JsonValue:
     every = request.query.get("all", "false")
     if every not in ("true", "false", "1", "0"):
         raise InvalidInput("all", every, "must be true or false")
-    found = [] if watches is None else await watches.listed(noticed_only=every in ("false", "0"))
-    return [w.to_json() for w in found]
+    if watches is None:
+        return []
+    found = await updates_of(
+        watches, _services(request).repository, changed_only=every in ("false", "0")
+    )
+    return [u.to_json() for u in found]
 
 
 async def signature(request: web.Request) -> JsonValue:
@@ -483,7 +488,9 @@ ROUTES = (
           "publisher traceability and version timeliness, each low, medium or high", risk,
           (*_REPO, Param("revision", "query", "string", "a branch, tag or commit (main)"))),
     Route("GET", "/updates", Action.VIEW,
-          "Upstream changes the watch noticed on mirrored branches and tags, newest first",
+          "Upstream changes the watch noticed on mirrored branches and tags, newest first: "
+          "last check, new head and commits, the files changed with our state and the Hub's "
+          "scan of each, what prefetching them gave (the JSON of hubwarden watch status)",
           updates,
           (Param("all", "query", "boolean", "true: every watched branch and tag, changed or "
                  "not"),)),

@@ -31,6 +31,7 @@ from proxy.admin.commands import duration_argument, require_data_dir
 from proxy.admin.filters import held_filter, parse_since
 from proxy.admin.rescan import Rescanner, make_rescanner
 from proxy.admin.review import AuditQuery, Review
+from proxy.admin.risk import command_hold
 from proxy.admin.risk_commands import register as register_risk_commands
 from proxy.config import Settings
 from proxy.errors import InvalidInput
@@ -39,7 +40,8 @@ from proxy.ops.notify import Notifier
 from proxy.repos import RepoRef, RepoType, Revision
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store import db
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobStore
+from proxy.store.blob_stores import open_blob_store
 from proxy.store.repository import AUDIT_CONTEXT, AuditRecord, Repository
 from proxy.store.review import HeldFilter, ReviewQueries
 from proxy.store.signatures import SignatureRecords
@@ -207,8 +209,11 @@ async def _run(settings: Settings, job: Job, args: argparse.Namespace) -> None:
     engine = db.create_engine(settings.effective_database_url)
     try:
         await db.prepare_schema(engine, upgrade=settings.upgrade_on_start)
-        async with _notifier(settings, engine) as notifier:
-            await _review_job(settings, engine, notifier, job, args)
+        async with (
+            _notifier(settings, engine) as notifier,
+            open_blob_store(settings.data_dir, settings.store) as store,  # [store]: local or S3
+        ):
+            await _review_job(settings, engine, notifier, job, args, store=store)
     finally:
         await engine.dispose()
 
@@ -236,11 +241,12 @@ async def _review_job(
     notifier: Notifier | None,
     job: Job,
     args: argparse.Namespace,
+    *,
+    store: BlobStore,
 ) -> None:
     hook = notifier.on_audit if notifier is not None else None
     repository = Repository(db.session_maker(engine), db.read_session_maker(engine), on_audit=hook)
     blocks = Blocks(repository, settings.contact)
-    store = BlobStore(settings.data_dir)
     waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
     signatures = Signatures(  # from what is stored only: commands never fetch
         SignatureRecords(db.session_maker(engine), db.read_session_maker(engine)),
@@ -254,7 +260,7 @@ async def _review_job(
         BlobLifecycle(repository, store, blocks, settings.contact),
         blocks,
         Pins(repository, settings.policy.unpinned_paths),
-        _rescanner(settings, repository, store, waivers, signatures),
+        _rescanner(settings, engine, repository, store, waivers, signatures),
         waivers,
         signatures=signatures,
     )
@@ -263,6 +269,7 @@ async def _review_job(
 
 def _rescanner(
     settings: Settings,
+    engine: AsyncEngine,
     repository: Repository,
     store: BlobStore,
     waivers: Waivers,
@@ -274,6 +281,8 @@ def _rescanner(
     lineage = Lineage(repository, None, refs_ttl_s=0)  # a verdict needs no history
     policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "", waivers,
                         signatures=signatures)  # fmt: skip
+    # max_risk reads the repo's risk card as `hubwarden risk` computes it (nothing fetched).
+    policy.use_risk(command_hold(settings, engine, repository, store))
     return make_rescanner(repository, store, pool, policy)
 
 

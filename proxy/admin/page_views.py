@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from proxy.admin.identity import utcnow
+from proxy.store.models import SignatureStatus
+from proxy.store.signatures import SignatureRecord
 from proxy.store.waivers import WaiverRecord
+from proxy.trust.signature_report import FileStanding, standing_of
 from scanners.detect import FileFormat
 from scanners.report import Finding, JsonValue
 
@@ -124,6 +127,76 @@ def waiver_rows(
     """The waivers (newest first, as listed) whose status is `status` ("" for every one)."""
     rows = [WaiverRow(w, w.status(now), counts.get(w.pk, 0)) for w in waivers]
     return [r for r in rows if not status or r.status == status]
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureView:
+    """A revision's model signature as a page shows it: `status` (verified, unsigned, invalid,
+    untrusted_signer, unverifiable, not_checked) gives the badge, `text` says it with the
+    signer and why, `file` how one file stands against it ("" when no file is concerned)."""
+
+    status: str
+    text: str
+    file: str = ""
+    stale: bool = False  # judged under what was trusted before; judged again at the next fetch
+
+    @property
+    def badge(self) -> str:
+        """The badge's class: sig-ok, sig-bad, sig-warn or sig-none."""
+        if self.status == SignatureStatus.VERIFIED.value and self.file not in _FILE_BAD:
+            return "sig-ok"
+        if self.status in _BAD or self.file in _FILE_BAD:
+            return "sig-bad"
+        return "sig-warn" if self.status == SignatureStatus.UNVERIFIABLE.value else "sig-none"
+
+    @property
+    def label(self) -> str:
+        return self.status.replace("_", " ")
+
+
+_BAD = frozenset({SignatureStatus.INVALID.value, SignatureStatus.UNTRUSTED_SIGNER.value})
+_FILE_WORDS = {
+    FileStanding.COVERED: "this file is covered by the signature",
+    FileStanding.MISMATCH: "this file differs from what was signed",
+    FileStanding.UNCOVERED: "this file is not covered by the signature",
+    FileStanding.IGNORED: "this file was left out by the signer",
+    FileStanding.SIGNATURE: "this is the signature file",
+    FileStanding.PENDING: "this file is signed, not fetched yet",
+}
+_FILE_BAD = frozenset({_FILE_WORDS[FileStanding.MISMATCH], _FILE_WORDS[FileStanding.UNCOVERED]})
+NOT_CHECKED = SignatureView("not_checked", "not checked yet (checked when a file is fetched)")
+
+
+def signature_view(
+    record: SignatureRecord | None,
+    *,
+    path: str | None = None,
+    sha256: str | None = None,
+    signature_file: str = "",
+    current: bool = True,
+) -> SignatureView:
+    """What a page says of a revision's recorded signature and, with `path` (and the sha256
+    this mirror computed of its bytes), of one file against it."""
+    if record is None:
+        return NOT_CHECKED
+    status = record.status
+    if status is SignatureStatus.VERIFIED:
+        text = f"verified by {record.signer}"
+    elif status is SignatureStatus.UNSIGNED:
+        text = "unsigned"
+    else:
+        label = status.value.replace("_", " ")
+        who = (
+            f" ({record.signer})" if record.signer and status is not SignatureStatus.INVALID else ""
+        )
+        text = f"{label}{who}" + (f": {record.detail}" if record.detail else "")
+    file = ""
+    if path is not None:
+        if path == signature_file:
+            file = _FILE_WORDS[FileStanding.SIGNATURE]
+        else:
+            file = _FILE_WORDS.get(standing_of(record, path, sha256), "")
+    return SignatureView(status.value, text[:MAX_DETAIL_CHARS], file, not current)
 
 
 FORMATS = tuple(sorted(f.value for f in FileFormat))  # what the quarantine list filters on

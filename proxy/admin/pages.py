@@ -23,6 +23,8 @@ JavaScript and no build step, over the same `Review` service as the REST API and
     GET  /admin/repos/risk                 to a repo's risk card (?type= &repo=          view
                                            &revision=)
     GET  /admin/repos/{type}/{namespace}/{name}/risk  a revision's risk card (?revision=)  view
+    GET  /admin/updates                    what the upstream watch saw: update available,  view
+                                           changed files, prefetch (?all=true: every ref)
 
 A page opened without a session answers 303 to the sign-in page, which leads back to it. Every
 POST must carry the session's CSRF token (`proxy.admin.sessions`), else 403; a form that cannot
@@ -75,18 +77,24 @@ from proxy.admin.page_views import (
     AUDIT_ACTIONS,
     FILTERS,
     FORMATS,
+    NOT_CHECKED,
+    SignatureView,
     finding_views,
+    signature_view,
     waiver_rows,
     when,
 )
 from proxy.admin.review import HeldItem, PinnedChange, Review
+from proxy.admin.updates import updates as updates_of
+from proxy.admin.updates import watch_state
 from proxy.errors import shown
 from proxy.hub.context import SERVICES
 from proxy.hub.requests import review_id_of
 from proxy.repos import RepoRef, RepoType
 from proxy.services import Services
 from proxy.store.models import BlobState
-from proxy.store.repository import AUDIT_CONTEXT, AuditRecord
+from proxy.store.repository import AUDIT_CONTEXT, AuditRecord, RepoRecord
+from proxy.store.signatures import SignatureRecord
 from proxy.store.waivers import WAIVER_STATUSES, WaiverRecord
 from scanners.report import Severity
 
@@ -137,6 +145,50 @@ def _next_page(value: str | None) -> str:
 
 def _see(location: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(location=location)
+
+
+class _Signatures:
+    """The recorded signature of the revisions a page shows (one read per revision, never a
+    verification: the pages show what the mirror found when it fetched the files)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._found: dict[tuple[RepoRef, str], tuple[SignatureRecord | None, bool]] = {}
+
+    async def view(
+        self,
+        repo: RepoRef | None,
+        commit: str,
+        *,
+        path: str | None = None,
+        sha256: str | None = None,
+    ) -> SignatureView:
+        signatures = self._services.signatures
+        if signatures is None or repo is None or not commit:
+            return NOT_CHECKED
+        key = (repo, commit)
+        if key not in self._found:
+            record = None
+            found = await self._services.repository.find_repo(repo)
+            if found is not None:
+                record = await signatures.recorded(found, commit)
+            current = record is None or signatures.is_current(repo, record)
+            self._found[key] = (record, current)
+        record, current = self._found[key]
+        name = signatures.signature_file
+        return signature_view(
+            record, path=path, sha256=sha256, signature_file=name, current=current
+        )
+
+    async def served(self, record: RepoRecord) -> SignatureView:
+        """The signature of the commit the repo's default branch serves."""
+        repository = self._services.repository
+        ref = await repository.get_ref_record(record.pk, "") or await repository.get_ref_record(
+            record.pk, "main"
+        )
+        if ref is None:
+            return NOT_CHECKED
+        return await self.view(record.ref, ref.approved_commit or ref.commit)
 
 
 async def _subjects(request: web.Request, events: Iterable[AuditRecord]) -> dict[int, str]:
@@ -200,8 +252,11 @@ async def quarantine(request: web.Request) -> web.StreamResponse:
     )
     rows = held[: wanted.limit]
     more = len(held) > wanted.limit
+    lookup = _Signatures(_services(request))
+    signatures = [await lookup.view(b.repo, b.commit, path=b.path, sha256=b.sha256) for b in rows]
     context = {
         "rows": rows,
+        "signatures": dict(zip((b.pk for b in rows), signatures, strict=True)),
         "query": wanted,
         "next_page": wanted.link(rows[-1].pk) if more else None,
         "formats": FORMATS,
@@ -213,7 +268,16 @@ async def quarantine(request: web.Request) -> web.StreamResponse:
 
 async def item(request: web.Request) -> web.StreamResponse:
     held: HeldItem = await _review(request).item(review_id_of(request))
-    context = {"item": held, "findings": finding_views(held.findings), "expiries": list(EXPIRIES)}
+    blob = held.blob
+    signature = await _Signatures(_services(request)).view(
+        blob.repo, blob.commit, path=blob.path, sha256=blob.sha256
+    )
+    context = {
+        "item": held,
+        "findings": finding_views(held.findings),
+        "expiries": list(EXPIRIES),
+        "signature": signature,
+    }
     return await render(request, "item.html", context)
 
 
@@ -296,7 +360,10 @@ async def reject_change(request: web.Request) -> web.StreamResponse:
 
 async def repos(request: web.Request) -> web.StreamResponse:
     blocked = await _review(request).blocked()
-    return await render(request, "repos.html", {"blocked": blocked, "types": list(RepoType)})
+    lookup = _Signatures(_services(request))
+    signatures = {b.block_pk: await lookup.served(b.repo) for b in blocked}
+    context = {"blocked": blocked, "types": list(RepoType), "signatures": signatures}
+    return await render(request, "repos.html", context)
 
 
 async def block(request: web.Request) -> web.StreamResponse:
@@ -335,7 +402,30 @@ async def risk(request: web.Request) -> web.StreamResponse:
     name = f"{info['namespace']}/{info['name']}"
     repo = RepoRef.parse(RepoType.from_plural(info["type"]), name)
     card = await cards.card(repo, request.query.get("revision", "main"))
-    return await render(request, "risk.html", {"card": card})
+    signature = await _Signatures(_services(request)).view(repo, card.commit)
+    return await render(request, "risk.html", {"card": card, "signature": signature})
+
+
+async def updates(request: web.Request) -> web.StreamResponse:
+    """The upstream watch: the refs with a change noticed (?all=true: every watched ref), each
+    with its changed files (our state, the Hub's scan), prefetch and the new head's signature."""
+    every = request.query.get("all", "")
+    if every not in ("", "true", "false"):
+        raise PageRefused(400, "That cannot be used", "all must be true or false.")
+    services = _services(request)
+    found = []
+    if services.watches is not None:
+        found = await updates_of(
+            services.watches, services.repository, changed_only=every != "true"
+        )
+    lookup = _Signatures(services)
+    signatures = [await lookup.view(u.record.repo.ref, u.record.upstream_head or "") for u in found]
+    context = {
+        "updates": list(zip(found, signatures, strict=True)),
+        "every": every == "true",
+        "state": watch_state(services.settings),
+    }
+    return await render(request, "updates.html", context)
 
 
 async def audit(request: web.Request) -> web.StreamResponse:
@@ -384,6 +474,7 @@ PAGES = (
     Page("POST", "/repos/block", Action.BLOCK, block),
     Page("POST", "/repos/unblock", Action.BLOCK, unblock),
     Page("GET", "/audit", Action.VIEW, audit),
+    Page("GET", "/updates", Action.VIEW, updates),
     Page("GET", "/repos/risk", Action.VIEW, risk_lookup),
     Page("GET", "/repos/{type}/{namespace}/{name}/risk", Action.VIEW, risk),
 )

@@ -9,7 +9,7 @@ from proxy.errors import HubwardenError
 from proxy.lifecycle import BlobOrigin, Settlement
 from proxy.metadata import EntryType, LfsInfo, TreeEntry
 from proxy.scanning import ScannerPool
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobPlace, BlobStore
 from proxy.store.repository import BlobRecord, RepoRecord, Repository
 from proxy.trust.policy_gate import PolicyGate
 from scanners.report import ScanReport
@@ -23,7 +23,8 @@ def make_rescanner(
 ) -> Rescanner:
     async def rescan(blob: BlobRecord) -> tuple[ScanReport, Settlement]:
         assert blob.sha256 is not None
-        report = await scanner.scan(store.quarantined_path(blob.sha256), blob.first_path)
+        async with store.local_copy(blob.sha256, BlobPlace.QUARANTINED) as held:
+            report = await scanner.scan(held, blob.first_path)
         origin = BlobOrigin(await _first_repo(repository, blob), "", _entry(blob))
         return report, await policy.settle(origin, report)
 

@@ -7,40 +7,47 @@ the pure `proxy.trust.risk.assess`.
 Offline (no `UpstreamFacts`), everything comes from the records and what needs the upstream says
 "unknown offline". Online, the Hub's own scan results are also recorded beside ours, as findings
 of scanner "hub" on the blobs this mirror holds (`proxy.trust.hub_scans`): never deciding, and
-shown offline later. The API, the pages and the CLI call `RiskCards.card`.
+shown offline later. The API, the pages and the CLI call `RiskCards.card`; `[policy] max_risk`
+(`proxy.trust.risk_hold`) calls `RiskCards.hold_facts`, which also fetches the licence files not
+mirrored yet (through `files`, the mirror's fetching path) so that the licence is judged from its
+text. A licence file's text is read whether it was released or held (it is only classified).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.admin.review import ReviewNotFound
-from proxy.config import PolicySettings
+from proxy.config import MaxRisk, PolicySettings, Settings
 from proxy.errors import HubwardenError, shown
 from proxy.metadata import RefKind
 from proxy.repos import RepoRef, Revision, is_commit_sha
-from proxy.store.blobs import BlobStore
+from proxy.store import db
+from proxy.store.blob_protocol import BlobPlace, BlobStore, StoreUnavailable
 from proxy.store.models import SignatureStatus as StoredSignature
 from proxy.store.repository import RefRecord, RepoRecord, Repository, utcnow
 from proxy.store.review import ReviewQueries, RevisionFile
 from proxy.store.signatures import SignatureRecords
 from proxy.store.watches import WatchRecords
-from proxy.trust.hub_scans import (
-    HUB_SCANNER,
-    HubFileStatus,
-    HubVerdict,
-    hub_finding,
-    merged,
-)
+from proxy.trust.hub_records import record_hub_status
+from proxy.trust.hub_scans import HUB_SCANNER, HubFileStatus, HubVerdict, merged
 from proxy.trust.licences import MAX_TEXT_CHARS, classify_text, is_licence_file
+from proxy.trust.policy_source import PolicySource
 from proxy.trust.risk import (
+    NOT_FETCHED,
     Account,
     LicenceFile,
     PublisherFacts,
+    Rating,
     RepoFile,
     RiskCard,
     RiskFacts,
@@ -48,7 +55,10 @@ from proxy.trust.risk import (
     TimelinessFacts,
     assess,
 )
+from proxy.trust.risk_hold import RiskHold
 from proxy.trust.rules import ALLOW_PUBLISHERS, DENY_PUBLISHERS, Policy
+from proxy.trust.signatures import RevisionFiles, RevisionUnknown, SignatureFileUnavailable
+from proxy.upstream import Upstream, UpstreamConfig
 from proxy.upstream_facts import HubSecurity, UpstreamFacts, parse_date
 from scanners.report import Finding, JsonValue
 
@@ -77,6 +87,19 @@ def recorded_signatures(records: SignatureRecords) -> SignatureLookup:
         return _SIGNATURES.get(found.status, SignatureStatus.NOT_CHECKED), found.signer
 
     return lookup
+
+
+class RiskFactsUnavailable(HubwardenError):
+    """What a card for `max_risk` needs cannot be had now (the commit's whole file list)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetch:
+    """A card gathered for `max_risk`: the whole file list, and (`licences`) the licence files
+    not mirrored yet fetched, with `token`."""
+
+    token: str | None
+    licences: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +159,7 @@ def _repo_file(
         worst_text=shown(f"{top.code}: {top.message}")[:200] if top else "",
         codes=tuple(f.code for f in ours),
         hub=hub or _recorded_hub_status(file.path, findings),
+        reason=file.reason,
     )
 
 
@@ -152,8 +176,12 @@ class RiskCards:
         facts: UpstreamFacts | None,
         policy: Callable[[], PolicySettings],
         signatures: SignatureLookup | None = None,
+        files: RevisionFiles | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
     ) -> None:
+        """`files`: how `hold_facts` fetches a licence file not mirrored yet (None: it reads
+        what is stored only)."""
+        self._files = files
         self._db = repository
         self._queries = queries
         self._store = store
@@ -170,7 +198,33 @@ class RiskCards:
         if record is None:
             raise ReviewNotFound(f"{shown(repo)} was never mirrored here")
         served = await self._served(record, revision)
+        return assess(await self._gather(record, revision, served, fetch=None))
+
+    async def hold_facts(
+        self, record: RepoRecord, commit: str, token: str | None, fetch: bool = True
+    ) -> RiskFacts:
+        """The facts of the card of `record` at `commit`, for `[policy] max_risk`: the commit's
+        whole file list (listed now when only part of it was recorded) and, with `fetch`, the
+        licence files not mirrored yet, fetched first (with `token`, the client's). Raises
+        ReviewNotFound when the commit was never recorded, RiskFactsUnavailable when its file
+        list cannot be had."""
+        served = await self._served(record, commit)
+        return await self._gather(record, commit, served, fetch=_Fetch(token, licences=fetch))
+
+    async def first_commit(self, etag: str) -> str:
+        """The commit a blob was first fetched for ("" when not recorded): what a rescan of a
+        held file judges its repo's card at."""
+        blob = await self._db.get_blob(etag)
+        held = await self._queries.held_blob(blob.pk) if blob is not None else None
+        return held.commit if held is not None else ""
+
+    async def _gather(
+        self, record: RepoRecord, revision: str, served: _Served, *, fetch: _Fetch | None
+    ) -> RiskFacts:
+        repo = record.ref
         found = await self._queries.revision_files(record.pk, served.commit)
+        if fetch is not None and self._files is not None and (found is None or not found[1]):
+            found = await self._listed(record, served.commit, fetch.token)
         if found is None:
             raise ReviewNotFound(f"{shown(repo)} at {served.commit[:12]} was never mirrored here")
         _, complete, files = found
@@ -178,24 +232,24 @@ class RiskCards:
         info = commit.info if commit is not None and commit.info is not None else {}
         hub = await self._hub_security(record, served.commit, files)
         repo_files = await self._repo_files(files, hub, served.commit)
-        return assess(
-            RiskFacts(
-                repo=repo,
-                revision=revision,
-                commit=served.commit,
-                now=self._clock(),
-                offline=self._facts is None,
-                private=record.private,
-                gated=record.gated,
-                card_licence=_licence_of(info),
-                licence_files=await self._licence_files(files),
-                files=repo_files,
-                complete_tree=complete,
-                auto_map=_has_auto_map(info),
-                publisher=await self._publisher(record, served.commit),
-                timeliness=await self._timeliness(record, served, info),
-                hub_scans_done=hub.repo.scans_done if hub and hub.repo else None,
-            )
+        limit = self._policy().max_risk
+        return RiskFacts(
+            repo=repo,
+            revision=revision,
+            commit=served.commit,
+            now=self._clock(),
+            offline=self._facts is None,
+            private=record.private,
+            gated=record.gated,
+            card_licence=_licence_of(info),
+            licence_files=await self._licence_files(record, served.commit, files, fetch),
+            files=repo_files,
+            complete_tree=complete,
+            auto_map=_has_auto_map(info),
+            publisher=await self._publisher(record, served.commit),
+            timeliness=await self._timeliness(record, served, info),
+            max_risk=None if limit is MaxRisk.OFF else Rating(limit.value),
+            hub_scans_done=hub.repo.scans_done if hub and hub.repo else None,
         )
 
     async def _served(self, record: RepoRecord, revision: str) -> _Served:
@@ -235,11 +289,8 @@ class RiskCards:
         self, blob_pk: int, findings: list[Finding], status: HubFileStatus, commit: str
     ) -> list[Finding]:
         """Record the Hub's word on a blob this mirror holds, once per verdict."""
-        finding = hub_finding(status, commit)
-        if any(f.scanner == HUB_SCANNER and f.code == finding.code for f in findings):
-            return findings
-        await self._db.add_findings(blob_pk, [finding])
-        return [*findings, finding]
+        added = await record_hub_status(self._db, blob_pk, findings, status, commit)
+        return [*findings, added] if added is not None else findings
 
     async def _hub_security(
         self, record: RepoRecord, commit: str, files: Sequence[RevisionFile]
@@ -253,32 +304,77 @@ class RiskCards:
                            record.ref, exc.message)  # fmt: skip
             return None
 
-    async def _licence_files(self, files: Sequence[RevisionFile]) -> list[LicenceFile]:
+    async def _licence_files(
+        self,
+        record: RepoRecord,
+        commit: str,
+        files: Sequence[RevisionFile],
+        fetch: _Fetch | None,
+    ) -> list[LicenceFile]:
         found = []
         for file in files:
             if not is_licence_file(file.path):
                 continue
-            text = await self._released_text(file)
+            text = await self._stored_text(file)
+            if text is None and fetch is not None and fetch.licences and file.state == NOT_FETCHED:
+                text = await self._fetched_text(record, commit, file.path, fetch.token)
             found.append(
                 LicenceFile(file.path, classify_text(file.path, text) if text is not None else None)
             )
         return found
 
-    async def _released_text(self, file: RevisionFile) -> str | None:
-        """The head of a released file's text (None: not released here)."""
-        if file.state != "released" or file.sha256 is None:
+    async def _listed(
+        self, record: RepoRecord, commit: str, token: str | None
+    ) -> tuple[dt.datetime, bool, list[RevisionFile]] | None:
+        """The commit's files once its whole tree is listed (recorded through the catalog): a
+        card judged on part of the files would miss what the rest holds. Raises
+        RiskFactsUnavailable when the tree cannot be listed now. (Without `files`, a command
+        beside the server, the card is judged on what is recorded, and says "partial".)"""
+        files = self._files
+        assert files is not None
+        try:
+            await files.listing(record, commit, token)
+        except RevisionUnknown as exc:
+            raise RiskFactsUnavailable(exc.message) from exc
+        return await self._queries.revision_files(record.pk, commit)
+
+    async def _stored_text(self, file: RevisionFile) -> str | None:
+        """The head of a stored file's text, released or held (None: not stored here)."""
+        if file.state not in ("released", "quarantined") or file.sha256 is None:
             return None
-        path = self._store.released_path(file.sha256)
+        places = [BlobPlace.RELEASED, BlobPlace.QUARANTINED]
+        if file.state == "quarantined":
+            places.reverse()
 
-        def read() -> bytes | None:
+        def read(path: Path) -> bytes:
+            with path.open("rb") as handle:
+                return handle.read(MAX_TEXT_CHARS)
+
+        for place in places:  # it may move between the two meanwhile
             try:
-                with path.open("rb") as handle:
-                    return handle.read(MAX_TEXT_CHARS)
-            except OSError:
-                return None
+                async with self._store.local_copy(file.sha256, place) as path:
+                    data = await asyncio.to_thread(read, path)
+            except (OSError, StoreUnavailable):
+                continue
+            return data.decode("utf-8", errors="replace")
+        return None
 
-        data = await asyncio.to_thread(read)
-        return None if data is None else data.decode("utf-8", errors="replace")
+    async def _fetched_text(
+        self, record: RepoRecord, commit: str, path: str, token: str | None
+    ) -> str | None:
+        """A licence file fetched, verified and scanned through the mirror (None: it cannot
+        be had now; the card then says it was not read)."""
+        files = self._files
+        if files is None:
+            return None
+        try:
+            entry = await files.entry(record, commit, path, token)
+            data = await files.read(record, commit, entry, token) if entry is not None else None
+        except (RevisionUnknown, SignatureFileUnavailable) as exc:
+            logger.warning("risk card of %s: %s not read: %s", record.ref, shown(path),
+                           exc.message)  # fmt: skip
+            return None
+        return None if data is None else data[:MAX_TEXT_CHARS].decode("utf-8", errors="replace")
 
     # -- publisher ---------------------------------------------------------------------------
 
@@ -372,3 +468,53 @@ class RiskCards:
         if self._facts is None and ref.approved_commit and ref.approved_commit != ref.commit:
             return ref.commit, None  # a newer head recorded, waiting for review
         return None, None
+
+
+@contextlib.asynccontextmanager
+async def upstream_facts_of(settings: Settings) -> AsyncIterator[UpstreamFacts | None]:
+    """The upstream calls of a risk card made from the shell, as the server makes them (with
+    the service token), in a session of their own; None offline."""
+    if settings.offline:
+        yield None
+        return
+    async with aiohttp.ClientSession(
+        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
+        yield UpstreamFacts(Upstream(UpstreamConfig.from_settings(settings), session))
+
+
+def command_cards(
+    settings: Settings,
+    engine: AsyncEngine,
+    repository: Repository,
+    store: BlobStore,
+    facts: UpstreamFacts | None,
+) -> RiskCards:
+    """Risk cards for commands that run beside the server (nothing fetched: no `files`)."""
+    sessions, reads = db.session_maker(engine), db.read_session_maker(engine)
+    policies = PolicySource(settings.policy)
+    return RiskCards(
+        repository,
+        ReviewQueries(sessions, reads),
+        store,
+        WatchRecords(sessions, reads),
+        facts=facts,
+        policy=lambda: policies.current().settings,
+        signatures=recorded_signatures(SignatureRecords(sessions, reads)),
+    )
+
+
+def command_hold(
+    settings: Settings, engine: AsyncEngine, repository: Repository, store: BlobStore
+) -> RiskHold:
+    """`max_risk` for `hubwarden quarantine rescan`: the card as `hubwarden risk` computes it
+    (online, the same few cached upstream calls as the server's, in a session opened for it;
+    offline, from recorded facts), never fetching a file."""
+
+    async def facts(record: RepoRecord, commit: str, token: str | None, fetch: bool) -> RiskFacts:
+        async with upstream_facts_of(settings) as upstream:
+            cards = command_cards(settings, engine, repository, store, upstream)
+            return await cards.hold_facts(record, commit, token, fetch=False)
+
+    first = command_cards(settings, engine, repository, store, None).first_commit
+    return RiskHold(facts, first_commit=first)

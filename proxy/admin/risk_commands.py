@@ -12,32 +12,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeAlias
 
-import aiohttp
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.admin.commands import require_data_dir
-from proxy.admin.risk import RiskCards, recorded_signatures
+from proxy.admin.risk import command_cards, upstream_facts_of
+from proxy.admin.updates import ChangedView, UpdateView, updates, watch_state
 from proxy.config import Settings
 from proxy.repos import RepoRef, RepoType, Revision
 from proxy.store import db
 from proxy.store.blobs import BlobStore
 from proxy.store.repository import Repository
-from proxy.store.review import ReviewQueries
-from proxy.store.signatures import SignatureRecords
 from proxy.store.watches import WatchRecord, WatchRecords
-from proxy.trust.policy_source import PolicySource
 from proxy.trust.risk import RiskCard
-from proxy.upstream import Upstream, UpstreamConfig
-from proxy.upstream_facts import UpstreamFacts
 from scanners.report import JsonValue
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -58,9 +52,17 @@ def register(commands: Subparsers, load: SettingsLoader, add_options: AddOptions
     risk.set_defaults(command=lambda args: _run(load(args), _risk, args))
     watch = commands.add_parser("watch", help="the upstream watch of mirrored branches and tags")
     actions = watch.add_subparsers(title="actions", metavar="ACTION", required=True)
-    status = actions.add_parser("status", help="watched refs, last check and what changed")
+    status = actions.add_parser(
+        "status",
+        help="watched refs, last check and what changed",
+        description="The JSON is GET /admin/api/updates?all=true's; with --changed, "
+        "GET /admin/api/updates's.",
+    )
     add_options(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument(
+        "--changed", action="store_true", help="only the refs with a change noticed"
+    )
     status.set_defaults(command=lambda args: _run(load(args), _watch_status, args))
 
 
@@ -82,36 +84,15 @@ def _run(settings: Settings, job: Job, args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.asynccontextmanager
-async def _upstream_facts(settings: Settings) -> AsyncIterator[UpstreamFacts | None]:
-    """The upstream calls of a risk card, as the server makes them; None offline."""
-    if settings.offline:
-        yield None
-        return
-    async with aiohttp.ClientSession(
-        auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
-    ) as session:
-        yield UpstreamFacts(Upstream(UpstreamConfig.from_settings(settings), session))
-
-
 async def _risk(settings: Settings, engine: AsyncEngine, args: argparse.Namespace) -> None:
     repo_id, _, revision = str(args.spec).partition("@")
     repo = RepoRef.parse(RepoType(args.type), repo_id)
     revision = revision or "main"
     Revision.parse(revision)  # raises InvalidInput on a hostile name
     sessions, reads = db.session_maker(engine), db.read_session_maker(engine)
-    policies = PolicySource(settings.policy)
-    async with _upstream_facts(settings) as facts:
-        cards = RiskCards(
-            Repository(sessions, reads),
-            ReviewQueries(sessions, reads),
-            BlobStore(settings.data_dir),
-            WatchRecords(sessions, reads),
-            facts=facts,
-            policy=lambda: policies.current().settings,
-            signatures=recorded_signatures(SignatureRecords(sessions, reads)),
-        )
-        card = await cards.card(repo, revision)
+    repository, store = Repository(sessions, reads), BlobStore(settings.data_dir)
+    async with upstream_facts_of(settings) as facts:
+        card = await command_cards(settings, engine, repository, store, facts).card(repo, revision)
     if args.json:
         sys.stdout.write(json.dumps(card.to_json(), indent=2) + "\n")
     else:
@@ -157,13 +138,28 @@ def render_card(card: RiskCard, console: Console) -> None:
     console.print(table)
     for text in card.disagreements:
         console.print(f"the Hub's scan disagrees: {escape(text)}")
-    if card.exceeds_policy and card.max_risk is not None:
-        console.print(f"above the policy's max_risk ({card.max_risk.value})")
+    if card.max_risk is None:
+        return
+    if card.held_for:
+        names = ", ".join(f"{d.name.value} {d.settled_rating.value}" for d in card.held_for)
+        console.print(
+            f"above the policy's max_risk ({card.max_risk.value}): its files are held for "
+            f"{names}; release or waive them in the review queue, or raise \\[policy] max_risk"
+        )
+    elif card.exceeds_policy:
+        console.print(
+            f"above the policy's max_risk ({card.max_risk.value}) only for files not scanned "
+            "yet: each is judged by its own scan when fetched"
+        )
+    else:
+        console.print(f"within the policy's max_risk ({card.max_risk.value})")
 
 
 async def _watch_status(settings: Settings, engine: AsyncEngine, args: argparse.Namespace) -> None:
-    records = WatchRecords(db.session_maker(engine), db.read_session_maker(engine))
-    watched = await records.listed()
+    sessions, reads = db.session_maker(engine), db.read_session_maker(engine)
+    watched = await updates(
+        WatchRecords(sessions, reads), Repository(sessions, reads), changed_only=args.changed
+    )
     if args.json:
         sys.stdout.write(json.dumps([w.to_json() for w in watched], indent=2) + "\n")
         return
@@ -174,24 +170,29 @@ def _when(record: WatchRecord) -> str:
     return record.checked_at.strftime("%Y-%m-%d %H:%M") if record.checked_at else "never"
 
 
-def render_watch(watched: list[WatchRecord], settings: Settings, console: Console) -> None:
-    interval = settings.watch.interval_s
-    state = "off (offline)" if settings.offline else (
-        f"every {interval:g} s" if interval > 0 else "off (interval_s = 0)"
-    )  # fmt: skip
-    table = Table(title=f"upstream watch: {state}", title_justify="left")
+def _file_text(view: ChangedView) -> str:
+    said = [f"ours: {view.state}"] if view.state else []
+    said += [f"Hub: {view.file.hub}"] if view.file.hub else []
+    text = f"{view.file.path} ({', '.join([view.file.change, *said])})"
+    return text + (" DISAGREE" if view.disagreement else "")
+
+
+def render_watch(watched: list[UpdateView], settings: Settings, console: Console) -> None:
+    table = Table(title=f"upstream watch: {watch_state(settings)}", title_justify="left")
     for column in ("repo", "ref", "checked", "upstream head", "status", "last change",
                    "changed files", "prefetched", "problem"):  # fmt: skip
         table.add_column(column, overflow="fold")
-    for w in watched:
+    for view in watched:
+        w = view.record
+        commits = f", {view.new_commits} commit(s)" if view.new_commits is not None else ""
         change = (
             f"{(w.previous or '')[:12]} -> {(w.upstream_head or '')[:12]} "
-            f"at {w.noticed_at.strftime('%Y-%m-%d %H:%M')}"
+            f"at {w.noticed_at.strftime('%Y-%m-%d %H:%M')}{commits}"
             if w.noticed_at
             else "-"
         )
-        files = ", ".join(f"{c.path} ({c.change})" for c in w.changed[:5])
-        files += f" (+{len(w.changed) - 5})" if len(w.changed) > 5 else ""
+        files = ", ".join(_file_text(c) for c in view.changed[:5])
+        files += f" (+{len(view.changed) - 5})" if len(view.changed) > 5 else ""
         prefetched = ", ".join(f"{n} {v}" for v, n in w.prefetched.items())
         table.add_row(
             escape(f"{w.repo.ref.repo_type.value} {w.repo.ref.repo_id}"),

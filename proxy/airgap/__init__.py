@@ -10,9 +10,11 @@
     bundle.py    the three together: what export and import call
     state.py     Hubwarden's state of a revision (the JSON beside each manifest): its format,
                  written and parsed as hostile input
+    boms.py      the AI-BOM of each revision: made at export, checked and kept at import
     export.py    `hubwarden export`: revisions read from the database and the blob store
     judge.py     what an import may change, judged against this mirror's records (pins,
                  history rewrites, recorded commits): pure
+    import_signatures.py  the model signatures of imported commits, verified offline
     importer.py  `hubwarden import`: verify, judge, stage, scan, then one transaction
     commands.py  `hubwarden keys …`, `export`, `import` (the argparse edge)
 

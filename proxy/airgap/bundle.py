@@ -1,12 +1,12 @@
 """Signed bundles end to end: what `hubwarden export` and `hubwarden import` call.
 
-Export: `export_bundle` plans the OCI layout (oci.plan), signs every manifest and state blob
-with the instance's key (signing.sign), and writes the layout (oci.write).
+Export: `export_bundle` plans the OCI layout (oci.plan), signs every manifest, state and BOM
+blob with the instance's key (signing.sign), and writes the layout (oci.write).
 
 Import: `VerifiedBundle` reads everything but the files, checks the signature against the
-trusted keys and that it covers exactly the bundle's manifests and state, then streams the files
-(each checked against its sha256 and size) and, at the end, that every file the bundle does not
-carry is one it declared omitted (an incremental bundle's `since`), so a truncated or trimmed
+trusted keys and that it covers exactly the bundle's manifests, state and BOMs, then streams the
+files (each checked against its sha256 and size) and, at the end, that every file the bundle does
+not carry is one it declared omitted (an incremental bundle's `since`), so a truncated or trimmed
 bundle is refused.
 
 The signed statement's predicate (`PREDICATE_TYPE`):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import re
 import sys
@@ -316,6 +317,7 @@ def _export_json(report: ExportReport) -> dict[str, object]:
                 "files": [f.path for f in c.content.files],
                 "bytes": c.file_bytes,
                 "left_out": [{"path": o.path, "size": o.size, "why": o.why} for o in c.left_out],
+                "bom": hashlib.sha256(c.content.bom).hexdigest() if c.content.bom else None,
             }
             for c in report.revisions
         ],
@@ -428,6 +430,7 @@ class _Shown(importer.Progress):
 
 
 def import_json(report: importer.ImportReport) -> dict[str, object]:
+    kept = report.bom_paths  # one per BOM once written; none when the import changed nothing
     return {
         "bundle": {
             "digest": report.digest,
@@ -462,6 +465,11 @@ def import_json(report: importer.ImportReport) -> dict[str, object]:
             }
             for f in report.files
         ],
+        "signatures": [line.to_json() for line in report.signatures],
+        "boms": [
+            {**bom.to_json(), "kept": str(kept[i]) if i < len(kept) else None}
+            for i, bom in enumerate(report.boms)
+        ],
         "counts": report.counts(),
     }
 
@@ -489,6 +497,17 @@ def _import_table(report: importer.ImportReport, console: Console) -> None:
         )
     console.print(refs)
     console.print(files)
+    for signature in report.signatures:
+        style = "green" if signature.status.value in ("verified", "unsigned") else "red"
+        console.print(
+            f"signature of {escape(str(signature.repo))} at {signature.commit[:12]}: "
+            f"[{style}]{escape(signature.summary[:300])}[/]"
+        )
+    for bom in report.boms:
+        console.print(
+            f"AI-BOM of {escape(str(bom.repo))} at {bom.commit[:12]}: {bom.files} files, "
+            f"{bom.hashed} with a sha256, matching the bundle (sha256 {bom.sha256[:12]}…)"
+        )
     counts = ", ".join(f"{n} {s}" for s, n in report.counts().items() if n)
     what = "imported" if report.changed else "nothing new: this mirror holds all of it already"
     console.print(

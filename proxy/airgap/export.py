@@ -14,7 +14,9 @@ Everything comes from this mirror's database and blob store; nothing is fetched.
   but missing from the store (`hubwarden doctor` says why);
 - the state (`proxy.airgap.state`) carries the repo's access flags, the ref, the commit's repo
   info and tree, its commit listing, the scan report and release decisions of every carried
-  file, the pins of the tree's paths, and the repo's decisions.
+  file, the pins of the tree's paths, and the repo's decisions;
+- its AI-BOM (`proxy.airgap.boms`): the CycloneDX document `hubwarden bom` gives here for the
+  exported commit, signed with the rest.
 
 Refused, naming the revision: a repo never mirrored here, a blocked repo, a revision never
 resolved here, a commit whose file list was never recorded, a revision with nothing released.
@@ -23,13 +25,17 @@ resolved here, a commit whose file list was never recorded, a revision with noth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from proxy.airgap import oci
+from proxy.airgap.boms import BomSources, revision_bom
 from proxy.airgap.bundle import export_bundle, previous_files
 from proxy.airgap.errors import BundleError
 from proxy.airgap.keys import KeyStore
@@ -46,10 +52,15 @@ from proxy.errors import InvalidInput, shown
 from proxy.metadata import EntryType
 from proxy.repos import RepoRef, RepoType, Revision
 from proxy.store import db
+from proxy.store.blob_stores import require_local_store
 from proxy.store.blobs import BlobStore
 from proxy.store.bundles import BundleQueries
 from proxy.store.models import BlobState
-from proxy.store.repository import AuditRecord, RefRecord, Repository
+from proxy.store.repository import AuditRecord, RefRecord, RepoRecord, Repository
+from proxy.store.review import ReviewQueries
+from proxy.store.signatures import SignatureRecords
+from proxy.trust.signature_files import StoredFiles
+from proxy.trust.signatures import Signatures
 from scanners.report import JsonValue
 
 FILE_DECISIONS = ("review.released", "review.rescanned", "waiver.applied")
@@ -101,7 +112,11 @@ class Collected:
     spec: ExportSpec
     content: oci.RevisionContent
     left_out: tuple[LeftOut, ...]
-    repo_pk: int
+    repo: RepoRecord
+
+    @property
+    def repo_pk(self) -> int:
+        return self.repo.pk
 
     @property
     def file_bytes(self) -> int:
@@ -215,7 +230,27 @@ async def collect(
         carried,
         state.to_json(),
     )
-    return Collected(spec, content, tuple(left_out), repo.pk)
+    return Collected(spec, content, tuple(left_out), repo)
+
+
+async def with_bom(item: Collected, sources: BomSources) -> Collected:
+    """The revision with its AI-BOM (as `hubwarden bom` gives it here). Raises BundleError."""
+    bom = await revision_bom(sources, item.repo, item.spec.revision, item.content.commit)
+    return dataclasses.replace(item, content=dataclasses.replace(item.content, bom=bom))
+
+
+def bom_sources(settings: Settings, engine: AsyncEngine, store: BlobStore) -> BomSources:
+    """The exporter's records a BOM is read from; signatures from what is stored only (an
+    export never fetches)."""
+    repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
+    signatures = Signatures(
+        SignatureRecords(db.session_maker(engine), db.read_session_maker(engine)),
+        settings.signing,
+        offline=True,
+        files=StoredFiles(repository, store),
+    )
+    queries = ReviewQueries(db.session_maker(engine), db.read_session_maker(engine))
+    return BomSources(repository, queries, signatures)
 
 
 async def _resolve(
@@ -278,6 +313,7 @@ async def export(
     check_distinct(specs)
     key = KeyStore(settings.data_dir).signing_key()
     previous = await asyncio.to_thread(previous_files, since) if since is not None else frozenset()
+    require_local_store(settings.store, "export")  # the bundle reads blob files directly
     store = BlobStore(settings.data_dir)
     engine = db.create_engine(settings.effective_database_url)
     try:
@@ -285,6 +321,8 @@ async def export(
         repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
         queries = BundleQueries(db.session_maker(engine), db.read_session_maker(engine))
         collected = [await collect(spec, repository, queries, store) for spec in specs]
+        sources = bom_sources(settings, engine, store)
+        collected = [await with_bom(item, sources) for item in collected]
         sizes = {f.sha256: f.size for c in collected for f in c.content.files}
         to_write = sum(size for digest, size in sizes.items() if digest not in previous)
         result = await asyncio.to_thread(

@@ -3,23 +3,28 @@
 In order, each step before the next:
 
 1. verify: the signature must be from a key trusted with `hubwarden keys trust` and cover
-   exactly the bundle's manifests and state (`VerifiedBundle`); each state is parsed as hostile
-   input and checked against its manifest (`proxy.airgap.state.parse`);
+   exactly the bundle's manifests, state and BOMs (`VerifiedBundle`); each state is parsed as
+   hostile input and checked against its manifest (`proxy.airgap.state.parse`), each BOM against
+   the files the bundle carries (`proxy.airgap.boms.check_bom`);
 2. judge against this mirror's records (`proxy.airgap.judge`): blocks, recorded commits, pins,
    history rewrites; omitted files (an incremental bundle's) must be here already; the free
    space must hold the new files;
 3. stage: every file this mirror lacks streams into `data_dir/tmp/` (a temp file named after
    this process, fsynced), its size and sha256 checked as it streams and, for a regular
    (non-LFS) file, its git blob sha1 against the tree's oid; files already here stream past,
-   checked too;
+   checked too; then each commit's model signature is verified offline against this mirror's
+   `[signing]` trust (`proxy.airgap.import_signatures`);
 4. scan each staged file with the local scanners in worker processes (`ScannerPool`, the
    server's limits) and judge it with the local policy: its rules, waivers, and the verdict
    (`Policy.before_fetch`, `Policy.after_scan`, `decide`, as `PolicyGate.settle` does, whose
-   side effects are recorded here in the one transaction instead). `--trust-scans` takes the
+   side effects are recorded here in the one transaction instead), with the signature rules
+   (`signature_invalid`, `uncovered_files`, `require_signature`). `--trust-scans` takes the
    exporter's findings instead of scanning; the local policy still decides;
 5. write: the staged files move into `blobs/` (released) or `quarantine/` (held here), then ONE
    database transaction records everything (`BundleQueries.apply_import`); should it fail, the
    files just moved are removed again. A file that already had its place stays untouched.
+   Then the signatures are recorded (`revision_signatures`, as the server records them) and each
+   revision's BOM is kept as `data_dir/boms/<type>/<org>/<name>/<commit>.cdx.json`.
 
 A failure at any step leaves the database and the blob store as they were: staged files are
 deleted on the way out, and a crash leaves only temp files of a dead process, which the next
@@ -43,8 +48,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from proxy.airgap import state as state_format
+from proxy.airgap.boms import CarriedBom, check_bom, keep_bom
 from proxy.airgap.bundle import VerifiedBundle
 from proxy.airgap.errors import BundleError, KeysError
+from proxy.airgap.import_signatures import Holdings, ImportSignatures, SignatureLine
 from proxy.airgap.judge import (
     ImportRefused,
     RepoFacts,
@@ -60,6 +67,7 @@ from proxy.metadata import TreeEntry
 from proxy.repos import RepoRef, Revision
 from proxy.scanning import ScanLimits, ScannerPool
 from proxy.store import db
+from proxy.store.blob_stores import require_local_store
 from proxy.store.blobs import BlobStore
 from proxy.store.bundles import (
     WITHHELD_PREFIX,
@@ -74,10 +82,12 @@ from proxy.store.bundles import (
 )
 from proxy.store.models import BlobState
 from proxy.store.repository import Repository
+from proxy.store.signatures import SignatureRecords
 from proxy.store.waivers import Waivers
 from proxy.trust.pins import Pins
 from proxy.trust.policy_source import PolicySource
 from proxy.trust.rules import Policy
+from proxy.trust.signatures import Signatures
 from proxy.trust.verdicts import Verdict, decide
 from scanners.report import JsonValue, Outcome, ScanReport
 
@@ -127,6 +137,10 @@ class ImportReport:
     exporter: str
     files: list[FileLine] = field(default_factory=list)
     refs: list[RefLine] = field(default_factory=list)
+    signatures: list[SignatureLine] = field(default_factory=list)
+    boms: list[CarriedBom] = field(default_factory=list)
+    bom_paths: list[Path] = field(default_factory=list)
+    """Where each BOM was kept (empty when the import changed nothing)."""
     changed: bool = False
 
     def counts(self) -> dict[str, int]:
@@ -191,6 +205,7 @@ async def import_bundle(
             "`hubwarden keys trust PUBLIC_KEY_FILE --name NAME` (the file `hubwarden keys show` "
             "prints there)"
         )
+    require_local_store(settings.store, "import")  # it writes blob files directly
     store = BlobStore(settings.data_dir)
     await asyncio.to_thread(store.prepare)  # removes what a crashed import left in tmp/
     engine = db.create_engine(settings.effective_database_url)
@@ -198,12 +213,16 @@ async def import_bundle(
         await db.prepare_schema(engine, upgrade=settings.upgrade_on_start)
         queries = BundleQueries(db.session_maker(engine), db.read_session_maker(engine))
         waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
+        records = SignatureRecords(db.session_maker(engine), db.read_session_maker(engine))
+        # offline whatever the settings say: an import never opens a connection
+        signatures = Signatures(records, settings.signing, offline=True)
         bundle = await asyncio.to_thread(VerifiedBundle, path, trusted)
         try:
             repository = Repository(db.session_maker(engine), db.read_session_maker(engine))
             job = _Import(
-                settings, store, queries, waivers, repository, bundle, actor, trust_scans, progress
-            )
+                settings, store, queries, waivers, repository, bundle, actor, trust_scans, progress,
+                signatures=ImportSignatures(signatures, records),
+            )  # fmt: skip
             return await job.run()
         finally:
             bundle.close()
@@ -223,6 +242,8 @@ class _Import:
         actor: str,
         trust_scans: bool,
         progress: Progress | None,
+        *,
+        signatures: ImportSignatures,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -236,6 +257,7 @@ class _Import:
         self._pins = Pins(repository, lambda: self._policy.settings.unpinned_paths)
         self._claimed: set[str] = set()
         """Etags given a row by an earlier repo of this import (a row is written once)."""
+        self._signatures = signatures
         self.report = ImportReport(
             bundle.digest, bundle.key_name, bundle.fingerprint, bundle.created, bundle.exporter
         )
@@ -244,6 +266,7 @@ class _Import:
 
     async def run(self) -> ImportReport:
         states = [state_format.parse(r.state, r) for r in self._bundle.revisions]
+        self.report.boms = await asyncio.to_thread(_checked_boms, self._bundle, states)
         repos = _by_repo(states)
         facts = {repo: await self._facts(repo, group) for repo, group in repos.items()}
         uses = _uses(states)
@@ -256,6 +279,11 @@ class _Import:
         staged = await asyncio.to_thread(self._stage, needed, _regular_digests(uses, needed))
         try:
             self._check_git_sha1(uses, staged)
+            signature_blobs = await self._queries.blobs(self._signatures.etags(states) - set(blobs))
+            known = {**blobs, **signature_blobs}  # a signature file held here, not carried
+            holdings = Holdings({d: s.temp for d, s in staged.items()}, known, self._store)
+            await self._signatures.judge(states, holdings)
+            self.report.signatures = self._signatures.lines()
             verdicts = await self._verdicts(uses, blobs, staged, facts)
             writes = [
                 self._repo_write(repo, group, facts[repo], blobs, verdicts)
@@ -266,6 +294,7 @@ class _Import:
             if not self.report.changed:
                 return self.report
             await self._write(writes, staged, verdicts)
+            await self._keep(writes)
             return self.report
         finally:
             for item in staged.values():
@@ -439,6 +468,7 @@ class _Import:
         revision = Revision(use.state.ref_name or use.state.commit)
         hits = policy.before_fetch(use.state.repo, revision, use.entry)
         hits += policy.after_scan(use.state.repo, use.entry, report, new_repo=new_repo)
+        hits += self._signatures.hits(policy, use.state, use.file.path, use.file.sha256)
         decision = decide(report, hits, waived=policy.waived)
         verdict = _Verdict(_STATES[decision.verdict], decision.reason, report)
         verdict.audited = [(h.rule, h.action.value, h.message) for h in decision.audited]
@@ -646,9 +676,30 @@ class _Import:
                         if b.sha256 is not None and b.state is not BlobState.RELEASED
                     ),
                     "exporter_decisions": decisions,
+                    "signatures": [
+                        s.to_json() for s in self.report.signatures if s.repo == write.ref
+                    ],
+                    "boms": [b.to_json() for b in self.report.boms if b.repo == write.ref],
                 },
             )
         )
+
+    async def _keep(self, writes: Sequence[RepoWrite]) -> None:
+        """After the transaction: record the signatures and keep the BOMs."""
+        for write in writes:
+            local = await self._queries.local_repo(write.ref)
+            if local is not None:
+                await self._signatures.record(write.ref, local.pk)
+        data_dir = self._settings.data_dir
+        for bom in self.report.boms:
+            try:
+                self.report.bom_paths.append(await asyncio.to_thread(keep_bom, data_dir, bom))
+            except OSError as exc:
+                raise BundleError(
+                    f"the bundle was imported, but the AI-BOM of {bom.repo} at {bom.commit[:12]} "
+                    f"could not be kept under {data_dir}: {exc}; the bundle still carries it "
+                    "(an OCI referrer of the revision's manifest)"
+                ) from exc
 
     def _report_files(
         self,
@@ -756,6 +807,16 @@ class _Import:
                     path.unlink()
             raise
         return placed
+
+
+def _checked_boms(bundle: VerifiedBundle, states: Sequence[RevisionState]) -> list[CarriedBom]:
+    """Each revision's BOM, checked against the bundle (blocking: the validator). Raises
+    ImportRefused."""
+    return [
+        check_bom(entry.bom, state)
+        for entry, state in zip(bundle.revisions, states, strict=True)
+        if entry.bom is not None
+    ]
 
 
 def _by_repo(states: Sequence[RevisionState]) -> dict[RepoRef, list[RevisionState]]:

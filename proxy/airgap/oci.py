@@ -10,10 +10,12 @@ whose layers are the revision's files, uncompressed (`…model.<kind>.v1.raw`), 
 is the file's sha256; each layer names its file in `org.cncf.model.filepath` (and
 `org.opencontainers.image.title`, which `oras pull` writes the file as). Hubwarden's state of the
 revision is a referrer artifact (`application/vnd.hubwarden.state.v1+json`) whose `subject` is
-that manifest. The signature is one artifact (`application/vnd.dev.sigstore.bundle.v0.3+json`)
-without a subject, since it covers every manifest and state blob of the bundle at once.
+that manifest; so is the revision's AI-BOM (`application/vnd.cyclonedx+json`, a CycloneDX
+document), when the export made one (at most one per revision; bundles of earlier versions have
+none). The signature is one artifact (`application/vnd.dev.sigstore.bundle.v0.3+json`) without a
+subject, since it covers every manifest, state and BOM blob of the bundle at once.
 
-A tar holds `oci-layout`, `index.json`, the manifests, then the configs, state and signature
+A tar holds `oci-layout`, `index.json`, the manifests, then the configs, state, BOM and signature
 blobs, and the files last: an importer has every manifest and the signature (and can check it)
 before the first byte of a file arrives. A file blob that a previous bundle carried (`since`) is
 left out; its manifest still references it.
@@ -27,6 +29,7 @@ it; every blob's size and sha256 are checked as it streams. Every refusal is a B
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import glob
 import hashlib
@@ -76,6 +79,7 @@ LAYER_MEDIA_TYPES = frozenset(
     }
 )
 STATE_MEDIA_TYPE = "application/vnd.hubwarden.state.v1+json"
+BOM_MEDIA_TYPE = "application/vnd.cyclonedx+json"
 
 FILEPATH_ANNOTATION = "org.cncf.model.filepath"
 UNTESTED_ANNOTATION = "org.cncf.model.file.mediatype.untested"
@@ -116,6 +120,7 @@ class Limits:
     """What OCI registries commonly accept; about 10,000 files per revision."""
     max_config_bytes: int = 4 * 1024 * 1024
     max_state_bytes: int = 64 * 1024 * 1024
+    max_bom_bytes: int = 64 * 1024 * 1024
     max_signature_bytes: int = 16 * 1024 * 1024
     max_metadata_bytes: int = 512 * 1024 * 1024
     """All manifests, configs, state and the signature together (they are held in memory)."""
@@ -156,6 +161,8 @@ class RevisionContent:
     commit: str
     files: Sequence[SourceFile]
     state: Mapping[str, Any]
+    bom: bytes | None = None
+    """The revision's CycloneDX AI-BOM (JSON), carried as a referrer of its manifest."""
 
     @property
     def label(self) -> str:
@@ -211,6 +218,11 @@ def subject_names(label: str) -> tuple[str, str, str]:
     return f"manifest:{label}", f"state-manifest:{label}", f"state:{label}"
 
 
+def bom_subject_names(label: str) -> tuple[str, str]:
+    """What a revision's BOM manifest and BOM blob are called in the signed statement."""
+    return f"bom-manifest:{label}", f"bom:{label}"
+
+
 def plan(
     revisions: Sequence[RevisionContent],
     *,
@@ -222,16 +234,17 @@ def plan(
     an empty list, a duplicate revision, a revision without files, or a value out of bounds."""
     if not revisions:
         raise BundleError("nothing to export: name at least one repo revision")
-    if len(revisions) * 2 + 1 > limits.max_manifests:
+    if len(revisions) * 3 + 1 > limits.max_manifests:
         raise BundleError(
             f"{len(revisions)} revisions are more than one bundle holds "
-            f"({(limits.max_manifests - 1) // 2}); export them in several bundles"
+            f"({(limits.max_manifests - 1) // 3}); export them in several bundles"
         )
     since_set = frozenset(since)
     small: dict[str, bytes] = {}
     later: dict[str, bytes] = {}  # configs and state, written after every manifest
     model_manifests: list[Descriptor] = []
     state_manifests: list[Descriptor] = []
+    bom_manifests: list[Descriptor] = []
     subjects: list[Subject] = []
     files: dict[str, SourceFile] = {}
     labels: set[str] = set()
@@ -268,6 +281,10 @@ def plan(
             Subject(names[1], state_manifest.digest),
             Subject(names[2], state_blob.digest),
         ]
+        if revision.bom is not None:
+            bom_manifest, bom_subjects = _bom(revision, model, small, later, limits)
+            bom_manifests.append(bom_manifest)
+            subjects += bom_subjects
         for file in revision.files:
             known = files.setdefault(file.sha256, file)
             if known.size != file.size:
@@ -285,7 +302,32 @@ def plan(
             f"the manifests and state come to {total} bytes, more than the "
             f"{limits.max_metadata_bytes} a bundle may hold; export fewer revisions at once"
         )
-    return Plan(small, model_manifests + state_manifests, subjects, written, omitted)
+    manifests = model_manifests + state_manifests + bom_manifests
+    return Plan(small, manifests, subjects, written, omitted)
+
+
+def _bom(
+    revision: RevisionContent,
+    model: Descriptor,
+    small: dict[str, bytes],
+    later: dict[str, bytes],
+    limits: Limits,
+) -> tuple[Descriptor, list[Subject]]:
+    """The BOM referrer of a revision's manifest (its manifest goes with the manifests, its blob
+    with the state) and the two subjects the signature covers."""
+    bom = revision.bom or b""
+    if len(bom) > limits.max_bom_bytes:
+        raise BundleError(
+            f"the BOM of {shown(revision.label)} is {len(bom)} bytes, more than the "
+            f"{limits.max_bom_bytes} a bundle may hold"
+        )
+    blob = _add_blob(later, bom, BOM_MEDIA_TYPE)
+    manifest = _add_blob(
+        small, _artifact_manifest(BOM_MEDIA_TYPE, blob, subject=model), MANIFEST_MEDIA_TYPE
+    )
+    names = bom_subject_names(revision.label)
+    descriptor = Descriptor(MANIFEST_MEDIA_TYPE, manifest.digest, manifest.size, BOM_MEDIA_TYPE)
+    return descriptor, [Subject(names[0], manifest.digest), Subject(names[1], blob.digest)]
 
 
 def _state_bytes(revision: RevisionContent, limits: Limits) -> bytes:
@@ -669,6 +711,8 @@ class RevisionEntry:
     layers: tuple[Layer, ...]
     state: Any
     """The state blob, parsed (bounded); its shape is the glue's to check."""
+    bom: bytes | None = None
+    """The revision's AI-BOM as carried (its sha256 checked, its content not yet)."""
 
     @property
     def label(self) -> str:
@@ -1155,7 +1199,7 @@ def _check_manifest(manifest: Any, digest: str, limits: Limits) -> str:
     if manifest.get("mediaType") != MANIFEST_MEDIA_TYPE:
         raise BundleError(f'{where} has media type "{shown(manifest.get("mediaType"))}"')
     role = manifest.get("artifactType")
-    if role not in (MODEL_ARTIFACT_TYPE, STATE_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE):
+    if role not in (MODEL_ARTIFACT_TYPE, STATE_MEDIA_TYPE, BOM_MEDIA_TYPE, SIGNATURE_MEDIA_TYPE):
         raise BundleError(f'{where} has artifact type "{shown(role)}", unknown to bundles')
     layers = manifest.get("layers")
     if not isinstance(layers, list) or not layers:
@@ -1184,7 +1228,10 @@ def _referenced_small(manifest: dict[str, Any], role: str, limits: Limits) -> li
         layers = manifest["layers"]
         if len(layers) != 1 or layers[0].get("mediaType") != role:
             raise BundleError(f"a {shown(role)} manifest must hold one {shown(role)} layer")
-        bound = limits.max_state_bytes if role == STATE_MEDIA_TYPE else limits.max_signature_bytes
+        bound = {
+            STATE_MEDIA_TYPE: limits.max_state_bytes,
+            BOM_MEDIA_TYPE: limits.max_bom_bytes,
+        }.get(role, limits.max_signature_bytes)
         blobs = [config, layers[0]]
     result = []
     for blob in blobs:
@@ -1215,20 +1262,14 @@ def _assemble(
         )
     if not models:
         raise BundleError("the bundle holds no model manifest: it is empty")
-    state_of: dict[str, str] = {}
-    for state in states:
-        manifest = parsed.manifests[state.digest]
-        if "subject" not in manifest:
-            raise BundleError(f"state manifest sha256:{state.digest} has no subject")
-        subject = _digest_of(manifest["subject"], "state subject", limits)
-        if subject not in {m.digest for m in models}:
-            raise BundleError(
-                f"state manifest sha256:{state.digest} refers to sha256:{subject}, which is not "
-                "a model manifest of the bundle"
-            )
-        if subject in state_of:
-            raise BundleError(f"model manifest sha256:{subject} has two state manifests")
-        state_of[subject] = state.digest
+    state_of = _referrers(states, "state", models, parsed, limits)
+    bom_of = _referrers(
+        [e for e in entries if parsed.roles[e.digest] == BOM_MEDIA_TYPE],
+        "BOM",
+        models,
+        parsed,
+        limits,
+    )
     revisions: list[RevisionEntry] = []
     subjects: list[Subject] = []
     labels: set[str] = set()
@@ -1236,6 +1277,9 @@ def _assemble(
         if model.digest not in state_of:
             raise BundleError(f"model manifest sha256:{model.digest} has no state")
         revision = _revision(model.digest, state_of[model.digest], parsed, limits)
+        if model.digest in bom_of:
+            revision, bom_subjects = _with_bom(revision, bom_of[model.digest], parsed, limits)
+            subjects += bom_subjects
         if revision.label in labels:
             raise BundleError(f"revision {shown(revision.label)} appears twice")
         labels.add(revision.label)
@@ -1250,6 +1294,42 @@ def _assemble(
     signature_layer = parsed.manifests[signatures[0].digest]["layers"][0]
     signature = parsed.blobs[_digest_of(signature_layer, "signature", limits)]
     return Contents(tuple(revisions), tuple(subjects), signature, files)
+
+
+def _referrers(
+    entries: Sequence[Descriptor],
+    what: str,
+    models: Sequence[Descriptor],
+    parsed: _Parsed,
+    limits: Limits,
+) -> dict[str, str]:
+    """Model manifest digest → the digest of the one `what` manifest whose subject it is."""
+    found: dict[str, str] = {}
+    model_digests = {m.digest for m in models}
+    for entry in entries:
+        manifest = parsed.manifests[entry.digest]
+        if "subject" not in manifest:
+            raise BundleError(f"{what} manifest sha256:{entry.digest} has no subject")
+        subject = _digest_of(manifest["subject"], f"{what} subject", limits)
+        if subject not in model_digests:
+            raise BundleError(
+                f"{what} manifest sha256:{entry.digest} refers to sha256:{subject}, which is not "
+                "a model manifest of the bundle"
+            )
+        if subject in found:
+            raise BundleError(f"model manifest sha256:{subject} has two {what} manifests")
+        found[subject] = entry.digest
+    return found
+
+
+def _with_bom(
+    revision: RevisionEntry, manifest: str, parsed: _Parsed, limits: Limits
+) -> tuple[RevisionEntry, list[Subject]]:
+    """The revision with its BOM's bytes, and the subjects the signature must cover for it."""
+    blob = _digest_of(parsed.manifests[manifest]["layers"][0], "BOM", limits)
+    names = bom_subject_names(revision.label)
+    subjects = [Subject(names[0], manifest), Subject(names[1], blob)]
+    return dataclasses.replace(revision, bom=parsed.blobs[blob]), subjects
 
 
 def _revision(model: str, state: str, parsed: _Parsed, limits: Limits) -> RevisionEntry:

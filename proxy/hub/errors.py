@@ -32,6 +32,7 @@ from proxy.errors import (
     UpstreamUnavailable,
     XetRefused,
 )
+from proxy.logs import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException:
         raise
     except Exception:  # the error boundary: log with traceback, answer 500 with a request id
-        request_id = uuid.uuid4().hex[:16]
+        request_id = current_request_id() or uuid.uuid4().hex[:16]  # the middleware's, if any
         logger.exception("request %s failed: %s %s", request_id, request.method, request.path)
         return error_response(
             request,

@@ -8,7 +8,6 @@ goes against it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import re
@@ -23,9 +22,11 @@ from proxy.delivery import FileTarget, InFlightBlob, ReleasedBlob
 from proxy.errors import HubwardenError, InvalidInput, NotReady
 from proxy.hub.context import services_of
 from proxy.hub.flights import Landing, Redirect, flights_of
+from proxy.hub.monitoring import SERVED_FROM
 from proxy.hub.requests import caller_of, file_path, repo_of, revision_and_path
+from proxy.hub.stored_files import send_from_store
 from proxy.ingest import IngestJob
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -151,15 +152,31 @@ async def _send_released(
 ) -> web.StreamResponse:
     if _etag_matches(request.headers.get("If-None-Match", ""), found.target.entry.etag):
         return web.Response(status=304, headers=headers)
+    if found.path is None:  # a remote store (S3): no local file to sendfile
+        return await _send_stored(request, found, headers)
     if "Range" in request.headers:
-        small = await _small_range(request.headers["Range"], found, headers)
+        small = await _small_range(request.headers["Range"], found.path, found, headers)
         if small is not None:
             return small
-    return BlobFileResponse(found.path, headers=headers)
+    response = BlobFileResponse(found.path, headers=headers)
+    response[SERVED_FROM] = "warm"  # counted by its Content-Length once prepared
+    return response
+
+
+async def _send_stored(
+    request: web.Request, found: ReleasedBlob, headers: dict[str, str]
+) -> web.StreamResponse:
+    size = found.target.entry.size
+    span = None
+    if "Range" in request.headers:
+        span = _parse_range(request.headers["Range"], size)
+        if span is None:
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+    return await send_from_store(request, services_of(request).store, found, headers, span)
 
 
 async def _small_range(
-    header: str, found: ReleasedBlob, headers: dict[str, str]
+    header: str, path: Path, found: ReleasedBlob, headers: dict[str, str]
 ) -> web.Response | None:
     """A Range of at most SMALL_RANGE_BYTES answered with one read: for block reads
     (HfFileSystem, safetensors metadata) this beats the sendfile set-up several times over."""
@@ -173,13 +190,15 @@ async def _small_range(
     if end - start <= INLINE_READ_BYTES:
         # A page-cache read this small costs less than the hop to a worker thread and back,
         # which was the largest cost of a 64 KiB range (bench/); larger reads go to a thread.
-        data = _read_span(found.path, start, end - start)
+        data = _read_span(path, start, end - start)
     else:
-        data = await asyncio.to_thread(_read_span, found.path, start, end - start)
+        data = await asyncio.to_thread(_read_span, path, start, end - start)
     if len(data) != end - start:
         return None  # the blob file is not what the database says: let FileResponse report it
     range_headers = {**headers, "Content-Range": f"bytes {start}-{end - 1}/{size}"}
-    return web.Response(status=206, body=data, headers=range_headers)
+    response = web.Response(status=206, body=data, headers=range_headers)
+    response[SERVED_FROM] = "warm"
+    return response
 
 
 def _read_span(path: Path, start: int, count: int) -> bytes:
@@ -200,8 +219,8 @@ async def _stream_in_flight(
     ingest = services.settings.ingest
     if "Range" in request.headers or not ingest.stream_before_release:
         released = await _wait_for_verdict(found, ingest.first_byte_wait_s, ingest.retry_after_s)
-        path = services.store.released_path(released)
-        return await _send_released(request, ReleasedBlob(found.target, path), headers)
+        path = services.store.released_file(released)
+        return await _send_released(request, ReleasedBlob(found.target, path, released), headers)
     job, size = found.job, found.target.entry.size
     wanted = (0, size)
     status = 200
@@ -213,6 +232,7 @@ async def _stream_in_flight(
     start, end = wanted
     await _wait_first_bytes(job, start, ingest.first_byte_wait_s, ingest.retry_after_s)
     response = web.StreamResponse(status=status, headers=headers)
+    response[SERVED_FROM] = "cold"
     response.content_length = end - start
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
@@ -304,11 +324,13 @@ def _open_source(temp: Path, store: BlobStore, job: IngestJob) -> int:
     except FileNotFoundError:
         if job.sha256 is None:
             raise
-        # Renamed meanwhile (rename is atomic): released, or quarantined and about to be cut.
-        for path in (store.released_path(job.sha256), store.quarantined_path(job.sha256)):
-            with contextlib.suppress(FileNotFoundError):
-                return os.open(path, os.O_RDONLY)
-        raise
+        # Renamed meanwhile (rename is atomic): released, or quarantined and about to be cut
+        # (then opening fails and the connection is cut). A remote store has no local file:
+        # the cut client's retry is served from the store.
+        released = store.released_file(job.sha256)
+        if released is None:
+            raise
+        return os.open(released, os.O_RDONLY)
 
 
 def _cut(request: web.Request) -> None:

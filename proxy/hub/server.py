@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -249,12 +250,13 @@ class HubServer:
             keepalive_timeout=REFUSED_KEEPALIVE_S,
         )
 
-    async def listen(self, host: str, port: int) -> int:
-        """Listen on host:port (0: any free port); returns the port. Raises OSError."""
+    async def listen(self, host: str, port: int, sock: socket.socket | None = None) -> int:
+        """Listen on host:port (0: any free port), or on `sock`, bound already (a worker of
+        `serve --workers`); returns the port. Raises OSError."""
         server, refusals = self._runner.server, self._refusals
         assert server is not None and refusals is not None, "setup() first"
         self.guard = ConnectionGuard(self.limits, server, refusals)
-        self._site = _GuardedSite(self._runner, self.guard, host, port)
+        self._site = _GuardedSite(self._runner, self.guard, host, port, sock)
         await self._site.start()
         return self._site.port
 
@@ -282,13 +284,21 @@ def _busy_handler(retry_after_s: int) -> Callable[[web.BaseRequest], Awaitable[w
 class _GuardedSite(web.BaseSite):
     """aiohttp's TCPSite, with the guard as the protocol factory."""
 
-    __slots__ = ("_guard", "_host", "_port")
+    __slots__ = ("_guard", "_host", "_port", "_sock")
 
-    def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, host: str, port: int):
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        guard: ConnectionGuard,
+        host: str,
+        port: int,
+        sock: socket.socket | None = None,
+    ):
         super().__init__(runner, backlog=1024)
         self._guard = guard
         self._host = host
         self._port = port
+        self._sock = sock
 
     @property
     def name(self) -> str:
@@ -304,6 +314,11 @@ class _GuardedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self._guard, sock=self._sock, backlog=self._backlog
+            )
+            return
         self._server = await loop.create_server(
             self._guard, self._host, self._port, backlog=self._backlog, reuse_address=True
         )

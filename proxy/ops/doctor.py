@@ -40,6 +40,7 @@ from proxy.logs import configure_logging
 from proxy.ops.owners import Liveness, is_alive, pid_is_alive
 from proxy.scanning import leftover_workers
 from proxy.store import db
+from proxy.store.blob_stores import require_local_store
 from proxy.store.blobs import BlobStore, temp_owner_pid
 from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord, Repository
@@ -264,6 +265,7 @@ def _kill(pid: int) -> None:
 async def diagnose(settings: Settings, *, repair: bool) -> Diagnosis:
     """Examine (and with `repair`, fix) the data directory and database `settings` name.
     Raises DataDirMissing, DatabaseUnavailable, SchemaOutdated."""
+    require_local_store(settings.store, "doctor")  # never judge S3 by an empty directory
     if not settings.data_dir.is_dir():
         raise DataDirMissing(settings.data_dir)
     engine = db.create_engine(settings.effective_database_url)

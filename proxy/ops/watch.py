@@ -11,7 +11,10 @@ change is then recorded (`watched_refs`, and the audit event `repo.update_availa
 webhooks are told of) with the files the new head added, modified or deleted against the commit
 served until then. With `[watch] prefetch = true` those files are fetched, verified and scanned
 through the server's own path (`proxy.admin.prefetch.Prefetcher`), so that a held file waits in
-the review queue before any client asks for it.
+the review queue before any client asks for it. The Hub's own scan results for the changed files
+at the new head are then read (`UpstreamFacts.hub_security`) and recorded beside ours: each
+file's verdict beside it in the watch's record, and an informational finding of scanner "hub" on
+each blob this mirror holds (`proxy.trust.hub_records`); they never decide anything.
 
 A repo checked by another replica less than half an interval ago is skipped; an upstream that
 rate-limits us ends the pass (the next one tries again). Offline there is no watch.
@@ -40,6 +43,8 @@ from proxy.repos import RepoRef, RepoType, Revision
 from proxy.store.repository import RefRecord, RepoRecord, Repository, utcnow
 from proxy.store.watches import ChangedFile, WatchRecords, WatchStatus
 from proxy.trust.blocks import SYSTEM_ACTOR
+from proxy.trust.hub_records import record_hub_scans
+from proxy.trust.hub_scans import merged
 from proxy.upstream_facts import RefHeads, UpstreamFacts
 from scanners.report import JsonValue
 
@@ -207,6 +212,7 @@ class Watch:
                 await self._surface(found)
                 if self._prefetch_files is not None and found.status is not WatchStatus.BLOCKED:
                     await self._prefetch(found, self._prefetch_files)
+                await self._hub_scans(found)
                 noticed.append(found)
         return noticed
 
@@ -276,6 +282,40 @@ class Watch:
             noticed.ref or "main", noticed.previous[:12], noticed.head[:12],
             noticed.status.value, len(noticed.changed),
         )  # fmt: skip
+
+    async def _hub_scans(self, noticed: Noticed) -> None:
+        """Read the Hub's own scan of the files the new head added or modified and record it
+        beside ours (after any prefetch, so that the blobs fetched ahead get their finding).
+        Upstream trouble leaves it unread: the risk card reads it again later."""
+        wanted = [c.path for c in noticed.changed if c.change != "deleted"]
+        if not wanted or noticed.status is WatchStatus.BLOCKED:
+            return
+        record = noticed.repo
+        try:
+            security = await self._facts.hub_security(record.ref, noticed.head, wanted)
+            entries = await self._catalog.tree(Resolved(record, noticed.head), self._caller)
+        except UpstreamRateLimited:
+            raise
+        except HubwardenError as exc:
+            logger.warning("upstream watch: %s@%s: the Hub's scan results not read: %s",
+                           record.ref, noticed.head[:12], exc.message)  # fmt: skip
+            return
+        statuses = merged(security.repo, security.files)
+        asked = set(wanted)
+        verdicts = {
+            path: (status.verdict.value, status.detail)
+            for path, status in statuses.items()
+            if path in asked
+        }
+        if verdicts:
+            await self._records.hub_scanned(record.pk, noticed.ref, noticed.head, verdicts)
+        known = [(e.path, e.etag) for e in entries if e.path in verdicts]
+        added = await record_hub_scans(self._db, known, noticed.head, statuses)
+        flagged = sorted(p for p, (v, _) in verdicts.items() if v in ("caution", "unsafe"))
+        logger.info("upstream watch: %s@%s: the Hub's scan: %d files read, %d flagged%s, %d "
+                    "findings recorded", record.ref, noticed.head[:12], len(verdicts),
+                    len(flagged), f" ({', '.join(shown(p) for p in flagged[:5])})" if flagged
+                    else "", added)  # fmt: skip
 
     async def _prefetch(self, noticed: Noticed, prefetch: PrefetchFiles) -> None:
         """Fetch, verify and scan the files the new head added or modified, by commit."""

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.metadata import CommitInfo, EntryType, LfsInfo, RefKind, TreeEntry
 from proxy.repos import RepoRef, RepoType
+from proxy.store.leases import BlobLeases
 from proxy.store.models import (
     Ancestry,
     AuditEvent,
@@ -71,6 +72,8 @@ class BlobRecord:
     first_path: str
     owner: str | None = None
     """The process (`host:pid`) whose ingest claimed the blob (see proxy.ops.owners)."""
+    lease_token: int = 0
+    """The fencing token of that claim (proxy.store.leases)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ def _blob(row: Blob) -> BlobRecord:
         reason=row.reason,
         first_path=row.first_path,
         owner=row.lease_owner,
+        lease_token=row.lease_token,
     )
 
 
@@ -193,6 +197,9 @@ class Repository:
 
     async def upsert_repo(self, ref: RepoRef, *, private: bool, gated: str) -> RepoRecord:
         """The repo's row, created or updated with what upstream just said about access."""
+        found = await self.find_repo(ref)
+        if found is not None and (found.private, found.gated) == (private, gated):
+            return found  # the row already says this: no write transaction (issue 9)
         async with self._sessions() as session:
             row = await self._repo_row(session, ref)
             if row is None:
@@ -242,6 +249,9 @@ class Repository:
 
     async def set_ref(self, repo_pk: int, name: str, commit: str) -> str | None:
         """Record where a branch/tag points; returns the commit it pointed at before (or None)."""
+        recorded = await self.get_ref(repo_pk, name)
+        if recorded == commit:
+            return recorded  # the row already says this: no write transaction (issue 9)
         async with self._sessions() as session:
             result = await session.execute(
                 select(Ref).where(Ref.repo_pk == repo_pk, Ref.name == name)
@@ -280,6 +290,13 @@ class Repository:
         row yet are left alone)."""
         if not kinds:
             return set()
+        async with self._read() as session:
+            found = await session.execute(
+                select(Ref.name, Ref.kind).where(Ref.repo_pk == repo_pk, Ref.name.in_(list(kinds)))
+            )
+            rows = found.all()
+        if all(kind == kinds[name] for name, kind in rows):
+            return {name for name, _ in rows}  # the rows already say this (issue 9)
         async with self._sessions() as session:
             result = await session.execute(
                 select(Ref).where(Ref.repo_pk == repo_pk, Ref.name.in_(list(kinds)))
@@ -485,6 +502,10 @@ class Repository:
         async with self._read() as session:
             row = await session.get(Blob, pk)
             return None if row is None else _blob(row)
+
+    def blob_leases(self, lease_s: float) -> BlobLeases:
+        """The leases of ingests, on this repository's database (proxy.store.leases)."""
+        return BlobLeases(self._sessions, lease_s)
 
     async def claim_blob(
         self, etag: str, size: int, repo_pk: int, path: str, owner: str | None = None

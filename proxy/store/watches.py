@@ -32,9 +32,14 @@ class WatchStatus(enum.StrEnum):
 class ChangedFile:
     path: str
     change: str  # added, modified, deleted
+    hub: str = ""  # the Hub's own scan of it at the new head (safe, caution, unsafe, unknown)
+    hub_detail: str = ""
 
     def to_json(self) -> dict[str, JsonValue]:
-        return {"path": self.path, "change": self.change}
+        found: dict[str, JsonValue] = {"path": self.path, "change": self.change}
+        if self.hub:  # recorded once the watch read the Hub's scan results
+            found.update({"hub": self.hub, "hub_detail": self.hub_detail})
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,12 @@ class WatchRecord:
 
 def _record(row: WatchedRef, repo: Repo) -> WatchRecord:
     changed = tuple(
-        ChangedFile(str(item.get("path", "")), str(item.get("change", "")))
+        ChangedFile(
+            str(item.get("path", "")),
+            str(item.get("change", "")),
+            str(item.get("hub") or ""),
+            str(item.get("hub_detail") or ""),
+        )
         for item in row.changed or []
         if isinstance(item, dict)
     )
@@ -133,6 +143,27 @@ class WatchRecords:
     async def prefetched(self, repo_pk: int, name: str, counts: dict[str, JsonValue]) -> None:
         """Record what prefetching the changed files gave (verdict → how many)."""
         await self._update(repo_pk, name, prefetched=counts)
+
+    async def hub_scanned(
+        self, repo_pk: int, name: str, head: str, verdicts: dict[str, tuple[str, str]]
+    ) -> None:
+        """Record the Hub's own scan of the changed files (path → verdict, detail) beside them,
+        unless the ref moved on from `head` meanwhile."""
+        async with self._sessions() as session:
+            found = await session.execute(
+                select(WatchedRef).where(WatchedRef.repo_pk == repo_pk, WatchedRef.name == name)
+            )
+            row = found.scalar_one_or_none()
+            if row is None or row.upstream_head != head:
+                return
+            changed: list[JsonValue] = []
+            for item in row.changed or []:
+                if isinstance(item, dict) and str(item.get("path")) in verdicts:
+                    verdict, detail = verdicts[str(item.get("path"))]
+                    item = {**item, "hub": verdict, "hub_detail": detail}
+                changed.append(item)
+            row.changed = changed
+            await session.commit()
 
     async def _update(self, repo_pk: int, name: str, **values: object) -> None:
         for attempt in range(2):

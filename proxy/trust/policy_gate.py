@@ -1,6 +1,7 @@
 """Policy as code at the two places it acts: before anything is fetched (publishers, pull
 requests, file size) and once a file is scanned (formats, remote code, unknown formats, scanner
-errors, opaque data, new repos).
+errors, opaque data, new repos, the model signature, and the repo's risk card against
+`max_risk`: `proxy.trust.risk_hold`).
 
 An enforced rule refuses with a message naming itself; a rule in audit mode records what it
 would have refused (an audit event and a WARNING line, once per repo, rule and path a while) and
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 from proxy.caching import IMMUTABLE_TTL_S, TtlCache
 from proxy.config import RuleAction
-from proxy.errors import Held
+from proxy.errors import Held, HubwardenError
 from proxy.lifecycle import BlobOrigin, Settlement
 from proxy.metadata import TreeEntry
 from proxy.repos import Revision
@@ -24,7 +25,8 @@ from proxy.store.repository import RepoRecord, Repository
 from proxy.store.waivers import Waivers
 from proxy.trust.blocks import SYSTEM_ACTOR
 from proxy.trust.lineage import Lineage
-from proxy.trust.rules import Policy, RuleHit
+from proxy.trust.risk_hold import RiskHold, changes_the_card, is_exempt, is_read_by_the_card
+from proxy.trust.rules import MAX_RISK, Policy, RuleHit
 from proxy.trust.signatures import Signatures
 from proxy.trust.verdicts import Verdict, decide
 from scanners.report import Outcome, ScanReport
@@ -70,16 +72,25 @@ class PolicyGate:
         waivers: Waivers | None = None,
         *,
         signatures: Signatures | None = None,
+        risk: RiskHold | None = None,
     ) -> None:
         """`waivers`: reviewers' releases that also cover later files (None: none apply);
-        `signatures`: model signatures checked at settle time (None: not checked)."""
+        `signatures`: model signatures checked at settle time (None: not checked); `risk`: the
+        risk cards `max_risk` reads (None until `use_risk`: while `max_risk` is set, files are
+        then held, since their card cannot be computed)."""
         self._waivers = waivers
         self._signatures = signatures
+        self._risk = risk
         self._db = repository
         self._lineage = lineage
         self._policy = policy
         self._contact = contact
         self._audited: TtlCache[tuple[int, str, str], bool] = TtlCache(IMMUTABLE_TTL_S)
+
+    def use_risk(self, risk: RiskHold) -> None:
+        """Give the gate the risk cards (done once, by the app factory: gathering a card's
+        facts fetches licence files through the ingest path, which needs this gate)."""
+        self._risk = risk
 
     async def check_repo(self, repo: RepoRecord, revision: Revision | None) -> None:
         """The repo-level rules (publishers, pull requests by name). Raises PolicyRefused."""
@@ -139,7 +150,12 @@ class PolicyGate:
         new_repo = not await self._db.has_pins(origin.repo.pk)
         hits = policy.after_scan(origin.repo.ref, origin.entry, report, new_repo=new_repo)
         hits += await self._signature_hits(policy, origin, token)
+        hits += await self._risk_hits(policy, origin, report, hits, token)
         decision = decide(report, hits, waived=policy.waived)
+        if self._risk is not None:
+            held_otherwise = decision.verdict is not Verdict.RELEASE and decision.rule != MAX_RISK
+            if origin.commit and changes_the_card(origin.entry.path, report, held_otherwise):
+                self._risk.changed(origin.repo.pk, origin.commit)
         for hit in decision.audited:
             await self._record_audited(origin.repo, origin.entry.path, hit)
         # A waiver trusts what was read, never what could not be (DESIGN.md rule 6).
@@ -160,6 +176,36 @@ class PolicyGate:
                 )  # fmt: skip
                 return Settlement(BlobState.RELEASED, f"waiver {waiver.pk} ({waiver.covers})")
         return Settlement(_STATES[decision.verdict], decision.reason)
+
+    async def _risk_hits(
+        self,
+        policy: Policy,
+        origin: BlobOrigin,
+        report: ScanReport,
+        hits: Sequence[RuleHit],
+        token: str | None,
+    ) -> list[RuleHit]:
+        """`max_risk` for a scanned file: its repo's risk card at its commit, with this file's
+        own scan in it (not computed when max_risk is off, for the files it never holds, or when
+        the file is refused or held by another rule anyway)."""
+        limit = policy.risk_limit
+        path = origin.entry.path
+        signature_file = self._signatures.signature_file if self._signatures else ""
+        if limit is None or is_exempt(report.file_format):
+            return []
+        if report.outcome is Outcome.MALICIOUS or any(h.enforced for h in hits):
+            return []
+        repo = origin.repo
+        if self._risk is None:
+            return policy.risk_unknown_hit(repo.ref, "no risk card service in this process")
+        settling = (path, origin.entry.size, report)
+        fetch = not is_read_by_the_card(path, signature_file)
+        try:  # a rescan settles without a commit: the one the file was first fetched for
+            commit = origin.commit or await self._risk.commit_of(origin.entry.etag)
+            card = await self._risk.card(repo, commit, settling, token, limit, fetch=fetch)
+        except HubwardenError as exc:
+            return policy.risk_unknown_hit(repo.ref, exc.message)
+        return policy.risk_hits(repo.ref, card)
 
     async def _signature_hits(
         self, policy: Policy, origin: BlobOrigin, token: str | None

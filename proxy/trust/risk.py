@@ -72,7 +72,7 @@ def assess(facts: RiskFacts) -> RiskCard:
     """The risk card the facts make."""
     dimensions = (
         access_dimension(facts.private, facts.gated),
-        licence_dimension(facts.card_licence, facts.licence_files),
+        licence_dimension(facts.card_licence, facts.licence_files, facts.complete_tree),
         format_dimension(facts),
         publisher_dimension(facts.publisher, facts.now, facts.offline),
         timeliness_dimension(facts.timeliness, facts.now, facts.offline),
@@ -132,7 +132,9 @@ _LICENCE_RATING = {
 }
 
 
-def licence_dimension(card_licence: str | None, files: Sequence[LicenceFile]) -> Dimension:
+def licence_dimension(
+    card_licence: str | None, files: Sequence[LicenceFile], complete: bool = True
+) -> Dimension:
     card = classify_hub_id(card_licence) if card_licence else None
     read = [f for f in files if f.licence is not None]
     facts: dict[str, JsonValue] = {
@@ -150,9 +152,12 @@ def licence_dimension(card_licence: str | None, files: Sequence[LicenceFile]) ->
             f.licence for f in read if f.licence and f.licence.kind is not LicenceClass.UNKNOWN
         ]
         if not known:
-            why = "no licence in the card" + (
-                "; a LICENSE file exists but was not read" if files else " and no LICENSE file"
-            )
+            if files:
+                why = "no licence in the card; a LICENSE file exists but was not read"
+            elif complete:
+                why = "no licence in the card and no LICENSE file"
+            else:
+                why = "no licence in the card; no LICENSE file known (the file list is partial)"
             return Dimension(DimensionName.LICENCE, Rating.HIGH, why, facts)
         first = known[0]
         facts.update({"class": first.kind.value, "spdx": first.spdx})

@@ -14,6 +14,8 @@ from proxy.trust.licences import Licence
 from scanners.report import JsonValue, Severity
 
 NOT_FETCHED = "not fetched"
+SCANNED = "scanned"  # the state of a file being settled: scanned, its verdict not recorded yet
+MAX_RISK_REASON = "policy rule max_risk:"  # how the reason of a file max_risk held begins
 
 
 class Rating(enum.StrEnum):
@@ -40,12 +42,19 @@ class DimensionName(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Dimension:
-    """One dimension: its rating, why in one line, and the facts (name → value)."""
+    """One dimension: its rating, why in one line, and the facts (name → value). `settled` is
+    the rating on what is known for good, when part of `rating` only waits for files to be
+    fetched and scanned (model files not scanned yet): `[policy] max_risk` judges that one."""
 
     name: DimensionName
     rating: Rating
     summary: str
     facts: dict[str, JsonValue]
+    settled: Rating | None = None
+
+    @property
+    def settled_rating(self) -> Rating:
+        return self.rating if self.settled is None else self.settled
 
 
 # -- facts ---------------------------------------------------------------------------------------
@@ -72,6 +81,13 @@ class RepoFile:
     worst_text: str = ""  # its code and message
     codes: tuple[str, ...] = ()  # our findings' codes
     hub: HubFileStatus | None = None  # the Hub's own scan, where it published one
+    reason: str = ""  # why it is held (the policy rule that held it, or the findings)
+
+    @property
+    def held_by_risk(self) -> bool:
+        """Held by `[policy] max_risk` itself: the card does not count it as a held file (it
+        would otherwise hold the repo's next files for having held this one)."""
+        return self.reason.startswith(MAX_RISK_REASON)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +168,17 @@ class RiskCard:
         """True when `[policy] max_risk` is set and the overall rating is above it."""
         return self.max_risk is not None and self.overall.rank > self.max_risk.rank
 
+    def above(self, limit: Rating) -> tuple[Dimension, ...]:
+        """The dimensions whose settled rating is above `limit` (what `[policy] max_risk`
+        holds a repo for): what waits only for files to be scanned does not count, each file
+        being judged by its own scan."""
+        return tuple(d for d in self.dimensions if d.settled_rating.rank > limit.rank)
+
+    @property
+    def held_for(self) -> tuple[Dimension, ...]:
+        """The dimensions the policy's max_risk holds the repo's files for (none: served)."""
+        return self.above(self.max_risk) if self.max_risk is not None else ()
+
     def to_json(self) -> dict[str, JsonValue]:
         return {
             "repo": self.repo.repo_id,
@@ -162,9 +189,10 @@ class RiskCard:
             "offline": self.offline,
             "max_risk": self.max_risk.value if self.max_risk else None,
             "exceeds_policy": self.exceeds_policy,
+            "held_for": [d.name.value for d in self.held_for],
             "dimensions": [
                 {"name": d.name.value, "rating": d.rating.value, "summary": d.summary,
-                 "facts": d.facts}
+                 "settled_rating": d.settled_rating.value, "facts": d.facts}
                 for d in self.dimensions
             ],
             "hub_disagreements": list(self.disagreements),

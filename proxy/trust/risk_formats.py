@@ -4,6 +4,7 @@ finding, held files, and the Hub's own scan where it flags a file this mirror re
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import fnmatch
 import posixpath
@@ -91,6 +92,7 @@ class _Formats:
     safe: list[RepoFile]
     remote: list[str]
     held: list[RepoFile]
+    held_by_risk: list[RepoFile]  # held by max_risk itself: not counted as held here
     unscanned: list[RepoFile]
     top: RepoFile | None  # the file with the worst finding
     hub_flags: list[RepoFile]
@@ -112,7 +114,10 @@ def _formats(facts: RiskFacts) -> _Formats:
         pickled=[f for f in models if kinds[f.path] is FormatKind.PICKLE],
         safe=[f for f in models if kinds[f.path] is FormatKind.SAFE],
         remote=_remote_code(facts),
-        held=[f for f in facts.files if f.state in ("quarantined", "rejected")],
+        held=[
+            f for f in facts.files if f.state in ("quarantined", "rejected") and not f.held_by_risk
+        ],
+        held_by_risk=[f for f in facts.files if f.state == "quarantined" and f.held_by_risk],
         unscanned=[f for f in models if f.state == NOT_FETCHED],
         top=max(scored, key=lambda f: f.worst.rank if f.worst else -1, default=None),
         hub_flags=[f for f in facts.files if f.hub is not None and f.hub.verdict.flags],
@@ -133,6 +138,7 @@ def _format_facts(found: _Formats, facts: RiskFacts) -> dict[str, JsonValue]:
         "remote_code": list(found.remote[:MAX_FACT_ITEMS]),
         "worst_finding": worst_finding,
         "held_files": _paths(found.held),
+        "held_by_max_risk": _paths(found.held_by_risk),
         "not_scanned_yet": _paths(found.unscanned),
         "hub_flags": [
             f"{f.path}: {f.hub.verdict.value}" for f in found.hub_flags[:MAX_FACT_ITEMS] if f.hub
@@ -161,8 +167,6 @@ def _format_medium(found: _Formats) -> list[str]:
         reasons.append(f"{len(found.pickled)} pickle-bearing file(s) beside safe formats")
     if found.top and found.worst_at_least(Severity.MEDIUM):
         reasons.append(f"medium finding in {found.top.path}")
-    if found.unscanned:
-        reasons.append(f"{len(found.unscanned)} model file(s) not scanned yet")
     released = [f for f in found.hub_flags if f.state == "released"]
     if released:
         reasons.append(f"the Hub flags {released[0].path}, which this mirror released")
@@ -170,12 +174,36 @@ def _format_medium(found: _Formats) -> list[str]:
 
 
 def format_dimension(facts: RiskFacts) -> Dimension:
+    """The dimension as shown, with its `settled` rating when model files are not scanned yet:
+    each will be judged by its own scan when fetched, and until then only its name speaks for
+    it, so the settled rating is the lower of the rating their names give (without "not scanned
+    yet") and the rating of the other files alone. Either reading alone would hold files for a
+    guess: an OpenVINO `.bin` is not a pickle, and leaving out an unscanned safetensors file
+    makes a small pickle beside it look like most of the bytes."""
+    dimension = _format_dimension(facts)
+    unscanned = {
+        f.path
+        for f in facts.files
+        if f.state == NOT_FETCHED and format_kind(f) is not FormatKind.NOT_MODEL
+    }
+    if not unscanned:
+        return dimension
+    by_name = _format_dimension(facts, count_unscanned=False).rating
+    known = [f for f in facts.files if f.path not in unscanned]
+    without = _format_dimension(dataclasses.replace(facts, files=known)).rating
+    settled = by_name if by_name.rank <= without.rank else without
+    return dataclasses.replace(dimension, settled=settled)
+
+
+def _format_dimension(facts: RiskFacts, *, count_unscanned: bool = True) -> Dimension:
     found = _formats(facts)
     out = _format_facts(found, facts)
     high = _format_high(found)
     if high:
         return Dimension(DimensionName.FORMAT, Rating.HIGH, "; ".join(high), out)
     medium = _format_medium(found)
+    if found.unscanned and count_unscanned:
+        medium.append(f"{len(found.unscanned)} model file(s) not scanned yet")
     if medium:
         return Dimension(DimensionName.FORMAT, Rating.MEDIUM, "; ".join(medium), out)
     summary = (

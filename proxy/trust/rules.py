@@ -12,6 +12,8 @@ Pure: no I/O, no clock. Two moments:
   from its signed digest: always held), `uncovered_files` (a signed repo's file the signature does
   not list) and `require_signature` (a repo `[signing]` lists whose file no trusted signature
   proves).
+- `Policy.risk_hits` runs on a file's repo's risk card at its commit (`proxy.trust.risk_hold`):
+  `max_risk` holds the file when a dimension's settled rating is above the policy's limit.
 
 A `RuleHit` names its rule and says what was wrong; `audited` is true when the rule runs in audit
 mode (`audit_rules`): the hit is recorded, never enforced. `proxy.trust.verdicts.decide` turns a
@@ -32,11 +34,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from proxy.config import ConfigError, NewRepos, PolicySettings, RuleAction
+from proxy.config import ConfigError, MaxRisk, NewRepos, PolicySettings, RuleAction
 from proxy.errors import shown
 from proxy.metadata import TreeEntry
 from proxy.repos import RepoRef, Revision
 from proxy.store.models import SignatureStatus
+from proxy.trust.risk_facts import Dimension, Rating, RiskCard, worst
 from proxy.trust.signature_report import FileStanding
 from proxy.trust.signatures import FileSignature
 from scanners.detect import FileFormat
@@ -57,6 +60,7 @@ NEW_REPOS = "new_repos"
 REQUIRE_SIGNATURE = "require_signature"
 SIGNATURE_INVALID = "signature_invalid"
 UNCOVERED_FILES = "uncovered_files"
+MAX_RISK = "max_risk"
 
 REMOTE_CODE_PREFIX = "REMOTE_CODE_"
 FORMAT_UNKNOWN_CODE = "FORMAT_UNKNOWN"
@@ -84,6 +88,11 @@ MODEL_FORMATS = KNOWN_FORMATS - PASSING_FORMATS
 MAX_PATTERNS_SHOWN = 5
 _PULL_REQUEST = re.compile(r"refs/pr/[0-9]+")
 _SIZE_UNITS = ("kB", "MB", "GB", "TB", "PB", "EB")
+MAX_SUMMARY_CHARS = 120  # of one dimension's summary in a max_risk message
+RISK_REMEDY = (
+    "a reviewer may release the file, or waive the repo (release with scope repo), or an admin "
+    "may raise [policy] max_risk"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,3 +382,50 @@ class Policy:
             )
             hits.append(self._hit(REQUIRE_SIGNATURE, RuleAction.HOLD, text))
         return hits
+
+    # -- against the repo's risk card ---------------------------------------------------------
+
+    @property
+    def risk_limit(self) -> Rating | None:
+        """The highest risk card rating served (`max_risk`); None when it is off."""
+        limit = self.settings.max_risk
+        return None if limit is MaxRisk.OFF else Rating(limit.value)
+
+    def risk_hits(self, repo: RepoRef, card: RiskCard) -> list[RuleHit]:
+        """`max_risk` for a file of the repo whose card is `card`: held when a dimension's
+        settled rating is above the limit. The message names the rating, the dimensions behind
+        it and what an admin can do."""
+        limit = self.risk_limit
+        if limit is None:
+            return []
+        over = card.above(limit)
+        if not over:
+            return []
+        rating = worst([d.settled_rating for d in over])
+        text = (
+            f'{repo.repo_type.value} "{shown(repo.repo_id)}" is rated {rating.value} on its '
+            f"risk card, above max_risk {limit.value}: {_dimensions_text(over)}; {RISK_REMEDY}"
+        )
+        return [self._hit(MAX_RISK, RuleAction.HOLD, text)]
+
+    def risk_unknown_hit(self, repo: RepoRef, why: str) -> list[RuleHit]:
+        """`max_risk` when the card cannot be computed: held (fail closed), saying why."""
+        limit = self.risk_limit
+        if limit is None:
+            return []
+        text = (
+            f'the risk card of {repo.repo_type.value} "{shown(repo.repo_id)}" cannot be '
+            f"computed ({shown(why)[:200]}), and max_risk is {limit.value}; {RISK_REMEDY}"
+        )
+        return [self._hit(MAX_RISK, RuleAction.HOLD, text)]
+
+
+def _dimensions_text(dimensions: Iterable[Dimension]) -> str:
+    """`licence high (cc-by-nc-4.0: custom-restricted); ...`, each summary cut short, escaped."""
+    parts = []
+    for d in dimensions:
+        summary = shown(d.summary)
+        if len(summary) > MAX_SUMMARY_CHARS:
+            summary = summary[: MAX_SUMMARY_CHARS - 3] + "..."
+        parts.append(f"{d.name.value} {d.settled_rating.value} ({summary})")
+    return "; ".join(parts)

@@ -17,7 +17,7 @@ from proxy.catalog import Caller, Catalog, Resolved
 from proxy.errors import HubwardenError, OfflineMiss, shown
 from proxy.ingest import Ingestor, IngestSpec
 from proxy.metadata import EntryType, TreeEntry
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_protocol import BlobPlace, BlobStore
 from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord, RepoRecord, Repository
 from proxy.trust.model_signing_adapter import MAX_SIGNATURE_BYTES
@@ -28,12 +28,17 @@ POLL_S = 0.2
 _READABLE = (BlobState.RELEASED, BlobState.QUARANTINED)
 
 
-def _read_verified(store: BlobStore, sha256: str) -> bytes:
+def _read_head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(MAX_SIGNATURE_BYTES + 1)
+
+
+async def _read_verified(store: BlobStore, sha256: str) -> bytes:
     """The bytes of a stored blob (released or held), checked against its sha256."""
-    for path in (store.released_path(sha256), store.quarantined_path(sha256)):
+    for place in (BlobPlace.RELEASED, BlobPlace.QUARANTINED):
         try:
-            with Path(path).open("rb") as handle:
-                data = handle.read(MAX_SIGNATURE_BYTES + 1)
+            async with store.local_copy(sha256, place) as path:
+                data = await asyncio.to_thread(_read_head, path)
         except FileNotFoundError:
             continue  # moved between the two places meanwhile: try the other
         if hashlib.sha256(data).hexdigest() == sha256:
@@ -85,7 +90,7 @@ class StoredFiles:
         sha256 = _usable(await self._db.get_blob(entry.etag))
         if sha256 is None:
             raise SignatureFileUnavailable("the signature file was never mirrored here")
-        return await asyncio.to_thread(_read_verified, self._store, sha256)
+        return await _read_verified(self._store, sha256)
 
 
 class MirrorFiles(StoredFiles):
@@ -133,7 +138,7 @@ class MirrorFiles(StoredFiles):
             blob = await self._db.get_blob(entry.etag)
             sha256 = _usable(blob)
             if sha256 is not None:
-                return await asyncio.to_thread(_read_verified, self._store, sha256)
+                return await _read_verified(self._store, sha256)
             if blob is None and self._catalog.offline:
                 raise SignatureFileUnavailable("the signature file was never mirrored here")
             await self._wait_for_fetch(spec, blob, deadline - loop.time())

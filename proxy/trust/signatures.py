@@ -105,6 +105,16 @@ def _matching(repo_id: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(lowered, p.lower()) for p in patterns)
 
 
+def requires_signature(settings: SigningSettings, repo: RepoRef) -> bool:
+    """True when `[signing] require_signature` lists the repo."""
+    return _matching(repo.repo_id, settings.require_signature)
+
+
+def trusted_signers(settings: SigningSettings, repo: RepoRef) -> tuple[TrustedSigner, ...]:
+    """The signers `[signing]` trusts for the repo, in the order configured."""
+    return tuple(s for s in settings.trusted if _matching(repo.repo_id, s.repos))
+
+
 class Signatures:
     """Verifies and records revision signatures; judges files against them."""
 
@@ -142,11 +152,11 @@ class Signatures:
 
     def is_required(self, repo: RepoRef) -> bool:
         """True when policy requires a trusted signature for the repo (`require_signature`)."""
-        return _matching(repo.repo_id, self._settings.require_signature)
+        return requires_signature(self._settings, repo)
 
     def signers_for(self, repo: RepoRef) -> tuple[TrustedSigner, ...]:
         """The signers the admin trusts for the repo, in the order configured."""
-        return tuple(s for s in self._settings.trusted if _matching(repo.repo_id, s.repos))
+        return trusted_signers(self._settings, repo)
 
     def _trust_digest(self, repo: RepoRef) -> str:
         signers = [
@@ -218,6 +228,22 @@ class Signatures:
                 listing = await files.listing(repo, commit, token)
         return recorded(commit, judged, listing, hashlib.sha256(data).hexdigest(), digest)
 
+    def trust_digest(self, repo: RepoRef) -> str:
+        """What is trusted for `repo`, as a digest: a record made under another is judged again."""
+        return self._trust_digest(repo)
+
+    async def judge(
+        self, repo: RepoRef, commit: str, data: bytes | None, listing: Sequence[TreeEntry]
+    ) -> SignatureRecord:
+        """`revision`'s verdict from bytes the caller holds: `data` is the commit's signature
+        file (None: it has none), `listing` its files. Neither cached nor recorded: an import
+        verifies before the commit has rows, and records the result with them."""
+        digest = self._trust_digest(repo)
+        if data is None:
+            return SignatureRecord(commit, SignatureStatus.UNSIGNED, trust_digest=digest)
+        judged = await self._judge(data, repo)
+        return recorded(commit, judged, listing, hashlib.sha256(data).hexdigest(), digest)
+
     async def _judge(self, data: bytes, repo: RepoRef) -> Judged:
         signers = self.signers_for(repo)
         call = asyncio.to_thread(
@@ -244,6 +270,16 @@ class Signatures:
         standing = standing_of(record, path, sha256)
         return FileSignature(record.status, standing, record.signer,
                              file_message(record, path, sha256, standing))  # fmt: skip
+
+    async def recorded(self, repo: RepoRecord, commit: str) -> SignatureRecord | None:
+        """The status recorded for a revision, never verifying anything (None: never checked;
+        the admin pages show this, which costs one read)."""
+        return await self._records.get(repo.pk, commit)
+
+    def is_current(self, repo: RepoRef, record: SignatureRecord) -> bool:
+        """Whether `record` was judged under what is trusted for the repo now (else it is
+        judged again when the next file of its revision is fetched)."""
+        return record.trust_digest == self._trust_digest(repo)
 
     async def report(self, repo: RepoRecord, commit: str) -> SignatureReport:
         """A revision's signature (verified now when it never was, or was under another trust)

@@ -105,7 +105,8 @@ def dumps(value: Any) -> bytes:
 
 def forge_model_manifest(layout: Path, change: Callable[[dict[str, Any]], None]) -> None:
     """Rewrite the first model manifest of a directory bundle with `change`, and everything that
-    points at it (state subject, index.json), so the bundle is consistent but for its signature."""
+    points at it (state and BOM subjects, index.json), so the bundle is consistent but for its
+    signature."""
     index_path = layout / "index.json"
     index = read_json(index_path)
     entries = index["manifests"]
@@ -116,7 +117,7 @@ def forge_model_manifest(layout: Path, change: Callable[[dict[str, Any]], None])
     data = dumps(manifest)
     model["digest"], model["size"] = f"sha256:{put_blob(layout, data)}", len(data)
     for entry in entries:
-        if entry["artifactType"] != oci.STATE_MEDIA_TYPE:
+        if entry["artifactType"] not in (oci.STATE_MEDIA_TYPE, oci.BOM_MEDIA_TYPE):
             continue
         path = layout / "blobs" / "sha256" / entry["digest"].removeprefix("sha256:")
         state_manifest = read_json(path)

@@ -403,7 +403,9 @@ def test_export_refuses_an_invalid_revision(
     rev = model_revision(tmp_path)
     fields = {"repo_type": "model", "repo_id": "org/model", "ref": "main", "commit": COMMIT}
     fields.update(change)
-    bad = oci.RevisionContent(**fields, files=rev.files, state={})
+    bad = oci.RevisionContent(
+        fields["repo_type"], fields["repo_id"], fields["ref"], fields["commit"], rev.files, {}
+    )
     with pytest.raises(BundleError, match=message):
         export(tmp_path / "b.tar", [bad], key)
 

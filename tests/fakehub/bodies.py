@@ -55,8 +55,9 @@ async def send_content(
 ) -> web.StreamResponse:
     """Answer ``content`` (200, or 206 for a Range; 416 past the end); no body on HEAD."""
     size = content_size(content)
+    asked = None if traffic.ignores_range(request) else request.headers.get("Range")
     try:
-        span = parse_range(request.headers.get("Range"), size)
+        span = parse_range(asked, size)
     except ValueError:
         return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
     headers = {**headers, "Accept-Ranges": "bytes"}

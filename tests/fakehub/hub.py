@@ -256,6 +256,11 @@ class FakeHub:
         self.state.traffic.stalls.append(stall)
         return stall
 
+    def ignore_ranges(self, path_glob: str = "*") -> None:
+        """Answer matching file GETs whole (``200``) whatever their ``Range`` says, as a server
+        without range support does (until ``clear_misbehaviour``)."""
+        self.state.traffic.range_ignored.append(path_glob)
+
     def cancel(self, item: Fault | Throttle | Stall) -> None:
         """Remove one fault, throttle or stall (releasing whatever it holds)."""
         traffic = self.state.traffic
@@ -278,3 +283,4 @@ class FakeHub:
         traffic.faults.clear()
         traffic.throttles.clear()
         traffic.stalls.clear()
+        traffic.range_ignored.clear()

@@ -125,6 +125,8 @@ class Traffic:
         self.faults: list[Fault] = []
         self.throttles: list[Throttle] = []
         self.stalls: list[Stall] = []
+        self.range_ignored: list[str] = []
+        """Path globs whose ``Range`` headers are ignored (a whole ``200``, as some servers do)."""
         self.closing = asyncio.Event()
 
     def record(self, request: web.Request, origin: Origin) -> RecordedRequest:
@@ -143,6 +145,10 @@ class Traffic:
     def reset(self) -> None:
         self.log.clear()
         self.counts.clear()
+
+    def ignores_range(self, request: web.Request) -> bool:
+        recorded = request[RECORD_KEY]
+        return any(recorded.matches(glob, None, None) for glob in self.range_ignored)
 
     def take_fault(self, recorded: RecordedRequest) -> Fault | None:
         for fault in self.faults:

@@ -12,6 +12,7 @@ import io
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,57 @@ def zip_declaring_million_entries() -> bytes:
     return bytes(data[:eocd]) + zip64 + locator + bytes(end)
 
 
+def zip_overlapping_members(members: int = 3000, kernel_bytes: int = 1 << 20) -> bytes:
+    """Fifield's non-recursive zip bomb, full-overlap form: one deflated MiB of zeros and
+    thousands of directory entries all pointing at it (3 GiB inflated from ~4 KiB of data)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, -15)
+    kernel = packer.compress(bytes(kernel_bytes)) + packer.flush()
+    crc = zlib.crc32(bytes(kernel_bytes))
+    name = b"archive/data/0"
+    local = struct.pack(
+        "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, crc, len(kernel), kernel_bytes, len(name), 0
+    )  # fmt: skip
+    directory = b""
+    for i in range(members):
+        entry = f"archive/data/{i}".encode()
+        directory += struct.pack(
+            "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, crc, len(kernel), kernel_bytes,
+            len(entry), 0, 0, 0, 0, 0, 0,
+        ) + entry  # fmt: skip
+    body = local + name + kernel
+    end = struct.pack(
+        "<4s4H2LH", b"PK\x05\x06", 0, 0, members, members, len(directory), len(body), 0
+    )  # fmt: skip
+    return body + directory + end
+
+
+def npy_shape_product_overflows() -> bytes:
+    """Two dimensions of 2^40: their product wraps a 64-bit size (CWE-190) before any check
+    that multiplies in fixed width."""
+    shape = "(1099511627776, 1099511627776)"
+    return _npy(f"{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}", bytes(64))
+
+
+def pickle_binunicode8_declares_exabytes() -> bytes:
+    """BINUNICODE8 declaring 2^62 bytes with 8 present: an unpickler reading from a file asks
+    the file for the declared size at once."""
+    return b"\x80\x04\x8d" + struct.pack("<Q", 1 << 62) + b"abcdefgh."
+
+
+def gguf_template_render_loop() -> bytes:
+    """A chat template looping 10^10 times: rendering it (transformers, llama-cpp-python, vLLM
+    render GGUF templates with Jinja) never ends."""
+    import tempfile
+
+    from tests.scanners.corpus_headers import make_gguf
+
+    loop = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a ~ b }}{% endfor %}"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "loop.gguf"
+        make_gguf(path, templates={"": loop + "{% endfor %}"})
+        return path.read_bytes()
+
+
 RESOURCE_SAMPLES: dict[str, ResourceSample] = {
     "npy_trillion_elements.npy": ResourceSample(
         npy_declares_trillion_elements,
@@ -173,6 +225,25 @@ RESOURCE_SAMPLES: dict[str, ResourceSample] = {
         zip_declaring_million_entries, "ARCHIVE_MEMBERS_RESOURCE", "CWE-770; APPNOTE.TXT 4.3.14"
     ),
     "empty.pkl": ResourceSample(empty_pickle, "FILE_EMPTY", "issue 13 (an empty .pkl)"),
+    "zip_overlapping_members.zip": ResourceSample(
+        zip_overlapping_members,
+        "ARCHIVE_RATIO_RESOURCE",
+        "D. Fifield, 'A better zip bomb' (WOOT 2019), overlapping files; CVE-2024-0450 "
+        "(CPython zipfile overlap)",
+    ),
+    "npy_shape_product_overflows.npy": ResourceSample(
+        npy_shape_product_overflows, "NUMPY_SIZE_RESOURCE", "CWE-190; numpy.lib.format"
+    ),
+    "binunicode8_declares_exabytes.pkl": ResourceSample(
+        pickle_binunicode8_declares_exabytes,
+        "PICKLE_MALFORMED",
+        "CWE-789; CPython Modules/_pickle.c load_counted_binunicode (read of the declared size)",
+    ),
+    "gguf_template_render_loop.gguf": ResourceSample(
+        gguf_template_render_loop,
+        "GGUF_TEMPLATE_RENDER_LIMIT",
+        "CWE-834 (excessive iteration); CVE-2024-34359 class (GGUF templates rendered by Jinja)",
+    ),
     "truncated.pt": ResourceSample(truncated_torch_zip, "ZIP_MALFORMED", "issue 13"),
 }
 

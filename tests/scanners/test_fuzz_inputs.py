@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import pickle
 import random
 import struct
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from scanners import Outcome, ScanReport, StreamScan, scan_file, scan_stream
 from tests.scanners import corpus_headers as headers
 from tests.scanners.corpus import EVIL, _tar_bytes, legacy_torch_with, torch_zip_with, zip_bytes
 from tests.scanners.corpus_formats import format_samples
+from tests.scanners.corpus_fuzz_crashes import FUZZ_CRASHES, write_fuzz_crashes
 
 MUTATIONS = 400
 SEED = 13
@@ -225,3 +229,33 @@ def test_fuzzed_new_format_never_raises_nor_crashes_a_scanner(tmp_path: Path) ->
 
 def scan_stream_bytes(name: str, data: bytes) -> ScanReport:
     return scan_stream(io.BytesIO(data), len(data), name.rsplit("/", 1)[-1], second_opinion=None)
+
+
+# ---- inputs the atheris runs found (tests/scanners/corpus_fuzz_crashes.py) -----------------------
+# The child's limits: about what a stream scan worker gets. A hang ends by SIGXCPU.
+CHILD_MEMORY_BYTES = 1 << 30
+CHILD_CPU_S = 20
+_CHILD = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
+resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[4]), int(sys.argv[4])))
+from scanners import scan_file
+report = scan_file(sys.argv[1], name=sys.argv[2], second_opinion=None)
+print(json.dumps([report.outcome.value, sorted({f.code for f in report.findings})]))
+"""
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_CRASHES))
+def test_fuzz_crash_input_is_refused_within_limits(tmp_path: Path, name: str) -> None:
+    path = write_fuzz_crashes(tmp_path)[name]
+    limits = [str(CHILD_MEMORY_BYTES), str(CHILD_CPU_S)]
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed argv
+        [sys.executable, "-c", _CHILD, str(path), FUZZ_CRASHES[name].name, *limits],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_CPU_S * 3,
+        check=False,
+    )
+    assert done.returncode == 0, (FUZZ_CRASHES[name].found, done.stderr[-2000:])
+    outcome, codes = json.loads(done.stdout.splitlines()[-1])
+    assert (outcome != "clean", "SCANNER_CRASHED" in codes) == (True, False), codes

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from scanners import Outcome, scan_file
-from scanners.nemo import NemoLimits, scan_yaml
+from scanners.limits import NemoLimits
+from scanners.nemo import scan_yaml
 from tests.scanners.corpus_formats import BILLION_LAUGHS_YAML, NEMO_CONFIG, nemo_config, nemo_tar
 
 NEMO = "model_config.yaml"

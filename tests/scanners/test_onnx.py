@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scanners import onnx
+from scanners.limits import OnnxLimits
 from scanners.report import Finding, Outcome
 from tests.scanners.corpus_headers import (
     onnx_attribute_graph,
@@ -167,7 +168,7 @@ def test_scan_subgraphs_nested_too_deep_fail_closed() -> None:
 
 def test_scan_field_count_over_limit_fails_closed() -> None:
     graph = onnx_graph([onnx_node("Relu") for _ in range(200)])
-    findings = scan_bytes(onnx_model(graph), limits=onnx.OnnxLimits(max_fields=500))
+    findings = scan_bytes(onnx_model(graph), limits=OnnxLimits(max_fields=500))
     assert codes(findings) == ["ONNX_MALFORMED"]
 
 

@@ -149,6 +149,33 @@ def _state_dicts() -> dict[str, object]:
 
 
 @pytest.mark.parametrize("case", sorted(_state_dicts()))
+def test_fast_path_protocol_4_record_builds_what_the_loop_builds(case: str) -> None:
+    # MEMOIZE instead of BINPUT (issue 13: these files took the loop's slow path)
+    fast = _assert_walks_alike(_data_pkl(_state_dicts()[case], pickle_protocol=4))
+    assert fast.result.complete
+    assert fast.result.fast_records > 0
+    assert fast.result.findings == []
+
+
+def test_fast_path_runs_through_a_protocol_4_state_dict() -> None:
+    # every record but the first and those a FRAME boundary cuts is built by the fast path
+    data = _data_pkl({f"model.layers.{i}.weight": torch.zeros(2, 2) for i in range(300)},
+                     pickle_protocol=4)  # fmt: skip
+    assert _assert_walks_alike(data).result.fast_records >= 290
+
+
+def test_fast_path_protocol_4_record_storing_into_a_filled_slot_is_left_to_the_loop() -> None:
+    # a BINPUT into the slot the next MEMOIZE would fill: the memo's size stops growing there
+    data = _data_pkl({f"w{i}": torch.zeros(2) for i in range(20)}, pickle_protocol=4)
+    ops = _ops(data)
+    memoize_at = [pos for name, _, pos in ops if name == "MEMOIZE"]
+    filled = len([pos for pos in memoize_at if pos < memoize_at[100]])
+    at = memoize_at[100]
+    doctored = data[:at] + b"q" + bytes([filled + 1]) + data[at + 1 :]
+    _assert_walks_alike(doctored)
+
+
+@pytest.mark.parametrize("case", sorted(_state_dicts()))
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_fast_path_torch_record_builds_what_the_loop_builds(case: str, legacy: bool) -> None:
     obj = _state_dicts()[case]
@@ -256,7 +283,12 @@ def _mutated(data: bytes, rng: random.Random) -> bytes:
 def _mutation_bases() -> list[bytes]:
     small = {f"layers.{i}.weight": torch.zeros(2, 2) for i in range(40)}
     mixed = _state_dicts()["dtypes_and_ranks"]
-    return [_data_pkl(small), _legacy_object_pickle(small), _data_pkl(mixed)]
+    return [
+        _data_pkl(small),
+        _legacy_object_pickle(small),
+        _data_pkl(mixed),
+        _data_pkl(small, pickle_protocol=4),
+    ]
 
 
 def test_fast_path_mutated_state_dicts_walk_as_the_loop_walks() -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import transformers
 
-from scanners.remote_code import RemoteCodeLimits, scan_config, scan_python
+from scanners.limits import RemoteCodeLimits
+from scanners.remote_code import scan_config, scan_python
 from scanners.report import Finding, Outcome, Severity
 from tests.scanners.corpus_headers import CVE_2024_34359, REAL_TEMPLATES
 

@@ -16,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from scanners import safetensors as st
+from scanners.limits import SafetensorsLimits
 from scanners.report import Finding, Outcome
 from tests.scanners.corpus_headers import (
     make_safetensors_numpy,
@@ -323,7 +324,7 @@ def test_scan_entry_count_over_limit_is_refused(tmp_path: Path) -> None:
     # attacks/safetensors_abuse_attempt_2.py: millions of entries; refused before parsing
     header = {f"w{i}": tensor_entry("U8", [0], 0, 0) for i in range(50)}
     path = write_safetensors_raw(tmp_path / "a2.safetensors", header)
-    findings = scan_path(path, limits=st.SafetensorsLimits(max_entries=20))
+    findings = scan_path(path, limits=SafetensorsLimits(max_entries=20))
     assert [f.code for f in findings] == ["SAFETENSORS_TOO_MANY_ENTRIES"]
 
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from scanners import Outcome, scan_file
+from scanners.limits import SkopsLimits
 from scanners.report import Finding
-from scanners.skops import SkopsLimits, scan_schema
+from scanners.skops import scan_schema
 from tests.scanners.corpus_formats import (
     _logistic_regression,
     _pipeline,

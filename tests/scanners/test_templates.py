@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from scanners.limits import TemplateLimits
 from scanners.report import Finding, Outcome
-from scanners.templates import TemplateLimits, scan_template
+from scanners.templates import scan_template
 from tests.scanners.corpus_headers import CVE_2024_34359, REAL_TEMPLATES
 
 FAST = TemplateLimits(max_render_s=0.5, max_render_lines=200_000)

@@ -8,8 +8,9 @@ import io
 import pytest
 
 from scanners import Outcome
+from scanners.limits import TfGraphLimits
 from scanners.report import Finding
-from scanners.tf_graph import GraphKind, TfGraphLimits, graph_kind, scan
+from scanners.tf_graph import GraphKind, graph_kind, scan
 from tests.scanners.corpus_formats import (
     _frozen,
     _saved,

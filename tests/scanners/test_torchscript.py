@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from scanners import Outcome, scan_file
-from scanners.torchscript import CodeCheck, TorchScriptLimits, code_module
+from scanners.limits import TorchScriptLimits
+from scanners.torchscript import CodeCheck, code_module
 from tests.scanners import corpus_torchscript as ts
 
 MEMBER = "archive/code/__torch__/m.py"

@@ -235,7 +235,7 @@ async def test_upstream_open_file_lfs_follows_the_cdn_redirect_without_the_token
     )
     upstream = _upstream_with(fake_hub, session)
     async with upstream.open_file(MODEL, private.head(), "model.safetensors", token) as body:
-        data = await body.content.read()
+        data = await body.read(1 << 30)
     assert (body.status, body.content_length, data) == (200, len(WEIGHTS), WEIGHTS)
     assert fake_hub.count(origin=Origin.CDN) == 1
     assert fake_hub.cdn_requests_with_auth() == []
@@ -252,8 +252,45 @@ async def test_upstream_open_file_service_token_never_reaches_the_cdn(
     upstream = _upstream_with(fake_hub, session, service_token=token)
     head = private.head()
     async with upstream.open_file(MODEL, head, "model.safetensors", upstream.service_token) as body:
-        assert await body.content.read() == WEIGHTS
+        assert await body.read(1 << 30) == WEIGHTS
     assert fake_hub.cdn_requests_with_auth() == []
+
+
+async def test_upstream_open_file_range_at_the_cdn_location_skips_the_redirect(
+    fake_hub: FakeHub, session: aiohttp.ClientSession
+) -> None:
+    token = fake_hub.add_user("alice")
+    private = fake_hub.create_repo(
+        "org/m", files={"model.safetensors": WEIGHTS}, private=True, readers=["alice"]
+    )
+    upstream = _upstream_with(fake_hub, session)
+    head = private.head()
+    async with upstream.open_file(MODEL, head, "model.safetensors", token, end=10) as first:
+        assert await first.read(1 << 30) == WEIGHTS[:10]
+    assert not first.location.on_origin  # the CDN: no token may go there
+    async with upstream.open_file(
+        MODEL, head, "model.safetensors", token, start=100, end=200, location=first.location
+    ) as body:
+        data = await body.read(1 << 30)
+    assert (body.status, body.first_byte, body.total_size) == (206, 100, len(WEIGHTS))
+    assert data == WEIGHTS[100:200]
+    assert fake_hub.count("/org/m/resolve/*", origin=Origin.HUB) == 1  # resolved once
+    assert [r.range for r in fake_hub.requests if r.origin is Origin.CDN] == [
+        "bytes=0-9",
+        "bytes=100-199",
+    ]
+    assert fake_hub.cdn_requests_with_auth() == []
+
+
+async def test_upstream_open_file_body_cut_short_raises_upstream_unavailable(
+    fake_hub: FakeHub, upstream: Upstream, repo: Repo
+) -> None:
+    stall = fake_hub.stall("/models/*/model.safetensors", after_bytes=100)
+    async with upstream.open_file(MODEL, repo.head(), "model.safetensors", None) as body:
+        await stall.reached.wait()
+        stall.cut()
+        with pytest.raises(UpstreamUnavailable, match="broke off"):
+            await body.read(1 << 30)
 
 
 # -- which token goes upstream (DESIGN.md rules 8 and 9) ------------------------------------------
@@ -266,7 +303,7 @@ async def test_upstream_anonymous_call_carries_no_token_despite_a_service_token(
     await upstream.repo_info(MODEL, None, None)
     await upstream.file_metadata(MODEL, repo.head(), "config.json", None)
     async with upstream.open_file(MODEL, repo.head(), "model.safetensors", None) as body:
-        await body.content.read()
+        await body.read(1 << 30)
     assert fake_hub.requests
     assert [r.path for r in fake_hub.requests if r.has_auth] == []
 
@@ -292,7 +329,7 @@ async def test_upstream_anonymous_call_uses_the_service_token_when_the_admin_len
     )
     assert (await upstream.repo_info(MODEL, None, None)).sha == private.head()
     async with upstream.open_file(MODEL, private.head(), "model.safetensors", None) as body:
-        await body.content.read()
+        await body.read(1 << 30)
     assert fake_hub.cdn_requests_with_auth() == []
 
 
@@ -323,14 +360,14 @@ async def test_upstream_open_file_regular_file_through_resolve_cache(
     upstream: Upstream, repo: Repo
 ) -> None:
     async with upstream.open_file(MODEL, repo.head(), "config.json", None) as body:
-        assert await body.content.read() == CONFIG
+        assert await body.read(1 << 30) == CONFIG
 
 
 async def test_upstream_open_file_from_an_offset_is_a_206_of_the_rest(
     upstream: Upstream, repo: Repo, fake_hub: FakeHub
 ) -> None:
     async with upstream.open_file(MODEL, repo.head(), "model.safetensors", None, start=100) as body:
-        data = await body.content.read()
+        data = await body.read(1 << 30)
     assert (body.status, data) == (206, WEIGHTS[100:])
     assert [r.range for r in fake_hub.requests if r.origin is Origin.CDN] == ["bytes=100-"]
 
@@ -369,7 +406,7 @@ async def test_upstream_open_file_of_a_renamed_repo_follows_to_the_new_id(
 ) -> None:
     fake_hub.rename_repo("org/m", "org/renamed")
     async with upstream.open_file(MODEL, repo.head(), "model.safetensors", None) as body:
-        assert await body.content.read() == WEIGHTS
+        assert await body.read(1 << 30) == WEIGHTS
 
 
 # -- the Hub's errors become domain exceptions ----------------------------------------------------
