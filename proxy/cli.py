@@ -255,7 +255,8 @@ def _serve_workers(settings: Settings) -> int:
         finally:
             await engine.dispose()
 
-    asyncio.run(upgrade())
+    if settings.upgrade_on_start:
+        asyncio.run(upgrade())
     try:
         sockets = bind_sockets(settings.host, settings.port, settings.workers)
     except OSError as exc:

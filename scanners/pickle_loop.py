@@ -10,6 +10,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from scanners.pickle_frames import NO_FRAME, PAST_STOP, leave_frame, start_frame
 from scanners.pickle_records import (
     ENTRY_OPCODES,
     REBUILD_TENSOR_V2,
@@ -76,10 +77,12 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
         first = _BATCH
         shared = False
         start_ops = ops_left
+        frame_end = NO_FRAME  # the open FRAME's end (`scanners.pickle_frames`)
     else:
         stack, marks, memo = frame.stack, frame.marks, frame.memo
         ops_left, first, pos = frame.ops_left, frame.index, frame.pos - walker.base
         shared, start_ops = frame.shared, frame.start_ops
+        frame_end = frame.frame_end - walker.base if frame.frame_end < NO_FRAME else NO_FRAME
     push = stack.append
     fence = marks[-1] if marks else 0
     fast = walker.fast_paths
@@ -97,6 +100,8 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
     try:
         if frame is not None and frame.peek:  # the memo store folded into a skipped string
             at = frame.at - walker.base
+            if pos >= frame_end:  # the skipped string's end is a boundary the loop never sees
+                frame_end = leave_frame(data, pos, pos, frame_end)
             if data[pos] == 0x72:
                 idx = u32(data, pos + 1)[0]
                 if idx > max_memo_index:
@@ -111,10 +116,15 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                 turns = range(first, _BATCH)
                 first = _BATCH
             else:
+                if pos >= frame_end:  # before a pause: resumed, the last opcode is unknown
+                    frame_end = leave_frame(data, at, pos, frame_end)
                 if pos >= stop:
                     raise Pause(
                         walker._frame(
-                            pos, pos, _BATCH, (stack, marks, memo, ops_left, shared, start_ops)
+                            pos,
+                            pos,
+                            _BATCH,
+                            (stack, marks, memo, ops_left, shared, start_ops, frame_end),
                         )
                     )
                 # Bounds are checked between batches of opcodes: a counter per opcode costs
@@ -123,6 +133,8 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                 walker._check_bounds(ops_left, len(stack) + len(marks), len(memo), pos)
                 turns = _BATCH_RANGE
             for step_i in turns:
+                if pos >= frame_end:
+                    frame_end = leave_frame(data, at, pos, frame_end)
                 at = pos
                 op = data[pos]
                 pos += 1
@@ -157,7 +169,8 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                             (max_memo - len(memo)) >> 3,
                             ops_left // ENTRY_OPCODES,
                         )
-                        moved = records.run(pos, end, value, stack, room)
+                        bound = end if end < frame_end else frame_end  # a run stays in its frame
+                        moved = records.run(pos, bound, value, stack, room)
                         if moved >= 0:
                             pos = moved
                             ops_left -= ENTRY_OPCODES * records.built - 3
@@ -306,7 +319,8 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                             (max_memo - len(memo)) >> 3,
                             ops_left // ENTRY_OPCODES,
                         )
-                        moved = records.run(pos, end, value, stack, room)
+                        bound = end if end < frame_end else frame_end  # a run stays in its frame
+                        moved = records.run(pos, bound, value, stack, room)
                         if moved >= 0:
                             pos = moved
                             ops_left -= ENTRY_OPCODES * records.built - 3
@@ -356,6 +370,8 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                         raise Malformed("BUILD with too few stack items", at)
                     target = stack[-2]
                     if walker.joblib and walker._is_joblib_wrapper(target):
+                        if pos >= frame_end:  # joblib ends the frame here: the array is raw bytes
+                            frame_end = leave_frame(data, at, pos, frame_end)
                         walker._opcodes_left = ops_left
                         pos = walker._joblib_skip(stack[-1], pos)  # first: it may suspend
                         ops_left = walker._opcodes_left
@@ -472,9 +488,12 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
                     pos += 8
                     if n > limit - pos:
                         raise Malformed("FRAME longer than the data left", at)
+                    frame_end = start_frame(at, pos, n, frame_end)
                 elif op == 0x2E:  # STOP
                     if len(stack) <= fence:
                         raise Malformed("STOP with an empty stack", at)
+                    if frame_end != NO_FRAME and frame_end != pos:
+                        raise Malformed(PAST_STOP, at)
                     walker.last_value = stack[-1]
                     used = start_ops - ops_left - _BATCH + step_i + 1
                     walker._check_shape(stack[-1], at, used, shared)
@@ -555,18 +574,22 @@ def walk_opcodes(walker: PickleWalker, pos: int, frame: Frame | None = None) -> 
         if not waiting:
             raise
         raise Pause(
-            walker._frame(at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops))
+            walker._frame(
+                at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops, frame_end)
+            )
         ) from None
     except Skip as skip:
         if skip.push:
             stack.append(skip.value)
         paused = walker._frame(
-            skip.to, at, step_i + 1, (stack, marks, memo, ops_left, shared, start_ops)
+            skip.to, at, step_i + 1, (stack, marks, memo, ops_left, shared, start_ops, frame_end)
         )
         paused.peek = skip.peek
         raise Pause(paused) from None
     except Suspend:
-        paused = walker._frame(at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops))
+        paused = walker._frame(
+            at, at, step_i, (stack, marks, memo, ops_left, shared, start_ops, frame_end)
+        )
         paused.suspended = True
         raise Pause(paused) from None
     except (IndexError, struct.error):

@@ -81,6 +81,7 @@ class Frame:
     index: int  # the next turn in the current batch of opcodes; `_BATCH`: a new batch
     shared: bool  # a memo GET or DUP gave a container: the value is no tree (`_check_shape`)
     start_ops: int  # `ops_left` when this pickle started
+    frame_end: int  # absolute end of the open FRAME (`scanners.pickle_frames.NO_FRAME`: none)
     peek: bool = False  # the memo store folded into a skipped string is still to do
     suspended: bool = False  # stopped for good until the last byte (see `Suspend`)
 

@@ -31,6 +31,7 @@ from scanners.pickle_grading import describe as describe
 from scanners.pickle_grading import describe_call as describe_call
 from scanners.pickle_grading import findings_with_calls as findings_with_calls
 from scanners.pickle_grading import pickle_span as pickle_span
+from scanners.pickle_frames import NO_FRAME
 from scanners.pickle_loop import walk_opcodes
 from scanners.pickle_state import EXPANSION_RESOURCE as EXPANSION_RESOURCE
 from scanners.pickle_state import (
@@ -245,7 +246,9 @@ class PickleWalker(WalkChecks):
         raise Truncated(reason, at)
 
     def _frame(self, pos: int, at: int, index: int, state: tuple[object, ...]) -> Frame:
-        stack, marks, memo, ops_left, shared, start_ops = state
+        stack, marks, memo, ops_left, shared, start_ops, frame_end = state
+        if frame_end < NO_FRAME:  # type: ignore[operator]
+            frame_end = self.base + frame_end  # type: ignore[operator]
         return Frame(
             self.base + pos,
             self.base + at,
@@ -256,6 +259,7 @@ class PickleWalker(WalkChecks):
             index,
             shared,  # type: ignore[arg-type]
             start_ops,  # type: ignore[arg-type]
+            frame_end,  # type: ignore[arg-type]
         )
 
     def _run(self, pos: int, frame: Frame | None = None) -> int:

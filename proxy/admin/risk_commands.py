@@ -28,7 +28,7 @@ from proxy.admin.updates import ChangedView, UpdateView, updates, watch_state
 from proxy.config import Settings
 from proxy.repos import RepoRef, RepoType, Revision
 from proxy.store import db
-from proxy.store.blobs import BlobStore
+from proxy.store.blob_stores import open_blob_store
 from proxy.store.repository import Repository
 from proxy.store.watches import WatchRecord, WatchRecords
 from proxy.trust.risk import RiskCard
@@ -90,8 +90,11 @@ async def _risk(settings: Settings, engine: AsyncEngine, args: argparse.Namespac
     revision = revision or "main"
     Revision.parse(revision)  # raises InvalidInput on a hostile name
     sessions, reads = db.session_maker(engine), db.read_session_maker(engine)
-    repository, store = Repository(sessions, reads), BlobStore(settings.data_dir)
-    async with upstream_facts_of(settings) as facts:
+    repository = Repository(sessions, reads)
+    async with (
+        open_blob_store(settings.data_dir, settings.store) as store,  # [store]: local or S3
+        upstream_facts_of(settings) as facts,
+    ):
         card = await command_cards(settings, engine, repository, store, facts).card(repo, revision)
     if args.json:
         sys.stdout.write(json.dumps(card.to_json(), indent=2) + "\n")

@@ -231,17 +231,37 @@ async def _stream_in_flight(
         wanted, status = parsed, 206
     start, end = wanted
     await _wait_first_bytes(job, start, ingest.first_byte_wait_s, ingest.retry_after_s)
+    try:
+        source = _open_source(job.temp, services.store, job)
+    except FileNotFoundError:
+        # The ingest ended just now and its temp file is gone (published to a remote store, or
+        # held): the verdict decides, the answer comes from the store or is the refusal.
+        released = await _wait_for_verdict(found, ingest.first_byte_wait_s, ingest.retry_after_s)
+        path = services.store.released_file(released)
+        return await _send_released(request, ReleasedBlob(found.target, path, released), headers)
+    try:
+        return await _send_from_temp(request, found, source, (status, start, end), headers)
+    finally:
+        os.close(source)
+
+
+async def _send_from_temp(
+    request: web.Request,
+    found: InFlightBlob,
+    source: int,
+    span: tuple[int, int, int],
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    """The temp file's bytes from `start` to `end` as far as they are cleared (`status`: 200 or
+    206); the connection is cut on a bad verdict."""
+    status, start, end = span
+    size = found.target.entry.size
     response = web.StreamResponse(status=status, headers=headers)
     response[SERVED_FROM] = "cold"
     response.content_length = end - start
     if status == 206:
         response.headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     writer = await response.prepare(request)
-    try:
-        source = _open_source(job.temp, services.store, job)
-    except FileNotFoundError:
-        _cut(request)
-        return response
     try:
         if writer is not None:
             await writer.drain()  # the headers, before the kernel sends the body (as FileResponse)
@@ -250,8 +270,6 @@ async def _stream_in_flight(
                 await response.write_eof()
     except ConnectionResetError:
         logger.info("client went away during %s", found.target.entry.path)
-    finally:
-        os.close(source)
     return response
 
 

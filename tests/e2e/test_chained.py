@@ -63,8 +63,8 @@ async def test_chained_mirror_serves_what_its_upstream_mirror_serves_after_its_o
             hf.snapshot_download, MODEL, endpoint=b.url, cache_dir=b.cache_dir, token=False
         )
         states = (await _state(a, sha256), await _state(b, sha256))
-        b_path = b.app[SERVICES].store.released_path(sha256)
-        assert b_path.read_bytes() == tiny_model_files[WEIGHTS]  # B's own verified copy
+        b_path = b.app[SERVICES].store.released_file(sha256)
+        assert b_path is not None and b_path.read_bytes() == tiny_model_files[WEIGHTS]  # B's own verified copy
     for name, data in tiny_model_files.items():
         assert (Path(snapshot) / name).read_bytes() == data
     assert states == (BlobState.RELEASED, BlobState.RELEASED)
@@ -92,7 +92,8 @@ async def test_chained_mirror_verifies_for_itself_the_bytes_its_upstream_sends(
     sha256 = repo.file(WEIGHTS).sha256
     async with chain(fake_hub, tmp_path) as (a, b):
         await a.download(MODEL, WEIGHTS)
-        stored = a.app[SERVICES].store.released_path(sha256)  # A's copy rots on its disk
+        stored = a.app[SERVICES].store.released_file(sha256)  # A's copy rots on its disk
+        assert stored is not None
         data = bytearray(stored.read_bytes())
         data[-1] ^= 0xFF
         stored.chmod(0o600)

@@ -195,7 +195,7 @@ async def test_prefetch_beside_a_running_server_fetches_each_blob_once(
     config = _config(fake_hub, tmp_path)
     settings = proxy_settings(fake_hub, tmp_path / "data")
     running, runner = await start_proxy(settings, tmp_path / "client")
-    throttle = fake_hub.throttle(2_000_000, "*big.safetensors")
+    throttle = fake_hub.throttle(500_000, "*big.safetensors")  # ~8 s: outlasts the CLI start
     try:
         client = asyncio.create_task(running.download(MODEL, "big.safetensors"))
         for _ in range(200):  # the server has claimed the blob and is fetching it

@@ -1,7 +1,8 @@
-"""Several `hubwarden serve` processes on one PostgreSQL database and one data directory behave
-as one mirror: one upstream fetch per file across them, a replica killed mid-ingest is taken
-over by another, a block placed through one is honoured by the other within the warm caches'
-second, and `serve --workers 2` serves on one port.
+"""Several `hubwarden serve` processes on one PostgreSQL database and one blob store (a shared
+data directory, or one S3 bucket with a data directory each) behave as one mirror: one upstream
+fetch per file across them, a replica killed mid-ingest is taken over by another, a block placed
+through one is honoured by the other within the warm caches' second, and `serve --workers 2`
+serves on one port.
 
 Needs PostgreSQL (HUBWARDEN_TEST_POSTGRES_URL, set by .ci/run; see tests/dbplugin.py)."""
 
@@ -24,8 +25,11 @@ from huggingface_hub import hf_hub_download
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from proxy.config import StoreSettings
+from proxy.store.s3 import s3_client
 from tests.e2e.test_concurrency import _free_port, get_with_retries, safetensors_bytes
 from tests.fakehub.hub import FakeHub
+from tests.s3plugin import TEST_KEY_ID, TEST_SECRET, new_bucket
 
 MODEL = "org/replicated"
 FILE = "model.safetensors"
@@ -97,14 +101,49 @@ async def _stop(replica: Replica) -> None:
             await replica.process.wait()
 
 
+@dataclass
+class Store:
+    """Where the replicas keep blobs: a shared data directory, or one bucket (`bucket` set)."""
+
+    env: dict[str, str]
+    bucket: StoreSettings | None
+
+    def data_dir(self, tmp_path: Path, replica: int) -> Path:
+        return tmp_path / ("data" if self.bucket is None else f"data-{replica}")
+
+
+@pytest.fixture(params=["local", "s3"])
+async def store(request: pytest.FixtureRequest) -> Store:
+    if request.param == "local":
+        return Store({}, None)
+    bucket = await new_bucket(request.getfixturevalue("s3_endpoint"))
+    env = {
+        "HUBWARDEN_STORE_KIND": "s3",
+        "HUBWARDEN_STORE_BUCKET": str(bucket.bucket),
+        "HUBWARDEN_STORE_ENDPOINT_URL": str(bucket.endpoint_url),
+        "HUBWARDEN_STORE_REGION": str(bucket.region),
+        "HUBWARDEN_STORE_ACCESS_KEY_ID": TEST_KEY_ID,
+        "HUBWARDEN_STORE_SECRET_ACCESS_KEY": TEST_SECRET,
+    }
+    return Store(env, bucket)
+
+
+async def _bucket_state(bucket: StoreSettings) -> tuple[list[str], int]:
+    """The bucket's keys, and how many multipart uploads are unfinished."""
+    async with s3_client(bucket) as client:
+        listed = await client.list_objects_v2(Bucket=str(bucket.bucket))
+        uploads = await client.list_multipart_uploads(Bucket=str(bucket.bucket))
+    keys = sorted(item["Key"] for item in listed.get("Contents", []))
+    return keys, len(uploads.get("Uploads", []))
+
+
 @pytest.fixture
 async def replicas(
-    fake_hub: FakeHub, tmp_path: Path, fresh_postgres_url: str
+    fake_hub: FakeHub, tmp_path: Path, fresh_postgres_url: str, store: Store
 ) -> AsyncIterator[tuple[Replica, Replica]]:
-    env = _env(fresh_postgres_url)
-    data_dir = tmp_path / "data"
-    first = await _start(data_dir, fake_hub.url, env)
-    second = await _start(data_dir, fake_hub.url, env)
+    env = _env(fresh_postgres_url, store.env)
+    first = await _start(store.data_dir(tmp_path, 1), fake_hub.url, env)
+    second = await _start(store.data_dir(tmp_path, 2), fake_hub.url, env)
     try:
         yield first, second
     finally:
@@ -152,14 +191,14 @@ async def test_replicas_100_clients_on_a_cold_file_cause_one_upstream_fetch(
 
 @pytest.mark.timeout(240)
 async def test_replica_killed_mid_ingest_is_taken_over_and_nothing_half_written_is_served(
-    fake_hub: FakeHub, tmp_path: Path, fresh_postgres_url: str
+    fake_hub: FakeHub, tmp_path: Path, fresh_postgres_url: str, store: Store
 ) -> None:
     data = safetensors_bytes(8)
     repo = fake_hub.create_repo(MODEL, files={FILE: data})
     throttle = fake_hub.throttle(512 * 1024, f"*/{FILE}")
-    env, data_dir = _env(fresh_postgres_url), tmp_path / "data"
-    fetcher = await _start(data_dir, fake_hub.url, env)
-    other = await _start(data_dir, fake_hub.url, env)
+    env = _env(fresh_postgres_url, store.env)
+    fetcher = await _start(store.data_dir(tmp_path, 1), fake_hub.url, env)
+    other = await _start(store.data_dir(tmp_path, 2), fake_hub.url, env)
     path = f"/{MODEL}/resolve/{repo.head()}/{FILE}"
     try:
         async with aiohttp.ClientSession() as session:
@@ -186,11 +225,14 @@ async def test_replica_killed_mid_ingest_is_taken_over_and_nothing_half_written_
         rows = await _rows(fresh_postgres_url, "SELECT state, lease_token FROM blobs")
         assert rows == [("released", 2)]  # taken over once: the fencing token grew
         assert fake_hub.body_fetches(f"*/{FILE}") == 2
+        sha256 = hashlib.sha256(data).hexdigest()
+        if store.bucket is not None:
+            assert await _bucket_state(store.bucket) == ([f"blobs/{sha256}"], 0)
+            return
+        data_dir = store.data_dir(tmp_path, 1)
         assert [p.name for p in (data_dir / "tmp").iterdir()] == []  # no orphan left
         stored = [p for p in (data_dir / "blobs").rglob("*") if p.is_file()]
-        assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in stored] == [
-            hashlib.sha256(data).hexdigest()
-        ]
+        assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in stored] == [sha256]
     finally:
         await asyncio.gather(_stop(fetcher), _stop(other))
 
@@ -238,14 +280,19 @@ async def _first_refusal(
 
 @pytest.mark.timeout(180)
 async def test_block_placed_through_one_replica_is_honoured_by_the_other_within_a_second(
-    replicas: tuple[Replica, Replica], fake_hub: FakeHub, tmp_path: Path, fresh_postgres_url: str
+    replicas: tuple[Replica, Replica],
+    fake_hub: FakeHub,
+    tmp_path: Path,
+    fresh_postgres_url: str,
+    store: Store,
 ) -> None:
     first, second = replicas
     repo = fake_hub.create_repo(MODEL, files={"config.json": b'{"a": 1}'})
     url = f"{second.url}/{MODEL}/resolve/{repo.head()}/config.json"
     async with aiohttp.ClientSession() as session:
         assert await get_with_retries(session, url) == b'{"a": 1}'  # warm on the second
-        token = await asyncio.to_thread(_admin_token, fresh_postgres_url, tmp_path / "data")
+        data_dir = store.data_dir(tmp_path, 1)
+        token = await asyncio.to_thread(_admin_token, fresh_postgres_url, data_dir)
         async with session.post(
             f"{first.url}/admin/api/repos/models/{MODEL}/block",
             json={"comment": "incident 42"},
