@@ -18,6 +18,7 @@ import base64
 import binascii
 import io
 import json
+import multiprocessing
 import re
 import zipfile
 import zlib
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from scanners import h5_child
 from scanners.limits import KerasLimits
 from scanners.report import Finding, JsonValue, Outcome, Severity, cut_text
 
@@ -208,9 +210,46 @@ def _zip_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
 
 
 def _h5_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
+    """model_config read by h5py in a child process: the HDF5 library trusts sizes the file
+    gives (a variable-length string's heap entry), so a hostile file can make it hang or
+    allocate gigabytes; the child's memory, CPU and wall-clock limits bound that."""
     try:
-        import h5py  # optional: HDF5 is parsed by the C library h5py wraps
+        import h5py  # noqa: F401 - here only to say when it is missing; the child reads
     except ImportError:
+        return _h5_reply(("missing", None), name)
+    fh.seek(0)
+    data = fh.read()
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=h5_child.read_model_config, args=(data, limits, send))
+    child.start()
+    send.close()
+    try:
+        reply = receive.recv() if receive.poll(limits.h5_wall_s) else None
+    except EOFError:
+        reply = None
+    finally:
+        receive.close()
+        child.kill()
+        child.join()
+    return _h5_reply(reply, name)
+
+
+def _h5_reply(reply: object, name: str) -> object:
+    if reply is None:
+        raise _Refused(
+            _finding(
+                "KERAS_RESOURCE",
+                Outcome.ERROR,
+                Severity.HIGH,
+                f"{name}: reading the HDF5 model_config hit a memory, CPU or time limit",
+                file=name,
+            )
+        )
+    if not isinstance(reply, tuple) or len(reply) != 2:
+        raise _Refused(_invalid(name, "the HDF5 reader gave no usable reply"))
+    kind, value = reply
+    if kind == "missing":
         raise _Refused(
             _finding(
                 "KERAS_H5_UNINSPECTED",
@@ -219,23 +258,14 @@ def _h5_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
                 f"{name}: HDF5 model file, and h5py is not installed to read its model_config",
                 file=name,
             )
-        ) from None
-    try:
-        fh.seek(0)
-        with h5py.File(fh, "r") as h5:
-            if "model_config" not in h5.attrs:
-                return None  # weights only (save_weights, transformers' tf_model.h5)
-            stored = h5.attrs.get_id("model_config").get_storage_size()
-            if stored > limits.max_config_bytes:
-                raise _Refused(_invalid(name, f"model_config is {stored} bytes"))
-            raw = h5.attrs["model_config"]
-    except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
-        raise _Refused(_invalid(name, f"unreadable HDF5 ({_cut(str(exc), 80)})")) from exc
-    if isinstance(raw, bytes):
-        return _parse_json(raw, name)
-    if isinstance(raw, str):
-        return _parse_json(raw.encode("utf-8", "surrogatepass"), name)
-    raise _Refused(_invalid(name, f"model_config is a {type(raw).__name__}, not JSON text"))
+        )
+    if kind == "invalid":
+        raise _Refused(_invalid(name, str(value)))
+    if kind == "none":
+        return None
+    if not isinstance(value, bytes):
+        raise _Refused(_invalid(name, "model_config is not JSON text"))
+    return _parse_json(value, name)
 
 
 def _invalid(name: str, why: str) -> Finding:

@@ -159,6 +159,9 @@ class KerasLimits:
     max_nodes: int = 2_000_000  # JSON values walked
     max_depth: int = 200
     max_findings: int = 40
+    h5_memory_bytes: int = 512 * MIB  # the h5py child's address space
+    h5_cpu_s: int = 10
+    h5_wall_s: float = 20.0
 
     def __post_init__(self) -> None:
         if self.max_config_bytes <= 0 or self.max_nodes <= 0 or self.max_depth <= 0:

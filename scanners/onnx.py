@@ -176,6 +176,8 @@ class _Walk:
                 key = self.reader.read(a, b)
             else:
                 value = self.reader.read(a, b)
+        if key not in _EXTERNAL_DATA_KEYS:
+            self.findings.append(_unknown_key(self.name, tensor_name, key))
         if key == b"location":
             problem = _location_problem(value, self.limits.max_string_bytes)
             if problem is not None:
@@ -193,10 +195,29 @@ class _Walk:
                 )
 
 
+# The keys ONNX defines; onnx's ExternalDataInfo setattr()s every key it reads (CVE-2026-34445).
+_EXTERNAL_DATA_KEYS = frozenset({b"location", b"offset", b"length", b"checksum", b"basepath"})
+
+
+def _unknown_key(name: str, tensor_name: str, key: bytes) -> Finding:
+    shown = _cut(key.decode("utf-8", "replace"), 80)
+    return _finding(
+        "ONNX_EXTERNAL_DATA_KEY",
+        Outcome.MALICIOUS,
+        Severity.CRITICAL,
+        f"{name}: tensor {_cut(tensor_name, 80)!r} has the external-data key {shown!r}, which "
+        "ONNX does not define: onnx sets it as an attribute of its loader object",
+        tensor=_cut(tensor_name, 80),
+        key=shown,
+    )
+
+
 def _node_finding(node: _Node, name: str) -> Finding | None:
     """A node that runs Python (onnxruntime's PyOp) or calls a remote service (the Azure and
     OpenAI invoker ops of onnxruntime-extensions' `com.microsoft.extensions` domain)."""
-    if node.op_type == "PyOp":
+    if node.op_type == "PyOp" or (
+        node.op_type == "PythonOp" and node.domain == "com.microsoft"
+    ):  # PythonOp: onnxruntime training's torch.autograd.Function bridge, also runs Python
         return _python_op(node, name)
     uri = node.strings.get("model_uri")
     if uri is not None:
@@ -228,7 +249,7 @@ def _python_op(node: _Node, name: str) -> Finding:
         Severity.CRITICAL if denied else Severity.HIGH,
         f"{name}: a PyOp node imports and runs the Python code {_cut(target or '?', 120)!r} "
         "when the model runs",
-        op_type="PyOp",
+        op_type=_cut(node.op_type, 100),
         domain=_cut(node.domain, 100),
         module=_cut(module, 200),
         class_name=_cut(class_name, 200),

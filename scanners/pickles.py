@@ -27,11 +27,11 @@ from scanners.allowlist import GlobalVerdict
 from scanners.gc_pause import gc_paused
 from scanners.limits import PickleLimits
 from scanners.pickle_checks import WalkChecks, numpy_itemsize
+from scanners.pickle_frames import NO_FRAME
 from scanners.pickle_grading import describe as describe
 from scanners.pickle_grading import describe_call as describe_call
 from scanners.pickle_grading import findings_with_calls as findings_with_calls
 from scanners.pickle_grading import pickle_span as pickle_span
-from scanners.pickle_frames import NO_FRAME
 from scanners.pickle_loop import walk_opcodes
 from scanners.pickle_state import EXPANSION_RESOURCE as EXPANSION_RESOURCE
 from scanners.pickle_state import (

@@ -24,7 +24,7 @@ def _write(path: Path, data: bytes) -> Path:
     ("data", "code"),
     [
         (pickle.dumps([1, 2]), 0),
-        (pickle.dumps([1])[:-1] + b"\x80\x02" + reduce_global("mylib", "Thing"), 1),
+        (pickle.dumps([1], protocol=2)[:-1] + b"\x80\x02" + reduce_global("mylib", "Thing"), 1),
         (EVIL, 2),
         (pickle.dumps(list(range(100)))[:-3], 3),
     ],
