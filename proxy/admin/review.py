@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.metadata
 import re
 from dataclasses import dataclass
 
@@ -33,16 +32,16 @@ from proxy.store.review import (
     HeldFilter,
     HeldRef,
     ReviewQueries,
-    RevisionFile,
 )
 from proxy.store.waivers import WaiverRecord, Waivers
 from proxy.trust.blocks import Blocks
-from proxy.trust.bom import FileFacts, RevisionFacts, build_bom
+from proxy.trust.bom import build_bom
+from proxy.trust.bom_facts import BomSources, revision_facts, tool_version
 from proxy.trust.pins import Pins
 from proxy.trust.signature_report import SignatureReport
 from proxy.trust.signatures import Signatures
 from proxy.trust.waiver_sweep import WaiverSweep
-from scanners.report import Finding, JsonValue, Severity
+from scanners.report import Finding, Severity
 
 MAX_COMMENT_CHARS = 2000
 MAX_JUSTIFICATION_CHARS = 2000
@@ -106,22 +105,6 @@ class Summary:
     by_severity: dict[str, int]  # held files by worst finding ("none" without findings)
     waivers: int = 0  # active waivers
     requests: int = 0  # exception requests on held files
-
-
-def _licence(info: dict[str, JsonValue] | None) -> str | None:
-    """The licence the repo card declares (`cardData.license`), if one."""
-    card = info.get("cardData") if info else None
-    value = card.get("license") if isinstance(card, dict) else None
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return value[:100] if isinstance(value, str) and value else None
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("hubwarden")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -437,24 +420,11 @@ class Review:
         served; or a commit). Raises ReviewNotFound for what was never mirrored."""
         record = await self._repo(repo)
         commit = await self._served(record, revision)
-        found = await self._queries.revision_files(record.pk, commit)
-        if found is None:
+        sources = BomSources(self._db, self._queries, self._signatures)
+        facts = await revision_facts(sources, record, revision, commit)
+        if facts is None:
             raise ReviewNotFound(f"{shown(repo)} at {commit[:12]} was never mirrored here")
-        recorded_at, complete, files = found
-        info = await self._db.get_commit(record.pk, commit)
-        facts = RevisionFacts(
-            repo=repo,
-            revision=revision,
-            commit=commit,
-            mirrored_at=recorded_at,
-            licence=_licence(info.info if info is not None else None),
-            files=[await self._file_facts(f) for f in files],
-            complete=complete,
-        )
-        if self._signatures is not None:
-            report = await self._signatures.report(record, commit)
-            facts = dataclasses.replace(facts, signature=report.summary)
-        return build_bom(facts, tool_version=_version())
+        return build_bom(facts, tool_version=tool_version())
 
     async def signature(self, repo: RepoRef, revision: str) -> SignatureReport:
         """The model signature of a mirrored revision (a branch or tag: the commit clients are
@@ -466,21 +436,6 @@ class Review:
         if self._signatures is None:
             raise ReviewError("model signatures are not checked by this process")
         return await self._signatures.report(record, commit)
-
-    async def _file_facts(self, file: RevisionFile) -> FileFacts:
-        findings = await self._db.list_findings(file.blob_pk) if file.blob_pk else []
-        return FileFacts(
-            path=file.path,
-            size=file.size,
-            git_oid=file.git_oid,
-            advertised_sha256=file.lfs_sha256,
-            state=file.state,
-            sha256=file.sha256,
-            file_format=file.file_format,
-            outcome=file.outcome,
-            reason=file.reason,
-            findings=findings,
-        )
 
     async def _served(self, record: RepoRecord, revision: str) -> str:
         if re.fullmatch(r"[0-9a-f]{40}", revision):

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import hashlib
-import importlib.metadata
 import os
 import re
 from collections.abc import Mapping
@@ -38,86 +36,30 @@ from proxy.airgap.state import RevisionState
 from proxy.errors import shown
 from proxy.metadata import EntryType
 from proxy.repos import RepoRef
-from proxy.store.repository import RepoRecord, Repository
-from proxy.store.review import ReviewQueries, RevisionFile
-from proxy.trust.bom import BomInvalid, FileFacts, RevisionFacts, build_bom
-from proxy.trust.signatures import Signatures
+from proxy.store.repository import RepoRecord
+from proxy.trust.bom import BomInvalid, build_bom
+from proxy.trust.bom_facts import BomSources, revision_facts, tool_version
 from scanners.report import JsonValue
 
 BOMS_DIR = "boms"
 MAX_BOM_BYTES = 64 * 1024 * 1024
 MAX_BOM_ITEMS = 8_000_000
 """JSON values in one BOM: about 30 per file, for the 100,000 files an export may list."""
-MAX_LICENCE_CHARS = 100
 _PATH = "hubwarden:path"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass(frozen=True, slots=True)
-class BomSources:
-    """What the exporter reads a revision's BOM from (its records, never upstream)."""
-
-    repository: Repository
-    queries: ReviewQueries
-    signatures: Signatures
 
 
 async def revision_bom(sources: BomSources, repo: RepoRecord, revision: str, commit: str) -> bytes:
     """The validated CycloneDX JSON of `repo` at `commit` (asked as `revision`), as
     `hubwarden bom` gives it on this mirror. Raises BundleError."""
-    found = await sources.queries.revision_files(repo.pk, commit)
-    if found is None:
+    facts = await revision_facts(sources, repo, revision, commit)
+    if facts is None:
         raise BundleError(f"{repo.ref} at {commit[:12]} was never recorded here: no BOM")
-    recorded_at, complete, files = found
-    info = await sources.repository.get_commit(repo.pk, commit)
-    facts = RevisionFacts(
-        repo=repo.ref,
-        revision=revision,
-        commit=commit,
-        mirrored_at=recorded_at,
-        licence=_licence(info.info if info is not None else None),
-        files=[await _file_facts(sources.repository, f) for f in files],
-        complete=complete,
-    )
-    report = await sources.signatures.report(repo, commit)
-    facts = dataclasses.replace(facts, signature=report.summary)
     try:
-        text = await asyncio.to_thread(build_bom, facts, tool_version=_version())
+        text = await asyncio.to_thread(build_bom, facts, tool_version=tool_version())
     except BomInvalid as exc:  # a bug of ours: say so rather than carry an invalid BOM
         raise BundleError(f"the AI-BOM of {repo.ref} at {commit[:12]}: {exc}") from exc
     return text.encode("utf-8")
-
-
-async def _file_facts(repository: Repository, file: RevisionFile) -> FileFacts:
-    findings = await repository.list_findings(file.blob_pk) if file.blob_pk else []
-    return FileFacts(
-        path=file.path,
-        size=file.size,
-        git_oid=file.git_oid,
-        advertised_sha256=file.lfs_sha256,
-        state=file.state,
-        sha256=file.sha256,
-        file_format=file.file_format,
-        outcome=file.outcome,
-        reason=file.reason,
-        findings=findings,
-    )
-
-
-def _licence(info: Mapping[str, JsonValue] | None) -> str | None:
-    """The licence the repo card declares (`cardData.license`), as `hubwarden bom` reads it."""
-    card = info.get("cardData") if info else None
-    value = card.get("license") if isinstance(card, dict) else None
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return value[:MAX_LICENCE_CHARS] if isinstance(value, str) and value else None
-
-
-def _version() -> str:
-    try:
-        return importlib.metadata.version("hubwarden")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 # -- import ---------------------------------------------------------------------------------------

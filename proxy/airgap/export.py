@@ -35,7 +35,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from proxy.airgap import oci
-from proxy.airgap.boms import BomSources, revision_bom
+from proxy.airgap.boms import revision_bom
 from proxy.airgap.bundle import export_bundle, previous_files
 from proxy.airgap.errors import BundleError
 from proxy.airgap.keys import KeyStore
@@ -59,6 +59,7 @@ from proxy.store.models import BlobState
 from proxy.store.repository import AuditRecord, RefRecord, RepoRecord, Repository
 from proxy.store.review import ReviewQueries
 from proxy.store.signatures import SignatureRecords
+from proxy.trust.bom_facts import BomSources
 from proxy.trust.signature_files import StoredFiles
 from proxy.trust.signatures import Signatures
 from scanners.report import JsonValue
