@@ -6,9 +6,7 @@ import asyncio
 import hashlib
 import os
 import signal
-import socket
 import sqlite3
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,6 +14,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
+from tests.e2e.serving import free_port, start_serve
 from tests.fakehub.hub import FakeHub
 from tests.proxyplugin import RunningProxy
 
@@ -71,41 +70,9 @@ async def test_client_during_slow_ingest_keeps_receiving_bytes_and_gets_the_file
     assert first + rest == data
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _serve(data_dir: Path, upstream: str, port: int) -> asyncio.subprocess.Process:
     env = {**os.environ, "HUBWARDEN_SCAN_WORKERS": "1"}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--upstream",
-        upstream,
-        "--port",
-        str(port),
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    async with aiohttp.ClientSession() as session:
-        for _ in range(200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    process.kill()
-    raise AssertionError("hubwarden serve did not start")
+    return (await start_serve(data_dir, upstream, env, port=port)).process
 
 
 @pytest.mark.timeout(180)
@@ -115,7 +82,7 @@ async def test_killed_server_mid_ingest_restarts_with_a_consistent_store(
     data = safetensors_bytes(8)
     repo = fake_hub.create_repo(MODEL, files={"model.safetensors": data})
     throttle = fake_hub.throttle(512 * 1024, "*/model.safetensors")
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     server = await _serve(data_dir, fake_hub.url, port)
     url = f"http://127.0.0.1:{port}/{MODEL}/resolve/{repo.head()}/model.safetensors"
     async with aiohttp.ClientSession() as session:

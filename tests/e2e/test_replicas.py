@@ -27,18 +27,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from proxy.config import StoreSettings
 from proxy.store.s3 import s3_client
-from tests.e2e.test_concurrency import _free_port, get_with_retries, safetensors_bytes
+from tests.e2e.serving import Served as Replica
+from tests.e2e.serving import start_serve as _start
+from tests.e2e.serving import stop_serve as _stop
+from tests.e2e.test_concurrency import get_with_retries, safetensors_bytes
 from tests.fakehub.hub import FakeHub
 from tests.s3plugin import TEST_KEY_ID, TEST_SECRET, new_bucket
 
 MODEL = "org/replicated"
 FILE = "model.safetensors"
-
-
-@dataclass
-class Replica:
-    process: asyncio.subprocess.Process
-    url: str
 
 
 def _env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -50,55 +47,6 @@ def _env(database_url: str, extra: dict[str, str] | None = None) -> dict[str, st
         "HUBWARDEN_INGEST_LEASE_S": "3",
         **(extra or {}),
     }
-
-
-async def _wait_ready(url: str, process: asyncio.subprocess.Process) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(300):
-            if process.returncode is not None:
-                raise AssertionError(f"hubwarden serve exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    process.kill()
-    raise AssertionError("hubwarden serve did not start")
-
-
-async def _start(data_dir: Path, upstream: str, env: dict[str, str], *flags: str) -> Replica:
-    port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "proxy",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--upstream",
-        upstream,
-        "--port",
-        str(port),
-        *flags,
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    await _wait_ready(url, process)
-    return Replica(process, url)
-
-
-async def _stop(replica: Replica) -> None:
-    if replica.process.returncode is None:
-        replica.process.terminate()
-        try:
-            await asyncio.wait_for(replica.process.wait(), 30)
-        except TimeoutError:
-            replica.process.kill()
-            await replica.process.wait()
 
 
 @dataclass
