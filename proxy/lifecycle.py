@@ -415,7 +415,7 @@ class BlobLifecycle:
         if lease is None:
             return False
         if gone:  # its half-written temp file goes now, not at the next start
-            await self._store.start()
+            await asyncio.to_thread(self._store.clear_dead_temps)
         self._held[blob.etag] = lease
         self._taken.add(blob.etag)
         logger.warning(

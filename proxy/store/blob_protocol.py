@@ -80,6 +80,11 @@ class BlobStore(Protocol):
         """Delete a temp file (missing: nothing to do). Blocks briefly."""
         ...
 
+    def clear_dead_temps(self) -> int:
+        """Delete the temp files of processes of this host that no longer run (an ingest taken
+        over from a killed one); returns how many. Blocks briefly."""
+        ...
+
     async def publish(self, temp: Path, sha256: str, place: BlobPlace) -> None:
         """Store a verified temp file under its sha256 and remove the temp file. A blob
         already stored there with the same content is fine (content-addressed)."""

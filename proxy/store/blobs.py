@@ -88,6 +88,10 @@ class LocalBlobStore:
         data directory). Returns how many temp files were removed."""
         for directory in (self.tmp_dir, self.quarantine_dir, self.blobs_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        return self.clear_dead_temps()
+
+    def clear_dead_temps(self) -> int:
+        """Delete the temp files in tmp/ of processes that no longer run; returns how many."""
         removed = 0
         for leftover in self.tmp_dir.iterdir():
             if (leftover.is_file() or leftover.is_symlink()) and not _live_temp(leftover):

@@ -169,6 +169,9 @@ class S3BlobStore:
     def discard(self, path: Path) -> None:
         self._local.discard(path)
 
+    def clear_dead_temps(self) -> int:
+        return self._local.clear_dead_temps()
+
     # -- start ---------------------------------------------------------------------------------
 
     async def start(self) -> int:
