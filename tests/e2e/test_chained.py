@@ -64,7 +64,8 @@ async def test_chained_mirror_serves_what_its_upstream_mirror_serves_after_its_o
         )
         states = (await _state(a, sha256), await _state(b, sha256))
         b_path = b.app[SERVICES].store.released_file(sha256)
-        assert b_path is not None and b_path.read_bytes() == tiny_model_files[WEIGHTS]  # B's own verified copy
+        assert b_path is not None  # B's own verified copy
+        assert b_path.read_bytes() == tiny_model_files[WEIGHTS]
     for name, data in tiny_model_files.items():
         assert (Path(snapshot) / name).read_bytes() == data
     assert states == (BlobState.RELEASED, BlobState.RELEASED)
