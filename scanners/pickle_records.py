@@ -23,6 +23,14 @@ the memo's size at that point: a record whose every store is a MEMOIZE into a ne
 the same way, its indices counted as the loop counts them (issue 13: such files took the loop's
 slow path, opcode by opcode).
 
+Past 256 memo slots every store is a LONG_BINPUT: once a record of that kind has been matched,
+the next ones with the same fixed parts (the GETs, the numbers, the flag) are matched by a pattern
+of that layout's own (`_special_pattern`: the fixed parts as literals, only the key and the eight
+store indices captured), which matches a subset of what `_ENTRY` matches and leaves the same
+checks to run; a record of another layout goes back to `_ENTRY`. A walk compiles at most
+`SPECIALS_PER_WALK` such patterns (issue 13: `scan_file` on 46,000 tiny tensors went from 16 to
+22 MB/s).
+
 The profile that shaped it (issue 13, a `data.pkl` of 46,000 tiny tensors): going back to the
 loop for each key and each rebuild BINGET cost as much as the record itself, and so did slicing
 and decoding each memo index. A GET/PUT index is read with its opcode byte, which is the lowest
@@ -33,6 +41,7 @@ from __future__ import annotations
 
 import re
 import struct
+from collections.abc import Callable
 
 from scanners.limits import PickleLimits
 from scanners.pickle_values import Buffer, Global, Made, Record
@@ -95,6 +104,38 @@ _U32 = struct.Struct("<I").unpack_from
 
 
 _STORES = frozenset(b"qr\x94")  # BINPUT LONG_BINPUT MEMOIZE
+# a record's eight memo stores joined, when all are LONG_BINPUT (5 bytes each)
+_LONG_PUTS = struct.Struct("<" + "xI" * 8).unpack
+
+
+_LONG_PUT_INDICES = struct.Struct("<8I").unpack  # the same, captured without their opcodes
+_Match = Callable[[Buffer, int, int], "re.Match[bytes] | None"]
+# A layout's own pattern (`TensorRecords._special`): at most this many compiled per walk (a
+# hostile pickle could vary its layout at every record), this many kept for the next walks
+SPECIALS_PER_WALK = 8
+_SPECIALS_KEPT = 64
+_specials: dict[tuple[bytes, ...], _Match] = {}
+_PUT = rb"r(.{3}\x00)"  # LONG_BINPUT below 2^24, as `_RP` takes it: the index's 4 bytes
+
+
+def _join_stores(stores: tuple[bytes | None, ...]) -> bytes:
+    """The stores' bytes joined, or b"" when one is absent."""
+    return b"" if None in stores else b"".join(stores)  # type: ignore[arg-type]
+
+
+def _special_pattern(layout: tuple[bytes, ...]) -> _Match:
+    """`_ENTRY` for an entry (key PUT and rebuild GET present) whose fixed parts are `layout`'s
+    bytes and whose eight stores are LONG_BINPUTs: it matches a subset of what `_ENTRY` matches,
+    and where both match, the key and the stores are the same groups' bytes."""
+    (get_rebuild, get_word, get_cls, get_loc, numel, legacy, offset, size, stride, grad,
+     get_od) = map(re.escape, layout)  # fmt: skip
+    pattern = (
+        _PUT + get_rebuild + rb"\(\(" + get_word + get_cls
+        + rb"(?:X(.)\x00\x00\x00|\x8c(.))([0-9]{1,20})" + _PUT + get_loc + numel + legacy
+        + rb"t" + _PUT + rb"Q" + offset + size + _PUT + stride + _PUT + grad + get_od + rb"\)R"
+        + _PUT + rb"t" + _PUT + rb"R" + _PUT
+    )  # fmt: skip
+    return re.compile(pattern, re.DOTALL).match
 
 
 def _memoized(memo: dict[int, object], stores: tuple[bytes | None, ...]) -> tuple[int, ...] | None:
@@ -164,7 +205,7 @@ class _Fetched:
 class TensorRecords:
     """The fast path over one walk: `run` builds records into the walk's memo and stack."""
 
-    __slots__ = ("built", "data", "max_key", "max_memo_index", "memo", "numbers")
+    __slots__ = ("built", "compiled", "data", "max_key", "max_memo_index", "memo", "numbers")
 
     def __init__(self, data: Buffer, memo: dict[int, object], limits: PickleLimits) -> None:
         self.data = data
@@ -175,6 +216,7 @@ class TensorRecords:
             self.max_memo_index = -1
         self.max_key = min(KEY_MAX, limits.max_kept_string_chars)  # longer: a LongText
         self.built = 0  # records the last `run` built
+        self.compiled = 0  # layout patterns this walk compiled (`_special`)
         # (numel, offset, size, stride) opcodes -> their values, parsed once
         self.numbers: dict[tuple[bytes, ...], tuple[int, int, tuple[int, ...], tuple[int, ...]]]
         self.numbers = {}
@@ -191,47 +233,75 @@ class TensorRecords:
             return -1
         data, memo, max_index = self.data, self.memo, self.max_memo_index
         match = _ENTRY.match
+        new = object.__new__
         fetched: _Fetched | None = None
         built = 0
         tail = pos  # where the regex starts: the record, or the PUT after an entry's key
         key_at = 0
+        special: _Match | None = None  # the layout's own pattern (`_special`), once seen
         while True:
-            found = match(data, tail, end)
-            if found is None:
-                break
-            (put_entry, get_rebuild, get_word, get_cls, len_x, len_c, key, put_key, get_loc,
-             numel, legacy, put_storage, offset, size_raw, put_size, stride_raw, put_stride,
-             grad, get_od, put_od, put_args, put_result) = found.groups()  # fmt: skip
-            if (len_x or len_c)[0] != len(key):
-                break
-            if put_result is None:  # a cut or odd memo store after the last REDUCE is the
-                after = found.end()  # loop's to report (at the REDUCE, where it folds it)
-                if after >= end or data[after] in _STORES:
+            found = special(data, tail, end) if special is not None else None
+            if found is not None:  # the layout of the last record: only the variable parts
+                groups = found.groups()
+                key = groups[3]
+                if (groups[1] or groups[2])[0] != len(key) or fetched is None:
                     break
-            if (put_entry is None) != (built == 0):  # an entry has its key's PUT and a GET
-                break
-            gets = (get_rebuild, get_word, get_cls, get_loc, get_od)
-            if fetched is None or fetched.key != gets:
-                fetched = self._fetch(gets, rebuild)
-                if fetched is None:
-                    break
-            if put_key == _MEMOIZE:  # protocol 4+: every store of the record a MEMOIZE
-                memoized = _memoized(memo, (put_entry, put_key, put_storage, put_size,
-                                            put_stride, put_od, put_args, put_result))  # fmt: skip
-                if memoized is None:
-                    break
-                puts = memoized
-                i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
+                puts = i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = (
+                    _LONG_PUT_INDICES(b"".join((groups[0], *groups[4:])))
+                )
             else:
-                i_entry = _from_bytes(put_entry, "little") >> 8 if put_entry else -1
-                i_key = _from_bytes(put_key, "little") >> 8
-                i_storage = _from_bytes(put_storage, "little") >> 8
-                i_size = _from_bytes(put_size, "little") >> 8 if put_size else -1
-                i_stride = _from_bytes(put_stride, "little") >> 8 if put_stride else -1
-                i_od_put = _from_bytes(put_od, "little") >> 8
-                i_args = _from_bytes(put_args, "little") >> 8
-                i_result = _from_bytes(put_result, "little") >> 8 if put_result else -1
-                puts = (i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result)
+                found = match(data, tail, end)
+                if found is None:
+                    break
+                (put_entry, get_rebuild, get_word, get_cls, len_x, len_c, key, put_key, get_loc,
+                 numel, legacy, put_storage, offset, size_raw, put_size, stride_raw, put_stride,
+                 grad, get_od, put_od, put_args, put_result) = found.groups()  # fmt: skip
+                if (len_x or len_c)[0] != len(key):
+                    break
+                if put_result is None:  # a cut or odd memo store after the last REDUCE is the
+                    after = found.end()  # loop's to report (at the REDUCE, where it folds it)
+                    if after >= end or data[after] in _STORES:
+                        break
+                if (put_entry is None) != (built == 0):  # an entry has its key's PUT and a GET
+                    break
+                gets = (get_rebuild, get_word, get_cls, get_loc, get_od)
+                if fetched is None or fetched.key != gets:
+                    fetched = self._fetch(gets, rebuild)
+                    if fetched is None:
+                        break
+                special = None
+                if put_key == _MEMOIZE:  # protocol 4+: every store of the record a MEMOIZE
+                    stores = (put_entry, put_key, put_storage, put_size, put_stride, put_od,
+                              put_args, put_result)  # fmt: skip
+                    memoized = _memoized(memo, stores)
+                    if memoized is None:
+                        break
+                    puts = memoized
+                    i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
+                elif len(joined := _join_stores(found.group(1, 8, 12, 15, 17, 20, 21, 22))) == 40:
+                    # eight LONG_BINPUTs (a state dict past 256 memo slots): read in one go, and
+                    # the next records of this layout matched by its own pattern
+                    puts = _LONG_PUTS(joined)
+                    i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
+                    layout = (get_rebuild, get_word, get_cls, get_loc, numel, legacy, offset,
+                              size_raw, stride_raw, grad, get_od)  # fmt: skip
+                    special = self._special(layout)
+                else:
+                    i_entry = _from_bytes(put_entry, "little") >> 8 if put_entry else -1
+                    i_key = _from_bytes(put_key, "little") >> 8
+                    i_storage = _from_bytes(put_storage, "little") >> 8
+                    i_size = _from_bytes(put_size, "little") >> 8 if put_size else -1
+                    i_stride = _from_bytes(put_stride, "little") >> 8 if put_stride else -1
+                    i_od_put = _from_bytes(put_od, "little") >> 8
+                    i_args = _from_bytes(put_args, "little") >> 8
+                    i_result = _from_bytes(put_result, "little") >> 8 if put_result else -1
+                    puts = (i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args,
+                            i_result)  # fmt: skip
+                numbers = self.numbers.get((numel, offset, size_raw, stride_raw))
+                if numbers is None:
+                    numbers = self._numbers(numel, offset, size_raw, stride_raw)
+                numel_v, offset_v, size_v, stride_v = numbers
+                storage_class = fetched.storage_class
             # a store where this record or a later one fetches from changes what is fetched:
             # the loop does it
             if not fetched.indices.isdisjoint(puts):
@@ -240,23 +310,22 @@ class TensorRecords:
                 break
             entry_key: str | None = None
             if built:
-                entry_key = _text(data[key_at:tail])
-                if entry_key is None:
-                    break
+                try:  # strict UTF-8 first (the codec's fast path), else as `_text`
+                    entry_key = data[key_at:tail].decode()
+                except UnicodeDecodeError:
+                    entry_key = _text(data[key_at:tail])
+                    if entry_key is None:
+                        break
             # every check passed: build what the loop would build, in its order
-            numbers = self.numbers.get((numel, offset, size_raw, stride_raw))
-            if numbers is None:
-                numbers = self._numbers(numel, offset, size_raw, stride_raw)
-            numel_v, offset_v, size, stride = numbers
             # a new tuple per record, as the loop makes: the measure counts tuples by identity
-            size, stride = (*size,), (*stride,)
+            size, stride = (*size_v,), (*stride_v,)
             if entry_key is not None:
                 memo[i_entry] = entry_key
                 stack.append(entry_key)
             text = key.decode("ascii")
             word, location = fetched.word, fetched.location
-            storage = (word, fetched.storage_class, text, location, numel_v, None) if legacy else (
-                word, fetched.storage_class, text, location, numel_v
+            storage = (word, storage_class, text, location, numel_v, None) if legacy else (
+                word, storage_class, text, location, numel_v
             )  # fmt: skip
             memo[i_key] = text
             memo[i_storage] = storage
@@ -264,11 +333,16 @@ class TensorRecords:
                 memo[i_size] = size
             if i_stride >= 0:
                 memo[i_stride] = stride
-            made_od = Made(fetched.ordered, ())
+            # `Made(origin, args)` without the call to `__init__` (a third of a record's cost)
+            made_od = new(Made)
+            made_od.origin, made_od.args, made_od.kids = fetched.ordered, (), None
             memo[i_od_put] = made_od
-            args = (Made("persistent", storage), offset_v, size, stride, grad == b"\x88", made_od)
+            persistent = new(Made)
+            persistent.origin, persistent.args, persistent.kids = "persistent", storage, None
+            args = (persistent, offset_v, size, stride, grad == b"\x88", made_od)
             memo[i_args] = args
-            result = Record(rebuild, args)
+            result = new(Record)
+            result.origin, result.args, result.kids = rebuild, args, None
             if i_result >= 0:
                 memo[i_result] = result
             stack.append(result)
@@ -291,6 +365,18 @@ class TensorRecords:
             tail = key_at + length
         self.built = built
         return pos if built else -1
+
+    def _special(self, layout: tuple[bytes, ...]) -> _Match | None:
+        """The pattern of `layout` (`_special_pattern`): kept across walks, compiled at most
+        `SPECIALS_PER_WALK` times per walk; None past that (`_ENTRY` alone goes on)."""
+        found = _specials.get(layout)
+        if found is None and self.compiled < SPECIALS_PER_WALK:
+            self.compiled += 1
+            found = _special_pattern(layout)
+            if len(_specials) >= _SPECIALS_KEPT:
+                _specials.pop(next(iter(_specials)), None)
+            _specials[layout] = found
+        return found
 
     def _fetch(self, gets: tuple[bytes | None, ...], rebuild: Global) -> _Fetched | None:
         """What a record's GETs fetch, if it is what a plain record fetches: the rebuild

@@ -16,6 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
+from scanners import zip_columns
 from scanners.archives import ArchiveError, finding
 from scanners.report import Outcome
 
@@ -64,14 +65,24 @@ class ZipMember:
         "raw_name",
     )
 
-    def __init__(self, filename: str, raw: tuple[int, ...], shift: int, raw_name: bytes) -> None:
-        """From an unpacked central-directory record (`_CENTRAL`): one object per member, made
-        tens of thousands of times for a torch checkpoint."""
+    def __init__(
+        self,
+        filename: str,
+        raw_name: bytes,
+        flag_bits: int,
+        compress_type: int,
+        crc: int,
+        compress_size: int,
+        file_size: int,
+        header_offset: int,
+    ) -> None:
+        """From a central-directory record: one object per member, made tens of thousands of
+        times for a torch checkpoint."""
         self.filename = self.name = filename  # `name`: the scanners' word, `filename` zipfile's
         self.raw_name: bytes | None = raw_name  # a local header with the same bytes is the same
-        self.flag_bits, self.compress_type = raw[2], raw[3]
-        self.CRC, self.compress_size, self.file_size = raw[4], raw[5], raw[6]
-        self.header_offset = raw[10] + shift
+        self.flag_bits, self.compress_type = flag_bits, compress_type
+        self.CRC, self.compress_size, self.file_size = crc, compress_size, file_size
+        self.header_offset = header_offset
         self.data_offset = 0  # where the member's data starts, from its local header
         self.local_name = ""
 
@@ -144,7 +155,9 @@ def _plain_directory(fh: BinaryIO) -> Directory | None:
     data = fh.read(directory_bytes)
     if len(data) != directory_bytes:
         return None
-    infos = _entries(data, shift)
+    infos = zip_columns.central_entries(data, shift, ZipMember)
+    if infos is None:
+        infos = _entries(data, shift)
     return None if infos is None else Directory(infos, start_dir)
 
 
@@ -189,7 +202,9 @@ def _entries(data: bytes, shift: int) -> list[ZipMember] | None:
             return None
         if "\x00" in name:
             return None  # zipfile cuts the name there
-        entries.append(ZipMember(name, raw, shift, raw_name))
+        entries.append(
+            ZipMember(name, raw_name, raw[2], raw[3], raw[4], raw[5], raw[6], raw[10] + shift)
+        )
         pos = name_end + raw[9]
     return entries
 

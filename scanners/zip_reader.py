@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, BinaryIO
 
+from scanners import zip_columns
 from scanners.archives import (
     ZIP_TAIL_BYTES,
     ArchiveBudget,
@@ -59,6 +60,8 @@ def read_zip_members(
         findings = _layout_findings(fh, size, directory)
         _check_members(members, budget)
         plain = _plain_names(members)
+        if plain and zip_columns.read_local_headers(fh, size, members):
+            return members, findings
         seen: set[str] = set()
         with _local_reader(fh) as read:
             for member in members:

@@ -151,18 +151,23 @@ def directory_check(directory: Path) -> Check:
 
 
 def store_check(store: BlobStore) -> Check:
-    """The blob store: its local temp directory takes a file (`directory_check`), and the store
-    answers a lookup (on S3, a HEAD of a key that does not exist: reachability and rights)."""
+    """The blob store: its local temp directory takes a file (`directory_check`), the store
+    itself is there (`BlobStore.probe`: on S3 a HEAD of the bucket, which a lookup of a missing
+    key cannot tell from a deleted bucket) and answers a lookup (reachability and rights)."""
     temp_dir = directory_check(store.tmp_dir)
 
     async def check() -> str:
         detail = await temp_dir()
         try:
+            there = await store.probe()
             await store.contains(PROBE_SHA256, BlobPlace.RELEASED)
         except (StoreUnavailable, OSError) as exc:
-            logger.warning("readiness: blob store lookup: %r", exc)
-            raise CheckFailed(f"blob store lookup failed ({type(exc).__name__})") from exc
-        return f"{detail}; lookups answer"
+            logger.warning("readiness: blob store: %r", exc)
+            reason = type(exc).__name__
+            if isinstance(exc, StoreUnavailable) and exc.__cause__ is not None:
+                reason = f"{reason}: {type(exc.__cause__).__name__}"
+            raise CheckFailed(f"blob store not usable ({reason})") from exc
+        return f"{detail}; {there}; lookups answer"
 
     return check
 

@@ -102,6 +102,11 @@ class BlobStore(Protocol):
         """Whether the blob is stored in `place`."""
         ...
 
+    async def probe(self) -> str:
+        """Prove the store itself is there and answers (readiness): a short detail, or
+        StoreUnavailable / OSError (a deleted bucket or blob directory, no rights, no route)."""
+        ...
+
     def released_file(self, sha256: str) -> Path | None:
         """The local file of a released blob, for sendfile; None when the store is remote
         (then `read_released` or `presigned_url`). Never checks that the file exists."""

@@ -12,6 +12,7 @@ adds the asynchronous `proxy.store.blob_protocol.BlobStore` methods the server u
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -160,6 +161,12 @@ class LocalBlobStore:
     async def contains(self, sha256: str, place: BlobPlace) -> bool:
         return await asyncio.to_thread(self._place_path(sha256, place).is_file)
 
+    async def probe(self) -> str:
+        """The released and quarantine directories are there (a data directory deleted or
+        unmounted under a running server is not ready)."""
+        await asyncio.to_thread(_require_directories, (self.blobs_dir, self.quarantine_dir))
+        return "blob directories present"
+
     def released_file(self, sha256: str) -> Path:
         return self.released_path(sha256)
 
@@ -221,3 +228,9 @@ async def _chunks_of(fd: int, start: int, end: int) -> AsyncIterator[bytes]:
             return
         position += len(data)
         yield data
+
+
+def _require_directories(directories: tuple[Path, ...]) -> None:
+    for directory in directories:
+        if not directory.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "blob directory missing", str(directory))

@@ -177,12 +177,7 @@ class S3BlobStore:
     async def start(self) -> int:
         """Clean tmp/, check the bucket answers, abort our abandoned multipart uploads."""
         removed = await asyncio.to_thread(self._local.prepare)
-        operation = f"reach bucket {self._bucket}"
-        try:
-            with _translated(operation):
-                await self._client.head_bucket(Bucket=self._bucket)
-        except FileNotFoundError as exc:
-            raise StoreUnavailable(operation, "no such bucket; create it first") from exc
+        await self._head_bucket("no such bucket; create it first")
         return removed + await self.abort_stale_uploads()
 
     async def abort_stale_uploads(self) -> int:
@@ -392,6 +387,19 @@ class S3BlobStore:
         return head["ContentLength"]
 
     # -- reads ---------------------------------------------------------------------------------
+
+    async def probe(self) -> str:
+        """HEAD the bucket: a lookup of a missing key answers 404 for a deleted bucket too."""
+        await self._head_bucket("no such bucket")
+        return "bucket answers"
+
+    async def _head_bucket(self, missing: str) -> None:
+        operation = f"reach bucket {self._bucket}"
+        try:
+            with _translated(operation):
+                await self._client.head_bucket(Bucket=self._bucket)
+        except FileNotFoundError as exc:
+            raise StoreUnavailable(operation, missing) from exc
 
     async def contains(self, sha256: str, place: BlobPlace) -> bool:
         key = self.key_of(sha256, place)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from proxy.app import ENGINE
 from proxy.config import StoreSettings
 from proxy.store.blobs import BlobStore
+from proxy.store.s3 import s3_client
 from tests.dbplugin import postgres_server_url
 from tests.fakehub.hub import FakeHub
 from tests.proxyplugin import RunningProxy, proxy_settings, start_proxy
@@ -179,3 +180,34 @@ async def test_readyz_on_an_s3_store_looks_the_store_up(
     checks = body["checks"]
     assert isinstance(checks, dict)
     assert "lookups answer" in checks["store"]["detail"]
+    assert "bucket answers" in checks["store"]["detail"]
+
+
+async def test_readyz_s3_bucket_deleted_is_503_naming_the_store(
+    proxy_on_s3: tuple[RunningProxy, StoreSettings],
+) -> None:
+    # a HEAD of a missing key answers 404 whether or not the bucket exists: only a bucket
+    # probe tells a deleted bucket from a blob not stored yet
+    running, bucket = proxy_on_s3
+    assert (await _get_json(f"{running.url}/readyz"))[0] == 200
+    async with s3_client(bucket) as client:
+        await client.delete_bucket(Bucket=bucket.bucket)
+    status, body = await _readyz_once_cache_expired(running.url)
+    assert (status, body["failed"]) == (503, ["store"])
+    checks = body["checks"]
+    assert isinstance(checks, dict)
+    assert "StoreUnavailable" in checks["store"]["detail"]
+    assert bucket.bucket not in str(body)  # names go to the log, not to whoever asks
+
+
+async def test_readyz_blob_directory_removed_is_503_naming_the_store(proxy: RunningProxy) -> None:
+    assert (await _get_json(f"{proxy.url}/readyz"))[0] == 200
+    blobs = BlobStore(proxy.settings.data_dir).blobs_dir
+    moved = blobs.with_name("blobs-away")
+    blobs.rename(moved)  # an unmounted or deleted volume
+    try:
+        status, body = await _readyz_once_cache_expired(proxy.url)
+    finally:
+        moved.rename(blobs)
+    assert (status, body["failed"]) == (503, ["store"])
+    assert (await _readyz_once_cache_expired(proxy.url))[0] == 200

@@ -136,3 +136,7 @@ async def test_blob_store_released_file_is_local_only_for_the_local_store(
 ) -> None:
     local = request.node.callspec.params["store"] == "local"
     assert (store.released_file(SHA256) is not None) == local
+
+
+async def test_blob_store_probe_answers_when_the_store_is_there(store: BlobStore) -> None:
+    assert await store.probe()  # a short detail for /readyz; failures: tests/ops/test_health.py
