@@ -125,15 +125,17 @@ def _join_stores(stores: tuple[bytes | None, ...]) -> bytes:
 
 def _special_pattern(layout: tuple[bytes, ...]) -> _Match:
     """`_ENTRY` for an entry (key PUT and rebuild GET present) whose fixed parts are `layout`'s
-    bytes and whose eight stores are LONG_BINPUTs: it matches a subset of what `_ENTRY` matches,
-    and where both match, the key and the stores are the same groups' bytes."""
+    bytes and whose eight stores are LONG_BINPUTs (or, when the layout ends with MEMOIZE, eight
+    MEMOIZEs): it matches a subset of what `_ENTRY` matches, and where both match, the key and
+    the stores are the same groups' bytes."""
     (get_rebuild, get_word, get_cls, get_loc, numel, legacy, offset, size, stride, grad,
-     get_od) = map(re.escape, layout)  # fmt: skip
+     get_od, memoize) = map(re.escape, layout)  # fmt: skip
+    put = memoize or _PUT  # MEMOIZE has no index to capture
     pattern = (
-        _PUT + get_rebuild + rb"\(\(" + get_word + get_cls
-        + rb"(?:X(.)\x00\x00\x00|\x8c(.))([0-9]{1,20})" + _PUT + get_loc + numel + legacy
-        + rb"t" + _PUT + rb"Q" + offset + size + _PUT + stride + _PUT + grad + get_od + rb"\)R"
-        + _PUT + rb"t" + _PUT + rb"R" + _PUT
+        put + get_rebuild + rb"\(\(" + get_word + get_cls
+        + rb"(?:X(.)\x00\x00\x00|\x8c(.))([0-9]{1,20})" + put + get_loc + numel + legacy
+        + rb"t" + put + rb"Q" + offset + size + put + stride + put + grad + get_od + rb"\)R"
+        + put + rb"t" + put + rb"R" + put
     )  # fmt: skip
     return re.compile(pattern, re.DOTALL).match
 
@@ -239,16 +241,25 @@ class TensorRecords:
         tail = pos  # where the regex starts: the record, or the PUT after an entry's key
         key_at = 0
         special: _Match | None = None  # the layout's own pattern (`_special`), once seen
+        memoizing = False  # its stores are MEMOIZEs (else LONG_BINPUTs)
         while True:
             found = special(data, tail, end) if special is not None else None
             if found is not None:  # the layout of the last record: only the variable parts
                 groups = found.groups()
-                key = groups[3]
-                if (groups[1] or groups[2])[0] != len(key) or fetched is None:
-                    break
-                puts = i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = (
-                    _LONG_PUT_INDICES(b"".join((groups[0], *groups[4:])))
-                )
+                if memoizing:  # eight MEMOIZEs: the memo's size, then one more each
+                    key = groups[2]
+                    if (groups[0] or groups[1])[0] != len(key) or fetched is None:
+                        break
+                    filled = len(memo)
+                    puts = tuple(range(filled, filled + 8))
+                    if not memo.keys().isdisjoint(puts):
+                        break  # a slot filled ahead: `_memoized` refuses it too
+                else:
+                    key = groups[3]
+                    if (groups[1] or groups[2])[0] != len(key) or fetched is None:
+                        break
+                    puts = _LONG_PUT_INDICES(b"".join((groups[0], *groups[4:])))
+                i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
             else:
                 found = match(data, tail, end)
                 if found is None:
@@ -278,14 +289,18 @@ class TensorRecords:
                         break
                     puts = memoized
                     i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
+                    if None not in stores:  # an entry with its eight stores: the next ones too
+                        layout = (get_rebuild, get_word, get_cls, get_loc, numel, legacy, offset,
+                                  size_raw, stride_raw, grad, get_od, _MEMOIZE)  # fmt: skip
+                        special, memoizing = self._special(layout), True
                 elif len(joined := _join_stores(found.group(1, 8, 12, 15, 17, 20, 21, 22))) == 40:
                     # eight LONG_BINPUTs (a state dict past 256 memo slots): read in one go, and
                     # the next records of this layout matched by its own pattern
                     puts = _LONG_PUTS(joined)
                     i_entry, i_key, i_storage, i_size, i_stride, i_od_put, i_args, i_result = puts
                     layout = (get_rebuild, get_word, get_cls, get_loc, numel, legacy, offset,
-                              size_raw, stride_raw, grad, get_od)  # fmt: skip
-                    special = self._special(layout)
+                              size_raw, stride_raw, grad, get_od, b"")  # fmt: skip
+                    special, memoizing = self._special(layout), False
                 else:
                     i_entry = _from_bytes(put_entry, "little") >> 8 if put_entry else -1
                     i_key = _from_bytes(put_key, "little") >> 8

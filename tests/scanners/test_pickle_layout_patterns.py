@@ -29,9 +29,13 @@ _LONG = {f"model.layers.{i}.weight": torch.zeros(2, 2) for i in range(120)}
 
 
 def _reading_the_memo(data: bytes) -> bytes:
-    """`data` whose last value is a tuple of every slot its LONG_BINPUTs filled, fetched back
-    (the dict dropped): what the walks stored there becomes part of what they report."""
-    indices = [int(arg) for name, arg, _ in _ops(data) if name == "LONG_BINPUT"]
+    """`data` whose last value is a tuple of every slot its LONG_BINPUTs (or MEMOIZEs) filled,
+    fetched back (the dict dropped): what the walks stored there becomes part of what they
+    report."""
+    ops = _ops(data)
+    indices = [int(arg) for name, arg, _ in ops if name == "LONG_BINPUT"]
+    if not indices:  # protocol 4: MEMOIZE fills slot 0, 1, 2...
+        indices = list(range(sum(1 for name, _, _ in ops if name == "MEMOIZE")))
     assert data.endswith(b".") and indices
     gets = b"".join(b"j" + index.to_bytes(4, "little") for index in indices)
     return data[:-1] + b"0(" + gets + b"t."
@@ -109,3 +113,35 @@ def test_layout_pattern_stores_pointed_at_fetched_slots_walk_as_the_loop_walks()
 def test_layout_pattern_respects_the_memo_index_limit() -> None:
     walker = _assert_walks_alike(_data_pkl(_LONG), PickleLimits(max_memo_index=600))
     assert {f.code for f in walker.result.findings} == {"PICKLE_MEMO_RESOURCE"}
+
+
+# ---- protocol 4: the stores are MEMOIZEs ------------------------------------------------------
+_LONG_4 = _data_pkl(_LONG, pickle_protocol=4)
+
+
+def test_layout_pattern_memoize_records_build_what_the_loop_builds() -> None:
+    pickle_records._specials.clear()
+    fast = _assert_walks_alike(_reading_the_memo(_LONG_4))
+    assert fast.result.findings == []
+    assert fast.result.fast_records >= len(_LONG) - 5  # all but those a FRAME boundary cuts
+    assert any(layout[-1] == b"\x94" for layout in pickle_records._specials)
+
+
+def test_layout_pattern_memoize_mutations_walk_as_the_loop_walks() -> None:
+    rng = random.Random(SEED + 1)  # noqa: S311 - a seeded run, no secret
+    base = _reading_the_memo(_LONG_4)
+    for index in range(MUTATIONS):
+        data = _mutated(base, rng)
+        fast, slow = _walk(data, True), _walk(data, False)
+        assert _summary(fast) == _summary(slow), f"mutation {index}: {data.hex()}"
+
+
+def test_layout_pattern_memoize_slot_filled_ahead_is_left_to_the_loop() -> None:
+    # a BINPUT (as LONG_BINPUT) into a slot a later record's MEMOIZE would fill: the memo's size
+    # stops telling the next index, so those records are the loop's
+    ops = _ops(_LONG_4)
+    memoize_at = [pos for name, _, pos in ops if name == "MEMOIZE"]
+    at = memoize_at[400]  # mid-run
+    ahead = 400 + 100  # a slot a dozen records further on: mid-run for the layout pattern
+    doctored = _LONG_4[:at] + b"r" + ahead.to_bytes(4, "little") + _LONG_4[at + 1 :]
+    _assert_walks_alike(_reading_the_memo(doctored))
