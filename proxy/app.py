@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -93,13 +94,18 @@ CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
 
 def create_app(
-    settings: Settings, *, stream_scan: FeedScanFactory | None = None
+    settings: Settings,
+    *,
+    stream_scan: FeedScanFactory | None = None,
+    metrics_dir: Path | None = None,
 ) -> web.Application:
     """Build the Hubwarden application; resources start and stop with the app's cleanup_ctx.
 
     `stream_scan` replaces the stream scan worker pool by scans run in this process: for
-    fault-injection tests only (a hostile file could then take the server down)."""
-    metrics = Metrics()  # this app's own registry: never prometheus_client's global one
+    fault-injection tests only (a hostile file could then take the server down).
+    `metrics_dir`: `/metrics` counts every worker's values written there (`serve --workers`)."""
+    # this app's own registry: never prometheus_client's global one
+    metrics = Metrics(shared_dir=metrics_dir)
     app = web.Application(
         middlewares=[observe_requests(metrics), keepalive_limit, error_middleware],
         client_max_size=MAX_REQUEST_BODY_BYTES,

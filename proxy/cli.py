@@ -34,10 +34,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import functools
 import importlib
 import importlib.metadata
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -245,6 +247,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_workers(settings: Settings) -> int:
     """`serve --workers N`: migrate once, bind the port N times, fork and supervise."""
     from proxy.app import create_app
+    from proxy.ops.metrics import process_ended, share_across_processes
     from proxy.store import db
     from proxy.workers import Supervisor, bind_sockets
 
@@ -262,15 +265,24 @@ def _serve_workers(settings: Settings) -> int:
     except OSError as exc:
         raise ListenFailed(settings.host, settings.port, exc) from exc
 
+    # every worker's metrics in files here, read together by whichever worker is scraped
+    metrics_dir = Path(tempfile.mkdtemp(prefix="hubwarden-metrics-"))
+
     def run_worker(sock: socket.socket) -> int:
+        share_across_processes(metrics_dir)
         try:
-            asyncio.run(_run_server(create_app(settings), settings, sock))
+            app = create_app(settings, metrics_dir=metrics_dir)
+            asyncio.run(_run_server(app, settings, sock))
         except HubwardenError as exc:
             return _fail(exc.message, EXIT_FAILED)
         return EXIT_OK
 
     logger.info("starting %d workers", settings.workers)
-    return Supervisor(sockets, run_worker).run()
+    try:
+        ended = functools.partial(process_ended, metrics_dir)
+        return Supervisor(sockets, run_worker, worker_ended=ended).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 async def _run_server(

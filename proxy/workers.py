@@ -67,6 +67,8 @@ class Supervisor:
     sockets: list[socket.socket]
     run_worker: Callable[[socket.socket], int]
     """What a worker runs with its socket; its return value is the worker's exit code."""
+    worker_ended: Callable[[int], None] = lambda pid: None
+    """Called in the parent with the pid of each worker that ended (metrics clean-up)."""
     children: dict[int, int] = field(default_factory=dict)  # pid → socket index
     started: dict[int, float] = field(default_factory=dict)  # pid → monotonic start
     stopping: bool = False
@@ -111,6 +113,10 @@ class Supervisor:
                 continue
             lived_s = time.monotonic() - self.started.pop(pid)
             code = os.waitstatus_to_exitcode(status)
+            try:
+                self.worker_ended(pid)
+            except Exception:  # a clean-up must not stop the supervision
+                logger.exception("after worker %d ended", pid)
             if self.stopping:
                 logger.info("worker %d stopped (%d)", pid, code)
                 continue

@@ -19,13 +19,23 @@ Names (counters end in `_total` on the wire):
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 
 from scanners.report import ScanReport
 
@@ -33,6 +43,7 @@ UNMATCHED_ROUTE = "unmatched"
 OTHER = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 SOURCES = frozenset({"warm", "cold"})
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # where prometheus_client's value files go
 HELD_STATES = ("quarantined", "rejected")  # what the review queue lists (HeldFilter)
 # File formats come from the scanners' detection (a short list); a label is refused beyond
 # this many distinct values or outside this shape, so a bug there cannot grow the series.
@@ -42,10 +53,28 @@ REQUEST_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
 SCAN_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 
-class Metrics:
-    """The instruments; cheap to call from the warm path (a dict lookup and an add each)."""
+def share_across_processes(directory: Path) -> None:
+    """Make this process's instruments (those created from now on) write their values to files
+    in `directory`, read together by every process's `/metrics` (`serve --workers N`: a scrape
+    reaches one worker, its answer counts them all). prometheus_client's multiprocess mode: one
+    process-wide switch, so called only in a worker, before its app is built."""
+    os.environ[MULTIPROCESS_ENV] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
-    def __init__(self) -> None:
+
+def process_ended(directory: Path, pid: int) -> None:
+    """A worker is gone: its live gauges stop counting (its counters' totals stay)."""
+    multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """The instruments; cheap to call from the warm path (a dict lookup and an add each).
+
+    `shared_dir`: the directory given to `share_across_processes` in this process, whose files
+    `render` reads together; None: this process's own values."""
+
+    def __init__(self, shared_dir: Path | None = None) -> None:
+        self.shared_dir = shared_dir
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self._requests = Counter(
@@ -133,7 +162,12 @@ class Metrics:
         """The Prometheus text exposition, with the scrape-time gauges set first (`tallies`
         None: the database did not answer; the last values stay)."""
         self._gauges.update(ingests_in_flight, tallies)
-        return generate_latest(self.registry)
+        if self.shared_dir is None:
+            return generate_latest(self.registry)
+        every_process = CollectorRegistry()
+        collector = multiprocess.MultiProcessCollector  # untyped in prometheus_client
+        collector(every_process, path=str(self.shared_dir))  # type: ignore[no-untyped-call]
+        return generate_latest(every_process)
 
     def _format_label(self, file_format: str) -> str:
         if file_format in self._formats:
@@ -194,19 +228,32 @@ class _Gauges:
     """The values set at scrape time."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        # across worker processes (`share_across_processes`): ingests add up over the live
+        # workers; the database counts are the last ones a scrape read, whichever worker
         self.ingests = Gauge(
-            "hubwarden_ingests_in_flight", "Ingests running in this process", registry=registry
+            "hubwarden_ingests_in_flight",
+            "Ingests running in this process (all workers of `serve --workers N`)",
+            registry=registry,
+            multiprocess_mode="livesum",
         )
         self.held = Gauge(
             "hubwarden_held_blobs",
             "Blobs held (quarantined or rejected): the review queue, whole database",
             registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.blobs = Gauge(
-            "hubwarden_blobs", "Blobs by state (whole database)", ["state"], registry=registry
+            "hubwarden_blobs",
+            "Blobs by state (whole database)",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.blocked = Gauge(
-            "hubwarden_blocked_repos", "Repos under an active block", registry=registry
+            "hubwarden_blocked_repos",
+            "Repos under an active block",
+            registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.tally_failures = Counter(
             "hubwarden_metrics_database_failures",

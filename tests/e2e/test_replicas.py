@@ -32,6 +32,7 @@ from tests.e2e.serving import start_serve as _start
 from tests.e2e.serving import stop_serve as _stop
 from tests.e2e.test_concurrency import get_with_retries, safetensors_bytes
 from tests.fakehub.hub import FakeHub
+from tests.ops.scrape import scrape
 from tests.s3plugin import TEST_KEY_ID, TEST_SECRET, new_bucket
 
 MODEL = "org/replicated"
@@ -275,6 +276,9 @@ async def test_serve_with_two_workers_serves_one_port_with_one_fetch_and_stops_c
             assert ranged.status == 206 and await ranged.read() == data[10:20]
         assert all(body == data for body in bodies)
         assert fake_hub.body_fetches(f"*/{FILE}") == 1
+        # a scrape reaches one worker (a new connection each) and counts both workers' bytes
+        served = 40 * len(data) + 10
+        assert await _served_bytes_scraped(server.url, 6) == [served] * 6
         os.kill(workers[0], signal.SIGKILL)  # a worker that dies is started again
         await _until(
             lambda: (
@@ -282,11 +286,16 @@ async def test_serve_with_two_workers_serves_one_port_with_one_fetch_and_stops_c
                 and workers[0] not in _children(server.process.pid)
             )
         )
+        assert await _served_bytes_scraped(server.url, 4) == [served] * 4  # its counts stay
     finally:
         await _stop(server)
     assert server.process.returncode == 0
     for pid in workers[1:]:
         assert not Path(f"/proc/{pid}").exists()
+
+
+async def _served_bytes_scraped(url: str, times: int) -> list[float]:
+    return [(await scrape(url)).total("hubwarden_served_bytes_total") for _ in range(times)]
 
 
 def _env_sqlite() -> dict[str, str]:
