@@ -168,7 +168,7 @@ async def idle_rss(server: Hubwarden, upstream: Upstream, report: Report) -> int
     idle_kib = memory_kib(server.pid)["VmRSS"]
     report.raw["idle_rss_kib"] = idle_kib
     say(f"idle RSS of the server (pid {server.pid}) after a warm-up: {mib(idle_kib):.1f} MiB")
-    return idle_kib
+    return int(idle_kib)
 
 
 async def phase_rss(

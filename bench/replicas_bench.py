@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg  # type: ignore[import-untyped,unused-ignore]
 from _clients import crowd, curl_once, range_rate
 from _files import write_safetensors
 from _procs import BenchError, Hubwarden, Nginx, Upstream

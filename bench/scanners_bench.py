@@ -269,7 +269,7 @@ def modelaudit_flags() -> Callable[[Path], bool] | str:
     def flags(path: Path) -> bool:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             result = scan_model_directory_or_file(str(path), timeout=120)
-        return determine_exit_code(result) != 0  # its CLI's verdict: 1 issues, 2 inconclusive
+        return bool(determine_exit_code(result) != 0)  # its CLI's verdict: 1 issues, 2 inconclusive
 
     return flags
 
