@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from _files import write_safetensors
 
+from proxy.forkserver import ForkServer
 from proxy.stream_scans import StreamLimits, StreamScanPool
 from scanners import StreamScan
 
@@ -119,7 +120,8 @@ async def run(scale: int) -> None:
         limits = StreamLimits(
             workers=1, jobs_per_worker=1000, max_memory_mb=2048, max_cpu_s=600, timeout_s=600
         )
-        pool = StreamScanPool(limits, root)
+        forks = ForkServer(root)
+        pool = StreamScanPool(limits, root, forks)
         await pool.start()
         try:
             warm = root / "warm.safetensors"
@@ -143,6 +145,7 @@ async def run(scale: int) -> None:
                 )
         finally:
             await pool.close()
+            await forks.close()
 
 
 def main() -> None:

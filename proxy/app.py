@@ -23,6 +23,7 @@ from proxy.admin.risk import RiskCards, recorded_signatures
 from proxy.catalog import Catalog
 from proxy.config import Settings
 from proxy.delivery import Delivery
+from proxy.forkserver import ForkServer
 from proxy.hub.context import SERVICES
 from proxy.hub.cursors import cursor_signer
 from proxy.hub.errors import error_middleware
@@ -88,6 +89,7 @@ ENGINE = web.AppKey("engine", AsyncEngine)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 NOTIFIER = web.AppKey("notifier", Notifier)
 STREAM_SCANS = web.AppKey("stream_scans", StreamScanPool)
+FORKS = web.AppKey("forks", ForkServer)
 BLOB_STORE: web.AppKey[BlobStore] = web.AppKey("blob_store")
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -208,13 +210,17 @@ def _stream_scans(settings: Settings) -> CleanupCtx:
             max_cpu_s=scan.max_cpu_s,
             timeout_s=scan.timeout_s,
         )
-        pool = StreamScanPool(limits, scan_dir)
-        await pool.start()
-        app[STREAM_SCANS] = pool
+        forks = ForkServer(scan_dir)
+        pool = StreamScanPool(limits, scan_dir, forks)
         try:
+            await forks.start()
+            await pool.start()
+            app[FORKS] = forks
+            app[STREAM_SCANS] = pool
             yield
         finally:
             await pool.close()
+            await forks.close()
 
     return ctx
 
@@ -341,6 +347,7 @@ def _services(settings: Settings, stream_scan: FeedScanFactory | None) -> Cleanu
         scanner = ScannerPool(
             ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers),
             on_scanned=app[METRICS].scanned,
+            forks=app[FORKS],
         )
         ingest = settings.ingest
         stream_scans: StreamScans = (

@@ -5,14 +5,16 @@
   says how far the temp file is written, a worker reads and scans those bytes itself. A worker
   that hits a limit or crashes costs that worker and holds that file, never the server.
 - The **full scan** (the verdict, after the last byte) runs `scanners.scan_file` in a fresh
-  `python -m scanners.worker` process per file (`ScannerPool`), with CPU, memory and wall-time
-  limits. A crash, a limit hit or a garbled answer becomes a fail-closed finding (DESIGN.md
-  rule 6).
+  `scanners.worker` process per file (`ScannerPool`), with CPU, memory and wall-time limits:
+  in the server a fork of its fork server (`proxy.forkserver`, a fork instead of a new
+  interpreter importing every scanner), in one-off commands a new `python -m scanners.worker`.
+  A crash, a limit hit or a garbled answer becomes a fail-closed finding (DESIGN.md rule 6).
 
-Both kinds of worker die with the server: each is told the server's pid and asks the kernel for
-SIGKILL when its parent goes (`scanners.worker.die_with_parent`); `kill_leftover_workers` ends
-any a killed server left anyway. `InProcessStreamScans` runs a stream scan in the server itself:
-it exists for fault-injection tests (`create_app(stream_scan=...)`) and is never the default.
+Every worker dies with the server: each asks the kernel for SIGKILL when its parent goes
+(`scanners.worker.die_with_parent`; a fork's parent is the fork server, which is told the
+server's pid); `kill_leftover_workers` ends any a killed server left anyway.
+`InProcessStreamScans` runs a stream scan in the server itself: it exists for fault-injection
+tests (`create_app(stream_scan=...)`) and is never the default.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from proxy.forkserver import FORK_SERVER_MODULE, ForkedProcess, ForkFailed, ForkServer
 from scanners.report import Finding, Outcome, ScanReport, Severity
 
 logger = logging.getLogger(__name__)
@@ -230,10 +233,16 @@ ScanObserver = Callable[[ScanReport, float], None]
 class ScannerPool:
     """At most `workers` scans at once, each in a fresh `python -m scanners.worker` process."""
 
-    def __init__(self, limits: ScanLimits, on_scanned: ScanObserver | None = None) -> None:
+    def __init__(
+        self,
+        limits: ScanLimits,
+        on_scanned: ScanObserver | None = None,
+        forks: ForkServer | None = None,
+    ) -> None:
         self._limits = limits
         self._slots = asyncio.Semaphore(max(1, limits.workers))
         self._on_scanned = on_scanned
+        self._forks = forks
 
     async def scan(self, path: Path, name: str) -> ScanReport:
         """Scan one file. Never raises for a scanner failure: it becomes an ERROR finding."""
@@ -247,21 +256,32 @@ class ScannerPool:
     async def _scan(self, path: Path, name: str) -> ScanReport:
         size = (await asyncio.to_thread(path.stat)).st_size
         started = time.monotonic()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            WORKER_MODULE,
+        args = [
             f"--name={name}",  # one item: a name starting with "-" is not an option
-            f"--parent-pid={os.getpid()}",  # the worker dies with this process
             "--max-memory-mb",
             str(self._limits.max_memory_mb),
             "--max-cpu-s",
             str(self._limits.max_cpu_s),
             str(path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        ]
+        process: asyncio.subprocess.Process | ForkedProcess
+        if self._forks is None:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                WORKER_MODULE,
+                f"--parent-pid={os.getpid()}",  # the worker dies with this process
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        else:
+            try:
+                process = await self._forks.spawn("worker", args)
+            except ForkFailed as exc:
+                message = f"no scan process could be started: {exc}"
+                return failed_report(path, size, "SCANNER_CRASHED", message, 0.0)
         try:
             stdout, stderr = await asyncio.wait_for(
                 process.communicate(), timeout=self._limits.timeout_s
@@ -326,9 +346,10 @@ def kill_leftover_workers(scan_dir: Path) -> int:
 
 def leftover_workers(scan_dir: Path) -> list[int]:
     """Pids of scan workers (`python -m scanners.worker … FILE`, FILE under `scan_dir`, or
-    `python -m scanners.stream_worker --scan-dir DIR/`, DIR `scan_dir`) whose server is gone:
-    their parent is no longer the `--parent-pid` they were started for (or, without one, they
-    were handed to init)."""
+    `python -m scanners.{stream_worker,forkserver} --scan-dir DIR/`, DIR `scan_dir`, and the
+    fork server's children, which share its command line) whose server is gone: neither their
+    parent nor their parent's parent is the `--parent-pid` they were started for (or, without
+    one, they were handed to init)."""
     if not PROC.is_dir():
         return []
     root = str(scan_dir.resolve()) + os.sep
@@ -343,15 +364,25 @@ def leftover_workers(scan_dir: Path) -> list[int]:
             status = (entry / "status").read_text()
         except OSError:  # gone meanwhile, or not ours to read
             continue
-        ours = WORKER_MODULE in args or STREAM_WORKER_MODULE in args
+        ours = any(m in args for m in (WORKER_MODULE, STREAM_WORKER_MODULE, FORK_SERVER_MODULE))
         if not ours or not any(a.startswith(root) for a in args):
             continue
         if "\nState:\tZ" in status:
             continue  # already dead, waiting to be reaped
         intended, actual = _intended_parent(args), _parent_pid(status)
-        if actual == 1 if intended is None else actual != intended:
+        if intended is None:
+            if actual == 1:
+                found.append(int(entry.name))
+        elif intended not in (actual, _parent_of(actual)):  # a fork server's child: its parent's
             found.append(int(entry.name))
     return found
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return _parent_pid((PROC / str(pid) / "status").read_text())
+    except OSError:
+        return None
 
 
 def _parent_pid(status: str) -> int:

@@ -3,8 +3,9 @@ worker processes (`python -m scanners.stream_worker`), never in the server (issu
 
 **Process model.** `workers` processes take new jobs (one job = one file being ingested); a job
 stays on its worker while it needs scanning and shares it with others, taking turns command by
-command (each reads at most 32 MiB). Workers start with the app, ask the kernel for SIGKILL when
-the server goes (PR_SET_PDEATHSIG) and are killed at shutdown.
+command (each reads at most 32 MiB). Workers start with the app as forks of the app's fork
+server (`proxy.forkserver`: a fork, not an interpreter importing every scanner), ask the kernel
+for SIGKILL when it goes (PR_SET_PDEATHSIG; it goes with the server) and are killed at shutdown.
 
 **IPC.** The ingest writes the temp file and says how far (`written`); the worker is told "bytes
 up to N of file F are written" and reads them from F itself, so file content never crosses the
@@ -35,10 +36,9 @@ import json
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
-from proxy.scanning import STREAM_WORKER_MODULE
+from proxy.forkserver import ForkedProcess, ForkServer
 from proxy.stream_scan_job import StreamLimits, StreamScanJob
 from scanners.report import JsonValue
 
@@ -67,9 +67,10 @@ class StreamScanPool:
     """The long-lived stream scan workers (see the module docstring). `start` and `close` are
     called by the app's cleanup context."""
 
-    def __init__(self, limits: StreamLimits, scan_dir: Path) -> None:
+    def __init__(self, limits: StreamLimits, scan_dir: Path, forks: ForkServer) -> None:
         self.limits = limits
         self.scan_dir = scan_dir
+        self.forks = forks
         self._workers: list[_Worker] = []
         self._next_job = 0
         self._next_worker = 0
@@ -157,7 +158,7 @@ class _Worker:
         self.taken = 0
         self.retiring = False
         self.busy = False
-        self.process: asyncio.subprocess.Process | None = None
+        self.process: ForkedProcess | None = None
         self._wake = asyncio.Event()
         self._turn = 0
         self.task = asyncio.create_task(self._run(delay_s), name=f"stream scan worker {number}")
@@ -203,17 +204,15 @@ class _Worker:
     async def _start(self) -> None:
         limits = self.pool.limits
         try:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                STREAM_WORKER_MODULE,
-                "--scan-dir",
-                str(self.pool.scan_dir.resolve()) + os.sep,  # `kill_leftover_workers` matches it
-                f"--parent-pid={os.getpid()}",  # the worker dies with this process
-                f"--max-memory-mb={limits.max_memory_mb}",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
+            self.process = await self.pool.forks.spawn(
+                "stream_worker",
+                [
+                    "--scan-dir",
+                    str(self.pool.scan_dir.resolve()) + os.sep,
+                    f"--max-memory-mb={limits.max_memory_mb}",
+                ],
                 limit=MAX_REPLY_BYTES,
+                capture_stderr=False,  # it logs its warnings to the server's stderr
             )
         except OSError as exc:  # no process slot, no file descriptor: try again later
             self.pool.started(self, ok=False)
@@ -227,16 +226,21 @@ class _Worker:
             self.pool.started(self, ok=False)
             raise _WorkerLost(None, "SCANNER_CRASHED", "the stream scan worker did not start")
         self.pool.started(self, ok=True)
+        self.process.on_exit(self.wake)  # an idle worker that dies is replaced at once
 
     async def _serve(self) -> None:
         while True:
+            assert self.process is not None
+            if self.process.returncode is not None:
+                raise await self._died(None)
             job = self._next()
             if job is None:
                 if self.retiring and not self.jobs:
                     return  # replaced, and its last job is done
                 self._wake.clear()
                 if (job := self._next()) is None:
-                    await self._wake.wait()
+                    if self.process.returncode is None:
+                        await self._wake.wait()
                     continue
             self.busy = True
             try:

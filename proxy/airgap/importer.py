@@ -14,10 +14,11 @@ In order, each step before the next:
    (non-LFS) file, its git blob sha1 against the tree's oid; files already here stream past,
    checked too; then each commit's model signature is verified offline against this mirror's
    `[signing]` trust (`proxy.airgap.import_signatures`);
-4. scan each staged file with the local scanners in worker processes (`ScannerPool`, the
-   server's limits) and judge it with the local policy: its rules, waivers, and the verdict
-   (`Policy.before_fetch`, `Policy.after_scan`, `decide`, as `PolicyGate.settle` does, whose
-   side effects are recorded here in the one transaction instead), with the signature rules
+4. scan each staged file with the local scanners in worker processes (`ScannerPool`, forks of
+   one fork server; the server's limits) and judge it with the local policy: its rules,
+   waivers, and the verdict (`Policy.before_fetch`, `Policy.after_scan`, `decide`, as
+   `PolicyGate.settle` does, whose side effects are recorded here in the one transaction
+   instead), with the signature rules
    (`signature_invalid`, `uncovered_files`, `require_signature`). `--trust-scans` takes the
    exporter's findings instead of scanning; the local policy still decides;
 5. write: the staged files move into `blobs/` (released) or `quarantine/` (held here), then ONE
@@ -63,6 +64,7 @@ from proxy.airgap.keys import KeyStore
 from proxy.airgap.state import RevisionState, StateFile
 from proxy.config import Settings
 from proxy.errors import shown
+from proxy.forkserver import ForkServer
 from proxy.metadata import TreeEntry
 from proxy.repos import RepoRef, Revision
 from proxy.scanning import ScanLimits, ScannerPool
@@ -438,8 +440,11 @@ class _Import:
         if self._trust_scans:
             return {d: self._exporter_report(u) for d, u in by_digest.items()}
         scan = self._settings.scan
+        # each scan a fork of one process that imported the scanners, not a new interpreter
+        forks = ForkServer(BlobStore(self._settings.data_dir).tmp_dir)
         pool = ScannerPool(
-            ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers)
+            ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, scan.workers),
+            forks=forks,
         )
 
         async def one(digest: str, use: _Use) -> tuple[str, ScanReport]:
@@ -447,7 +452,10 @@ class _Import:
             self._progress.scanned()
             return digest, report
 
-        done = await asyncio.gather(*(one(d, u) for d, u in by_digest.items()))
+        try:
+            done = await asyncio.gather(*(one(d, u) for d, u in by_digest.items()))
+        finally:
+            await forks.close()
         return dict(done)
 
     def _exporter_report(self, use: _Use) -> ScanReport:

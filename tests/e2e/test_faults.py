@@ -12,6 +12,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import pickle
 import signal
 import socket
 import sqlite3
@@ -37,6 +38,7 @@ from proxy.store.models import BlobState
 from proxy.store.repository import BlobRecord
 from tests.fakehub.hub import FakeHub
 from tests.fakehub.traffic import Origin
+from tests.processes import FULL_SCAN, scan_processes
 from tests.proxyplugin import proxy_settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,6 +51,12 @@ BACKOFF_S = 2.5
 SETTLE_TIMEOUT_S = 10.0
 UNFINISHED = (BlobState.FETCHING, BlobState.SCANNING)
 ALL_STATES = tuple(BlobState)
+
+
+def slow_to_scan_pickle() -> bytes:
+    """A clean pickle whose full scan takes about a second here (a million memoized strings):
+    long enough for a test to find its scan process and kill it mid-scan."""
+    return pickle.dumps({"labels": [str(i) for i in range(1_000_000)]}, protocol=4)
 
 
 def safetensors_bytes(megabytes: int) -> bytes:
@@ -169,21 +177,10 @@ def assert_no_unverified_file(answer: Answer, data: bytes) -> None:
     assert len(answer.body) < len(data) or answer.status != 200
 
 
-def workers_under(data_dir: Path) -> list[int]:
-    """Live (non-zombie) scan worker processes scanning a file under `data_dir`."""
-    root = str(data_dir.resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "status").read_text()
-        except OSError:
-            continue
-        if "scanners.worker" in cmdline and root in cmdline and "State:\tZ" not in state:
-            found.append(int(entry.name))
-    return found
+def workers_under(data_dir: Path, server: int | None = None) -> list[int]:
+    """Live (non-zombie) full-scan processes forked for `server` (default: this process),
+    scanning a file under `data_dir`."""
+    return sorted(scan_processes(FULL_SCAN, server=server, under=data_dir))
 
 
 # -- upstream faults --------------------------------------------------------------------------
@@ -422,23 +419,26 @@ async def test_stream_scan_crash_holds_the_file_once_for_review(
 async def test_scan_worker_killed_mid_scan_holds_the_file(
     make_mirror: MirrorFactory, fake_hub: FakeHub
 ) -> None:
-    data = safetensors_bytes(1)
-    fake_hub.create_repo(MODEL, files={"model.safetensors": data})
+    data = slow_to_scan_pickle()
+    fake_hub.create_repo(MODEL, files={"labels.pkl": data})
     mirror = await make_mirror()
-    client = asyncio.create_task(get(mirror.file_url(fake_hub, "model.safetensors")))
+    client = asyncio.create_task(get(mirror.file_url(fake_hub, "labels.pkl")))
     victim = await first_worker(mirror.data_dir)
     os.kill(victim, signal.SIGKILL)
     assert_no_unverified_file(await client, data)
-    again = await get(mirror.file_url(fake_hub, "model.safetensors"))
-    assert again.status == 403 and "held in quarantine" in again.message
     (blob,) = await mirror.settled()
     assert blob.state is BlobState.QUARANTINED
-    assert fake_hub.body_fetches("*/model.safetensors") == 1
+    again = await get(mirror.file_url(fake_hub, "labels.pkl"))
+    assert again.status == 403 and "held in quarantine" in again.message
+    findings = await mirror.app[SERVICES].repository.list_findings(blob.pk)
+    assert [(f.scanner, f.code) for f in findings] == [("worker", "SCANNER_CRASHED")]
+    assert "SIGKILL" in findings[0].message or "-9" in findings[0].message
+    assert fake_hub.body_fetches("*/labels.pkl") == 1
 
 
-async def first_worker(data_dir: Path, timeout_s: float = 10.0) -> int:
-    await until_not(lambda: not workers_under(data_dir), timeout_s, every_s=0.005)
-    return workers_under(data_dir)[0]
+async def first_worker(data_dir: Path, server: int | None = None, timeout_s: float = 10.0) -> int:
+    await until_not(lambda: not workers_under(data_dir, server), timeout_s, every_s=0.005)
+    return workers_under(data_dir, server)[0]
 
 
 async def until_not(
@@ -510,23 +510,24 @@ async def servers() -> AsyncIterator[list[Server]]:
 async def test_server_killed_mid_scan_leaves_no_worker_and_restarts_clean(
     fake_hub: FakeHub, tmp_path: Path, servers: list[Server]
 ) -> None:
-    data = safetensors_bytes(1)
-    repo = fake_hub.create_repo(MODEL, files={"model.safetensors": data})
+    data = slow_to_scan_pickle()
+    repo = fake_hub.create_repo(MODEL, files={"labels.pkl": data})
     data_dir = tmp_path / "data"
     server = await serve(data_dir, fake_hub.url)
     servers.append(server)
-    url = f"{server.url}/{MODEL}/resolve/{repo.head()}/model.safetensors"
+    url = f"{server.url}/{MODEL}/resolve/{repo.head()}/labels.pkl"
     client = asyncio.create_task(get(url))
-    await first_worker(data_dir)
+    await first_worker(data_dir, server.process.pid)
     server.process.kill()
     await server.process.wait()
     assert_no_unverified_file(await client, data)
-    await until_not(lambda: bool(workers_under(data_dir)), 3)  # died with it (PDEATHSIG)
+    # died with it (PDEATHSIG: the fork server with the server, its children with it)
+    await until_not(lambda: bool(workers_under(data_dir, server.process.pid)), 3)
     restarted = await serve(data_dir, fake_hub.url)
     servers.append(restarted)
     assert [s for (s,) in restarted.rows() if s in ("fetching", "scanning")] == []
     assert list((data_dir / "tmp").iterdir()) == []
-    served = await get_ready(f"{restarted.url}/{MODEL}/resolve/{repo.head()}/model.safetensors")
+    served = await get_ready(f"{restarted.url}/{MODEL}/resolve/{repo.head()}/labels.pkl")
     assert served == data
 
 
@@ -591,7 +592,7 @@ async def test_sigterm_abandons_a_stalled_ingest_after_the_grace_period(
     assert_no_unverified_file(await client, data)
     assert server.rows() == []  # abandoned: absent, fetched again after a restart
     assert list((tmp_path / "data" / "tmp").iterdir()) == []
-    assert workers_under(tmp_path / "data") == []
+    assert workers_under(tmp_path / "data", server.process.pid) == []
 
 
 async def get_ready(url: str) -> bytes:

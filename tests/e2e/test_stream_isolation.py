@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import pickle
 import socket
 import sys
@@ -23,9 +22,11 @@ import pytest
 from huggingface_hub.errors import HfHubHTTPError
 from safetensors.numpy import save
 
+from proxy.app import FORKS
 from proxy.hub.context import SERVICES
 from proxy.store.models import BlobState
 from tests.fakehub.hub import FakeHub
+from tests.processes import STREAM_WORKER, scan_processes
 from tests.proxyplugin import RunningProxy, proxy_settings, start_proxy
 from tests.scanners.corpus_headers import make_gguf
 
@@ -94,24 +95,9 @@ async def make_proxy(fake_hub: FakeHub, tmp_path: Path) -> AsyncIterator[ProxyFa
 
 
 def stream_workers(*, zombies: bool = False, parent: int | None = None) -> set[int]:
-    """The children of `parent` (default: this process) that are stream scan workers (or any
-    zombie child)."""
-    parent = os.getpid() if parent is None else parent
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"\nPPid:\t{parent}\n" not in status:
-            continue
-        zombie = "\nState:\tZ" in status
-        if (b"scanners.stream_worker" in cmdline and not zombie) or (zombies and zombie):
-            found.add(int(entry.name))
-    return found
+    """The stream scan workers forked for server `parent` (default: this process), zombies
+    included when asked for."""
+    return scan_processes(STREAM_WORKER, server=parent, zombies=zombies)
 
 
 def vm_rss_kib() -> int:
@@ -220,8 +206,13 @@ async def test_shutdown_leaves_no_stream_worker_process(fake_hub: FakeHub, tmp_p
     try:
         await proxy.download(MODEL, "model.safetensors")
         await until(lambda: len(stream_workers()) == settings.scan.stream_workers)
+        workers = stream_workers()
+        fork_server = proxy.app[FORKS].pid
+        assert fork_server is not None
     finally:
         await runner.cleanup()
+    # every process is gone and reaped, not even a zombie left
+    assert [p for p in [*workers, fork_server] if Path(f"/proc/{p}").exists()] == []
     assert stream_workers(zombies=True) == set()
 
 

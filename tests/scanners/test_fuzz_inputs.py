@@ -232,7 +232,8 @@ def scan_stream_bytes(name: str, data: bytes) -> ScanReport:
 
 
 # ---- inputs the atheris runs found (tests/scanners/corpus_fuzz_crashes.py) -----------------------
-# The child's limits: about what a stream scan worker gets. A hang ends by SIGXCPU.
+# The child's limits: about what a stream scan worker gets. A hang ends by SIGXCPU. The HDF5
+# reader's own CPU limit (10 s by default) is cut to 2 s: the hang it bounds is the same.
 CHILD_MEMORY_BYTES = 1 << 30
 CHILD_CPU_S = 20
 _CHILD = """
@@ -240,7 +241,9 @@ import json, resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (int(sys.argv[3]), int(sys.argv[3])))
 resource.setrlimit(resource.RLIMIT_CPU, (int(sys.argv[4]), int(sys.argv[4])))
 from scanners import scan_file
-report = scan_file(sys.argv[1], name=sys.argv[2], second_opinion=None)
+from scanners.limits import KerasLimits, ScanLimits
+limits = ScanLimits(keras=KerasLimits(h5_cpu_s=2, h5_wall_s=10.0))
+report = scan_file(sys.argv[1], name=sys.argv[2], limits=limits, second_opinion=None)
 print(json.dumps([report.outcome.value, sorted({f.code for f in report.findings})]))
 """
 

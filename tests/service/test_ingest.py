@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from proxy.config import PinnedChange, PolicySettings
 from proxy.errors import Held, UpstreamUnavailable
+from proxy.forkserver import ForkServer
 from proxy.ingest import IngestJob, Ingestor, IngestSettings, IngestSpec
 from proxy.lifecycle import BlobLifecycle
 from proxy.repos import RepoRef, RepoType
@@ -113,7 +114,8 @@ async def rig(
     repository = Repository(db_sessions)
     store = BlobStore(tmp_path / "data")
     store.prepare()
-    stream_scans = StreamScanPool(StreamLimits(1, 100, 1024, 30, 60.0), store.tmp_dir)
+    forks = ForkServer(store.tmp_dir)
+    stream_scans = StreamScanPool(StreamLimits(1, 100, 1024, 30, 60.0), store.tmp_dir, forks)
     await stream_scans.start()
     async with aiohttp.ClientSession(auto_decompress=False) as session:
         upstream = Upstream(
@@ -123,7 +125,10 @@ async def rig(
             repository,
             store,
             upstream,
-            ScannerPool(ScanLimits(timeout_s=60.0, max_memory_mb=1024, max_cpu_s=30, workers=2)),
+            ScannerPool(
+                ScanLimits(timeout_s=60.0, max_memory_mb=1024, max_cpu_s=30, workers=2),
+                forks=forks,
+            ),
             IngestSettings(
                 hold_tail_bytes=1024,
                 write_batch_bytes=64 * 1024,
@@ -137,6 +142,7 @@ async def rig(
         finally:
             await ingestor.cleanup()
             await stream_scans.close()
+            await forks.close()
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import pytest
 import torch
 from safetensors.numpy import save
 
+from proxy.forkserver import ForkServer
 from proxy.stream_scans import StreamLimits, StreamScanJob, StreamScanPool
 from scanners import StreamScan
+from tests.processes import STREAM_WORKER, scan_processes
 from tests.scanners.corpus_headers import CHATML, make_gguf
 from tests.scanners.corpus_resource import torch_zip_storage_bomb
 
@@ -56,7 +58,8 @@ async def make_pool(scan_dir: Path) -> AsyncIterator[PoolFactory]:
             "timeout_s": 60.0,
         }
         values.update(overrides)
-        pool = StreamScanPool(StreamLimits(**values), scan_dir)  # type: ignore[arg-type]
+        forks = ForkServer(scan_dir)
+        pool = StreamScanPool(StreamLimits(**values), scan_dir, forks)  # type: ignore[arg-type]
         pools.append(pool)
         await pool.start()
         await until(lambda: len(pool.pids()) == pool.limits.workers)
@@ -67,6 +70,7 @@ async def make_pool(scan_dir: Path) -> AsyncIterator[PoolFactory]:
     finally:
         for pool in pools:
             await pool.close()
+            await pool.forks.close()
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = SETTLE_S) -> None:
@@ -296,18 +300,5 @@ async def test_stream_scan_pool_close_leaves_no_worker_process(
 
 
 def stream_worker_children() -> list[int]:
-    """This process's children that are stream scan workers, zombies included."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if f"\nPPid:\t{os.getpid()}\n" in status and (
-            b"scanners.stream_worker" in cmdline or "\nState:\tZ" in status
-        ):
-            found.append(int(entry.name))
-    return found
+    """Stream scan workers forked for this process (zombies included)."""
+    return sorted(scan_processes(STREAM_WORKER, zombies=True))
