@@ -294,12 +294,11 @@ class ForkServer:
             self._reader = None
         process, self._process = self._process, None
         if process is not None and process.returncode is None:
-            try:
-                await asyncio.wait_for(process.wait(), 5.0)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+            # killed, not asked: it keeps nothing, may still be importing the scanners (a
+            # shutdown would wait for that), and its children die with it (PR_SET_PDEATHSIG)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
 
 
 def _same(pipe: _Pipe) -> _Pipe:
