@@ -173,6 +173,10 @@ class ForkServer:
             for fd in ours:
                 os.close(fd)
             raise ForkFailed(f"the fork server did not start a {kind}: {exc}") from exc
+        except BaseException:  # cancelled: nobody will read these pipes
+            for fd in ours:
+                os.close(fd)
+            raise
         finally:
             self._spawns.pop(ident, None)
         exited = self._exits.setdefault(pid, loop.create_future())

@@ -374,7 +374,9 @@ class _Worker:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
-                await process.wait()
+                # bounded: should the kill be lost, the fork server's end takes the worker
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(process.wait()), EXIT_WAIT_S)
 
 
 def _over_budget(limits: StreamLimits, wall: bool) -> tuple[str, str]:

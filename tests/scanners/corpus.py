@@ -628,13 +628,18 @@ def _zip(path: Path, members: list[tuple[str, bytes]]) -> Path:
     return path
 
 
+FIXED_ZIP_DATE = (2024, 1, 1, 0, 0, 0)
+
+
 def zip_bytes(members: list[tuple[str, bytes]], compression: int = zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # duplicate names are a sample on purpose
         with zipfile.ZipFile(buf, "w", compression=compression) as archive:
-            for name, data in members:
-                archive.writestr(name, data)
+            for name, data in members:  # a fixed date: the same bytes on every run
+                info = zipfile.ZipInfo(name, date_time=FIXED_ZIP_DATE)
+                info.compress_type = compression
+                archive.writestr(info, data)
     return buf.getvalue()
 
 

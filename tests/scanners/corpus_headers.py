@@ -529,6 +529,6 @@ def onnx_attribute_graph(name: str, graph: bytes) -> bytes:
 def zip_bytes(members: Sequence[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in members:
-            archive.writestr(name, data)
+        for name, data in members:  # a fixed date: the same bytes on every run
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0)), data)
     return buffer.getvalue()
