@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,9 +70,15 @@ class ForkedProcess:
         pending = [p.closed for p in self._pipes if not p.closed.done()]
         if pending:
             await asyncio.wait(pending, timeout=PIPE_CLOSE_WAIT_S)
+        self.release()
+        return status
+
+    def release(self) -> None:
+        """Close this side of its pipes (done by `wait`, and for every child by the fork
+        server's `close`, so that no pipe outlives the event loop)."""
+        self.stdin.close()
         for pipe in self._pipes:
             pipe.close()
-        return status
 
     def on_exit(self, callback: Callable[[], None]) -> None:
         """Call `callback` once the process has ended."""
@@ -126,6 +133,7 @@ class ForkServer:
         self._next_id = 0
         self._spawns: dict[int, asyncio.Future[int]] = {}
         self._exits: dict[int, asyncio.Future[int]] = {}
+        self._children: weakref.WeakSet[ForkedProcess] = weakref.WeakSet()
         self._closed = False
 
     @property
@@ -168,7 +176,8 @@ class ForkServer:
             finally:
                 for fd in theirs:
                     os.close(fd)
-            pid = await asyncio.wait_for(asyncio.shield(spawned), SPAWN_TIMEOUT_S)
+            async with asyncio.timeout(SPAWN_TIMEOUT_S):
+                pid = await asyncio.shield(spawned)
         except (OSError, TimeoutError) as exc:
             for fd in ours:
                 os.close(fd)
@@ -192,7 +201,9 @@ class ForkServer:
         except BaseException:
             self.kill(pid)
             raise
-        return ForkedProcess(self, pid, stdin, pipes, exited)
+        child = ForkedProcess(self, pid, stdin, pipes, exited)
+        self._children.add(child)
+        return child
 
     def kill(self, pid: int) -> None:
         """SIGKILL a child (the fork server checks it is still its own)."""
@@ -201,9 +212,11 @@ class ForkServer:
                 self._control.send(json.dumps({"op": "kill", "pid": pid}).encode())
 
     async def close(self) -> None:
-        """End the fork server; its children die with it."""
+        """End the fork server; its children die with it, and their pipes are closed."""
         self._closed = True
         await self._stop()
+        for child in list(self._children):
+            child.release()
 
     # -- the fork server process ------------------------------------------------------------------
     async def _ensure(self) -> socket.socket:

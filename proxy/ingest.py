@@ -156,7 +156,8 @@ class IngestJob:
         """Wait until progress, new clearance or the verdict (or the timeout)."""
         changed = self._changed
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
 
     def changed(self) -> None:
         """Wake every reader waiting in `wait_change` (the stream scan calls it too)."""

@@ -283,9 +283,8 @@ class ScannerPool:
                 message = f"no scan process could be started: {exc}"
                 return failed_report(path, size, "SCANNER_CRASHED", message, 0.0)
         try:
-            stdout, stderr = await asyncio.wait_for(
-                process.communicate(), timeout=self._limits.timeout_s
-            )
+            async with asyncio.timeout(self._limits.timeout_s):
+                stdout, stderr = await process.communicate()
         except asyncio.CancelledError:
             process.kill()
             await asyncio.shield(process.communicate())

@@ -103,7 +103,8 @@ class StreamScanJob:
         """Wait until every byte written is judged (or the job failed); a scan that does not
         keep up within `timeout_s` fails with SCAN_TIMEOUT (held)."""
         try:
-            await asyncio.wait_for(self._settled.wait(), self.limits.timeout_s)
+            async with asyncio.timeout(self.limits.timeout_s):
+                await self._settled.wait()
         except TimeoutError:
             self.fail(
                 "SCAN_TIMEOUT",

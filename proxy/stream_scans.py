@@ -49,6 +49,7 @@ __all__ = ["StreamLimits", "StreamScanJob", "StreamScanPool"]
 MAX_REPLY_BYTES = 64 * 1024
 DROP_TIMEOUT_S = 10.0
 EXIT_WAIT_S = 5.0
+CLOSE_RETRY_S = 1.0
 RESPAWN_DELAY_S = (1.0, 30.0)  # after a worker failed to start: first and longest wait
 
 
@@ -88,6 +89,10 @@ class StreamScanPool:
         self._assign(job)
         return job
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
     def pids(self) -> list[int]:
         """The worker processes' ids (tests and diagnostics)."""
         return [w.pid for w in self._workers if w.pid is not None]
@@ -96,9 +101,14 @@ class StreamScanPool:
         """Kill every worker and wait for them: nothing outlives the server."""
         self._closing = True
         workers = list(self._workers)
-        for worker in workers:
-            worker.task.cancel()
-        await asyncio.gather(*(w.task for w in workers), return_exceptions=True)
+        tasks = [w.task for w in workers]
+        while pending := [t for t in tasks if not t.done()]:
+            # asked again until ended: a cancellation can be lost in a race with the very
+            # reply it interrupts, and an idle worker also ends when woken while closing
+            for worker in workers:
+                worker.task.cancel()
+                worker.wake()
+            await asyncio.wait(pending, timeout=CLOSE_RETRY_S)
         self._workers.clear()
 
     # -- workers ----------------------------------------------------------------------------------
@@ -233,6 +243,8 @@ class _Worker:
             assert self.process is not None
             if self.process.returncode is not None:
                 raise await self._died(None)
+            if self.pool.closing:
+                raise asyncio.CancelledError  # killed on the way out, as if cancelled
             job = self._next()
             if job is None:
                 if self.retiring and not self.jobs:
@@ -326,7 +338,8 @@ class _Worker:
     async def _read(self, job: StreamScanJob | None, timeout_s: float) -> dict[str, object]:
         assert self.process is not None and self.process.stdout is not None
         try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                line = await self.process.stdout.readline()
         except TimeoutError:
             raise _WorkerLost(
                 job, "SCAN_TIMEOUT", f"the stream scan took over {timeout_s:g} s on this file"
@@ -346,7 +359,8 @@ class _Worker:
     async def _died(self, job: StreamScanJob | None) -> _WorkerLost:
         assert self.process is not None
         try:
-            status = await asyncio.wait_for(self.process.wait(), EXIT_WAIT_S)
+            async with asyncio.timeout(EXIT_WAIT_S):
+                status = await self.process.wait()
         except TimeoutError:
             status = None
         if status == -signal.SIGXCPU:
@@ -367,7 +381,8 @@ class _Worker:
         try:
             if not kill and process.stdin is not None:
                 process.stdin.close()
-                await asyncio.wait_for(asyncio.shield(process.wait()), EXIT_WAIT_S)
+                async with asyncio.timeout(EXIT_WAIT_S):
+                    await asyncio.shield(process.wait())
         except TimeoutError:
             pass
         finally:
@@ -376,7 +391,8 @@ class _Worker:
                     process.kill()
                 # bounded: should the kill be lost, the fork server's end takes the worker
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(process.wait()), EXIT_WAIT_S)
+                    async with asyncio.timeout(EXIT_WAIT_S):
+                        await asyncio.shield(process.wait())
 
 
 def _over_budget(limits: StreamLimits, wall: bool) -> tuple[str, str]:

@@ -160,7 +160,8 @@ class Notifier:
         if task is None:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), self._limits.drain_s)
+            async with asyncio.timeout(self._limits.drain_s):
+                await self._queue.join()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

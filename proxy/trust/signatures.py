@@ -254,7 +254,8 @@ class Signatures:
             offline=self._offline,
         )
         try:
-            return await asyncio.wait_for(call, VERIFY_TIMEOUT_S)
+            async with asyncio.timeout(VERIFY_TIMEOUT_S):
+                return await call
         except TimeoutError:
             return Judged(SignatureStatus.UNVERIFIABLE, "", "verification took too long")
 

@@ -302,3 +302,24 @@ async def test_stream_scan_pool_close_leaves_no_worker_process(
 def stream_worker_children() -> list[int]:
     """Stream scan workers forked for this process (zombies included)."""
     return sorted(scan_processes(STREAM_WORKER, zombies=True))
+
+
+async def test_stream_scan_pool_closes_while_its_workers_say_ready(scan_dir: Path) -> None:
+    """A close that lands as a worker's "ready" reply arrives still ends it. On Python 3.11,
+    `asyncio.wait_for` returned the reply and dropped the cancellation in that race, and the
+    pool's close then waited for ever on an idle worker (seen in CI, reproduced under load)."""
+    forks = ForkServer(scan_dir)
+    try:
+        for attempt in range(12):
+            limits = StreamLimits(
+                workers=2, jobs_per_worker=100, max_memory_mb=1024, max_cpu_s=60, timeout_s=60.0
+            )
+            pool = StreamScanPool(limits, scan_dir, forks)
+            await pool.start()
+            await until(lambda p=pool: len(p.pids()) == 2)  # spawned; "ready" on its way
+            await asyncio.sleep(0.002 * (attempt % 4))
+            async with asyncio.timeout(15):
+                await pool.close()
+            await until(lambda: stream_worker_children() == [])
+    finally:
+        await forks.close()
