@@ -5,6 +5,7 @@ is the in-process `StreamScan`'s, and a hostile file costs a worker, never the c
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import os
 import pickle
@@ -299,6 +300,10 @@ async def test_stream_scan_pool_close_leaves_no_worker_process(
     assert stream_worker_children() == []
 
 
+def has_workers(pool: StreamScanPool, count: int) -> bool:
+    return len(pool.pids()) == count
+
+
 def stream_worker_children() -> list[int]:
     """Stream scan workers forked for this process (zombies included)."""
     return sorted(scan_processes(STREAM_WORKER, zombies=True))
@@ -316,7 +321,7 @@ async def test_stream_scan_pool_closes_while_its_workers_say_ready(scan_dir: Pat
             )
             pool = StreamScanPool(limits, scan_dir, forks)
             await pool.start()
-            await until(lambda p=pool: len(p.pids()) == 2)  # spawned; "ready" on its way
+            await until(functools.partial(has_workers, pool, 2))  # spawned; "ready" on its way
             await asyncio.sleep(0.002 * (attempt % 4))
             async with asyncio.timeout(15):
                 await pool.close()
