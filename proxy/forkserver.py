@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import json
 import logging
 import os
@@ -191,15 +192,23 @@ class ForkServer:
         exited = self._exits.setdefault(pid, loop.create_future())
         if self._control is None and not exited.done():  # the fork server died meanwhile
             exited.set_result(-signal.SIGKILL)
+        files = [os.fdopen(ours[0], "wb", 0), *(os.fdopen(fd, "rb", 0) for fd in ours[1:])]
+        stdin: asyncio.StreamWriter | None = None
         pipes: list[_Pipe] = []
         try:
-            stdin = await _writer(ours[0])
-            for fd in ours[1:]:
+            stdin = await _writer(files[0])
+            for file in files[1:]:
                 pipe = _Pipe(limit)
-                await loop.connect_read_pipe(functools.partial(_same, pipe), os.fdopen(fd, "rb", 0))
+                await loop.connect_read_pipe(functools.partial(_same, pipe), file)
                 pipes.append(pipe)
-        except BaseException:
+        except BaseException:  # no pipe left open, no child left running
             self.kill(pid)
+            if stdin is not None:
+                stdin.close()
+            for pipe in pipes:
+                pipe.close()
+            for file in files:
+                file.close()
             raise
         child = ForkedProcess(self, pid, stdin, pipes, exited)
         self._children.add(child)
@@ -322,9 +331,8 @@ def _same(pipe: _Pipe) -> _Pipe:
     return pipe
 
 
-async def _writer(fd: int) -> asyncio.StreamWriter:
+async def _writer(pipe: io.RawIOBase) -> asyncio.StreamWriter:
     loop = asyncio.get_running_loop()
-    pipe = os.fdopen(fd, "wb", buffering=0)
     transport, protocol = await loop.connect_write_pipe(
         lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader(loop=loop), loop=loop), pipe
     )

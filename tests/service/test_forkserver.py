@@ -165,3 +165,31 @@ async def test_a_live_servers_fork_server_and_its_children_are_not_leftovers(
         assert alive(forks.pid) and alive(child.pid) and child.returncode is None
     finally:
         await forks.close()
+
+
+async def test_spawn_failing_after_the_fork_leaves_no_pipe_open_and_no_child(
+    forks: ForkServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should wiring a child's pipes into the event loop fail (no file descriptor left, say),
+    the spawn fails whole: every pipe end closed, the child killed."""
+    await forks.start()
+    loop = asyncio.get_running_loop()
+    real = loop.connect_read_pipe
+    calls = 0
+
+    async def second_fails(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError(24, "Too many open files")
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    await asyncio.sleep(0.1)  # let the fork server's start settle
+    before = set(Path("/proc/self/fd").iterdir())
+    monkeypatch.setattr(loop, "connect_read_pipe", second_fails)
+    with pytest.raises(OSError, match="Too many open files"):
+        await forks.spawn("worker", ["/nonexistent"])
+    monkeypatch.undo()
+    await until(lambda: not scan_processes(FULL_SCAN, zombies=True), 10.0)
+    await asyncio.sleep(0)  # closed transports drop their pipes on the next turn
+    assert set(Path("/proc/self/fd").iterdir()) - before == set()
