@@ -35,6 +35,7 @@ from proxy.admin.risk import command_hold
 from proxy.admin.risk_commands import register as register_risk_commands
 from proxy.config import Settings
 from proxy.errors import InvalidInput
+from proxy.forkserver import ForkServer
 from proxy.lifecycle import BlobLifecycle
 from proxy.ops.notify import Notifier
 from proxy.repos import RepoRef, RepoType, Revision
@@ -248,6 +249,7 @@ async def _review_job(
     repository = Repository(db.session_maker(engine), db.read_session_maker(engine), on_audit=hook)
     blocks = Blocks(repository, settings.contact)
     waivers = Waivers(db.session_maker(engine), db.read_session_maker(engine))
+    forks = ForkServer(store.tmp_dir)
     signatures = Signatures(  # from what is stored only: commands never fetch
         SignatureRecords(db.session_maker(engine), db.read_session_maker(engine)),
         settings.signing,
@@ -260,11 +262,14 @@ async def _review_job(
         BlobLifecycle(repository, store, blocks, settings.contact),
         blocks,
         Pins(repository, settings.policy.unpinned_paths),
-        _rescanner(settings, engine, repository, store, waivers, signatures),
+        _rescanner(settings, engine, repository, store, waivers, signatures, forks),
         waivers,
         signatures=signatures,
     )
-    await job(review, args)
+    try:
+        await job(review, args)
+    finally:
+        await forks.close()  # started by the first rescan, if any
 
 
 def _rescanner(
@@ -274,10 +279,13 @@ def _rescanner(
     store: BlobStore,
     waivers: Waivers,
     signatures: Signatures,
+    forks: ForkServer,
 ) -> Rescanner:
-    """The scanner worker and the policy in force, as the server uses them."""
+    """The scanner workers (forks of one process that imported the scanners, as in the
+    server) and the policy in force, as the server uses them."""
     scan = settings.scan
-    pool = ScannerPool(ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, 1))
+    limits = ScanLimits(scan.timeout_s, scan.max_memory_mb, scan.max_cpu_s, 1)
+    pool = ScannerPool(limits, forks=forks)
     lineage = Lineage(repository, None, refs_ttl_s=0)  # a verdict needs no history
     policy = PolicyGate(repository, lineage, PolicySource(settings.policy).current, "", waivers,
                         signatures=signatures)  # fmt: skip
