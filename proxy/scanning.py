@@ -368,7 +368,7 @@ def leftover_workers(scan_dir: Path) -> list[int]:
             continue
         if "\nState:\tZ" in status:
             continue  # already dead, waiting to be reaped
-        intended, actual = _intended_parent(args), _parent_pid(status)
+        intended, actual = _intended_parent(args), parent_pid_in(status)
         if intended is None:
             if actual == 1:
                 found.append(int(entry.name))
@@ -379,12 +379,13 @@ def leftover_workers(scan_dir: Path) -> list[int]:
 
 def _parent_of(pid: int) -> int | None:
     try:
-        return _parent_pid((PROC / str(pid) / "status").read_text())
+        return parent_pid_in((PROC / str(pid) / "status").read_text())
     except OSError:
         return None
 
 
-def _parent_pid(status: str) -> int:
+def parent_pid_in(status: str) -> int:
+    """The PPid of a /proc/PID/status text (1 when it has none)."""
     for line in status.splitlines():
         if line.startswith("PPid:"):
             return int(line.split()[1])

@@ -38,7 +38,7 @@ import sys
 from collections.abc import Callable
 
 from scanners import stream_worker, worker
-from scanners.worker import die_with_parent
+from scanners.worker import add_parent_argument, die_with_parent
 
 MAX_REQUEST_BYTES = 64 * 1024
 FDS_PER_SPAWN = 3
@@ -185,17 +185,14 @@ def _set_name(title: str) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scanners.forkserver", description=__doc__)
     parser.add_argument("--scan-dir", required=True, help="for `kill_leftover_workers` to match")
-    parser.add_argument(
-        "--parent-pid", type=int, default=None, help="exit as soon as this process has ended"
-    )
+    add_parent_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve spawn requests on the socket given as stdin until the server closes it."""
     args = _parser().parse_args(argv)
-    if args.parent_pid is not None:
-        die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     control = socket.socket(fileno=os.dup(0))
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)

@@ -47,7 +47,7 @@ from typing import BinaryIO
 from scanners import gguf, safetensors  # noqa: F401
 from scanners.incremental import StreamScan
 from scanners.limits import MIB, ScanLimits
-from scanners.worker import die_with_parent
+from scanners.worker import add_parent_argument, die_with_parent
 
 SLICE_BYTES = 32 * MIB
 READ_BYTES = 4 * MIB
@@ -259,17 +259,14 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m scanners.stream_worker", description=__doc__)
     parser.add_argument("--scan-dir", type=Path, required=True, help="files must be under it")
     parser.add_argument("--max-memory-mb", type=int, default=1024, help="RLIMIT_AS (1024)")
-    parser.add_argument(
-        "--parent-pid", type=int, default=None, help="exit as soon as this process has ended"
-    )
+    add_parent_argument(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve stream scan commands until stdin ends; returns 0."""
     args = _parser().parse_args(argv)
-    if args.parent_pid is not None:
-        die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     logging.basicConfig(
         level=logging.WARNING, format="stream worker %(process)d: %(levelname)s %(message)s"
     )

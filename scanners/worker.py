@@ -35,15 +35,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=None, help="the file's path inside its repo (a hint)")
     parser.add_argument("--max-memory-mb", type=int, default=1024, help="RLIMIT_AS (default 1024)")
     parser.add_argument("--max-cpu-s", type=int, default=60, help="RLIMIT_CPU (default 60)")
-    parser.add_argument(
-        "--parent-pid", type=int, default=None, help="exit as soon as this process has ended"
-    )
+    add_parent_argument(parser)
     return parser
 
 
-def die_with_parent(parent_pid: int) -> None:
+def add_parent_argument(parser: argparse.ArgumentParser) -> None:
+    """`--parent-pid PID`, for `die_with_parent` (every scan process the server starts has it)."""
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="exit as soon as this process has ended"
+    )
+
+
+def die_with_parent(parent_pid: int | None) -> None:
     """End this process when `parent_pid` (the server that wants the report) ends: a server
-    killed with SIGKILL cannot stop its workers itself (issue 10)."""
+    killed with SIGKILL cannot stop its workers itself (issue 10). None: no parent to follow."""
+    if parent_pid is None:
+        return
     if not _parent_death_signal():
         threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
     if os.getppid() != parent_pid:  # the parent ended before the kernel was told to watch it
@@ -94,8 +101,7 @@ def crashed_report(path: str, exc: BaseException, elapsed_s: float) -> ScanRepor
 def main(argv: list[str] | None = None) -> int:
     """Run one scan and print its report line; always returns 0 once arguments parse."""
     args = _parser().parse_args(argv)
-    if args.parent_pid is not None:
-        die_with_parent(args.parent_pid)
+    die_with_parent(args.parent_pid)
     started = time.perf_counter()
     try:
         set_limits(args.max_memory_mb, args.max_cpu_s)

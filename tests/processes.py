@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from proxy.scanning import parent_pid_in
+
 PROC = Path("/proc")
 FULL_SCAN = "hw-scan"
 STREAM_WORKER = "hw-stream"
@@ -35,7 +37,7 @@ def scan_processes(
         if zombie and not zombies:
             continue
         if not cmdline:  # a zombie has none: its parent, the fork server, has the same
-            cmdline = _cmdline(_parent(status))
+            cmdline = _cmdline(parent_pid_in(status))
         if root is not None and root not in cmdline:
             continue
         if f"--parent-pid={server}" in cmdline.split("\0"):
@@ -49,13 +51,6 @@ def alive(pid: int) -> bool:
         return "\nState:\tZ" not in (PROC / str(pid) / "status").read_text()
     except OSError:
         return False
-
-
-def _parent(status: str) -> int:
-    for line in status.splitlines():
-        if line.startswith("PPid:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _cmdline(pid: int) -> str:
