@@ -101,3 +101,17 @@ def test_architecture_scanners_import_nothing_from_proxy_or_aiohttp() -> None:
         if name.split(".")[0] in ("aiohttp", "proxy")
     ]
     assert offenders == []
+
+
+def test_architecture_no_asyncio_wait_for_in_the_server() -> None:
+    """Python 3.11's `asyncio.wait_for` returns the awaited result and drops a cancellation that
+    lands as that result arrives: a task then outlives its cancel, and a shutdown waits for it
+    for ever (a stream worker pool's close did, in CI). `asyncio.timeout` has no such race."""
+    offenders = [
+        f"{path.relative_to(PROXY_DIR.parent)}:{node.lineno}"
+        for path in sorted(PROXY_DIR.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Attribute | ast.alias)
+        and (node.attr if isinstance(node, ast.Attribute) else node.name) == "wait_for"
+    ]
+    assert offenders == []

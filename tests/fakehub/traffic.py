@@ -223,7 +223,8 @@ class Traffic:
 
     async def _sleep_unless_closing(self, delay_s: float) -> bool:
         try:
-            await asyncio.wait_for(self.closing.wait(), timeout=delay_s)
+            async with asyncio.timeout(delay_s):  # not wait_for: on 3.11 it can drop a cancel
+                await self.closing.wait()
         except TimeoutError:
             return True
         return False
