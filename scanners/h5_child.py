@@ -7,15 +7,30 @@ import contextlib
 import io
 import resource
 from multiprocessing.connection import Connection
+from pathlib import Path
 
 from scanners.limits import KerasLimits
 
 
 def read_model_config(data: bytes, limits: KerasLimits, send: Connection) -> None:
     resource.setrlimit(resource.RLIMIT_CPU, (limits.h5_cpu_s, limits.h5_cpu_s))
-    resource.setrlimit(resource.RLIMIT_AS, (limits.h5_memory_bytes, limits.h5_memory_bytes))
+    address_space = _address_space_limit(limits.h5_memory_bytes)
+    resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
     with contextlib.suppress(MemoryError):  # no reply: the parent reports the limit
         send.send(_read(data, limits))
+
+
+def _address_space_limit(budget: int) -> int:
+    """What the reader has mapped already (a fork shares its parent's pages) plus `budget`,
+    never above a limit this process was given (it may not raise it)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[0])
+        mapped = pages * resource.getpagesize()
+    except (OSError, ValueError, IndexError):  # not Linux: a fresh interpreter, small
+        mapped = 0
+    wanted = mapped + budget
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    return wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
 
 
 def _read(data: bytes, limits: KerasLimits) -> tuple[str, object]:

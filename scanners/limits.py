@@ -159,7 +159,7 @@ class KerasLimits:
     max_nodes: int = 2_000_000  # JSON values walked
     max_depth: int = 200
     max_findings: int = 40
-    h5_memory_bytes: int = 512 * MIB  # the h5py child's address space
+    h5_memory_bytes: int = 512 * MIB  # what the h5py child may map beyond its start
     h5_cpu_s: int = 10
     h5_wall_s: float = 20.0
 

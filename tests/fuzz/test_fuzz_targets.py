@@ -19,7 +19,7 @@ from tests.fuzz import targets
 from tests.fuzz.seeds import all_seeds, write_seeds
 
 ROOT = Path(__file__).resolve().parents[2]
-SHORT_RUNS = 3000  # ~300 mutations per target after the seeds
+SHORT_RUNS = 3000  # the seeds (168), then mutations of them until 3000 inputs have run
 SHORT_SECONDS = 15  # an upper bound on a loaded machine; the runs bound is what ends it here
 FORMAT_TARGETS = sorted(n for n, t in targets.TARGETS.items() if t.seed_formats)
 

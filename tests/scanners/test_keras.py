@@ -319,3 +319,71 @@ def test_scan_keras_vocabulary_outside_the_model_is_malicious(tmp_path: Path, pa
 def test_scan_keras_relative_vocabulary_file_needs_review(tmp_path: Path) -> None:
     (finding,) = scan_path(keras_file(tmp_path, [lookup("assets/vocab.txt")]))
     assert (finding.code, finding.outcome) == ("KERAS_VOCABULARY_FILE", Outcome.REVIEW)
+
+
+def _h5_lambda(path: Path) -> Path:
+    def payload(x: object) -> object:
+        exec("import os; os.system('id')")  # noqa: S102 -- marshalled, never called
+        return x
+
+    layer = {
+        "class_name": "Lambda",
+        "config": {
+            "name": "l",
+            "function": [lambda_code(payload), None, None],
+            "function_type": "lambda",
+        },
+    }
+    return make_h5(path, keras2_config([layer]))
+
+
+def test_scan_h5_reads_the_same_through_fork_and_spawn(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HDF5 reader is a fork where this process has one thread (milliseconds) and a fresh
+    interpreter otherwise; both read the same model_config."""
+    clean = make_h5(tmp_path / "clean.h5", keras2_config([dense()]))
+    evil = _h5_lambda(tmp_path / "evil.h5")
+    seen = []
+    for forked in (True, False):
+        monkeypatch.setattr(keras, "_can_fork", lambda forked=forked: forked)
+        seen.append((codes(scan_path(clean)), codes(scan_path(evil))))
+    assert seen == [([], ["KERAS_LAMBDA_CODE"])] * 2
+
+
+def test_scan_h5_forks_only_when_this_process_has_one_thread() -> None:
+    import threading
+
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    single = keras._can_fork()
+    other.start()
+    try:
+        assert keras._can_fork() is False  # another thread could hold a lock the fork copies
+    finally:
+        stop.set()
+        other.join()
+    assert single is (sys.platform.startswith("linux") and threading.active_count() == 1)
+
+
+def test_h5_reader_memory_budget_counts_from_what_a_fork_has_mapped() -> None:
+    """A fork starts with its parent's mappings: the reader may map `h5_memory_bytes` beyond
+    them (an absolute limit below them would fail every read), never past an inherited limit."""
+    import resource
+
+    from scanners import h5_child
+
+    budget = 64 * 1024 * 1024
+    mapped = int(Path("/proc/self/statm").read_text().split()[0]) * resource.getpagesize()
+    limit = h5_child._address_space_limit(budget)
+    assert mapped + budget <= limit < mapped + budget + 64 * 1024 * 1024
+    program = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2**40, 2**40))\n"
+        "from scanners import h5_child\n"
+        "print(h5_child._address_space_limit(2**41))\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own interpreter, fixed program
+        [sys.executable, "-c", program], capture_output=True, text=True, check=True
+    )
+    assert int(done.stdout) == 2**40

@@ -193,3 +193,20 @@ async def test_spawn_failing_after_the_fork_leaves_no_pipe_open_and_no_child(
     await until(lambda: not scan_processes(FULL_SCAN, zombies=True), 10.0)
     await asyncio.sleep(0)  # closed transports drop their pipes on the next turn
     assert set(Path("/proc/self/fd").iterdir()) - before == set()
+
+
+async def test_forked_scan_reads_keras_h5_through_its_own_hdf5_child(
+    forks: ForkServer, tmp_path: Path
+) -> None:
+    """A scan worker is a single-threaded fork: its HDF5 reader is a fork of it in turn."""
+    from tests.scanners.test_keras import _h5_lambda, keras2_config, make_h5
+
+    clean = make_h5(tmp_path / "clean.part", keras2_config([]))
+    evil = _h5_lambda(tmp_path / "evil.part")
+    pool = ScannerPool(_limits(), forks=forks)
+    assert (await pool.scan(clean, "model.h5")).outcome is Outcome.CLEAN
+    report = await pool.scan(evil, "model.h5")
+    assert (report.outcome, [f.code for f in report.findings]) == (
+        Outcome.MALICIOUS,
+        ["KERAS_LAMBDA_CODE"],
+    )
