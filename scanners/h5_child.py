@@ -4,15 +4,24 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import io
 import resource
+import signal
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from scanners.limits import KerasLimits
 
+# A fork keeps its parent's handlers for these (a fuzzer's crash reporter, faulthandler): the
+# reader must die of them plainly, as a fresh process would, and let its parent report that.
+_FATAL_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT, signal.SIGILL, signal.SIGFPE)
+
 
 def read_model_config(data: bytes, limits: KerasLimits, send: Connection) -> None:
+    faulthandler.disable()
+    for number in _FATAL_SIGNALS:
+        signal.signal(number, signal.SIG_DFL)
     resource.setrlimit(resource.RLIMIT_CPU, (limits.h5_cpu_s, limits.h5_cpu_s))
     address_space = _address_space_limit(limits.h5_memory_bytes)
     resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))

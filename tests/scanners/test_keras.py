@@ -387,3 +387,27 @@ def test_h5_reader_memory_budget_counts_from_what_a_fork_has_mapped() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True
     )
     assert int(done.stdout) == 2**40
+
+
+def test_h5_reader_fork_dies_of_a_crash_plainly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked reader drops the handlers it inherited for fatal signals (a fuzzer's crash
+    reporter would take its crash for the parent's) and faulthandler."""
+    import faulthandler
+    import signal
+
+    from scanners import h5_child
+
+    def report_handlers(data: bytes, limits: object) -> tuple[str, object]:
+        state = (signal.getsignal(signal.SIGFPE) is signal.SIG_DFL, faulthandler.is_enabled())
+        return ("invalid", f"handlers {state}")
+
+    monkeypatch.setattr(keras, "_can_fork", lambda: True)
+    monkeypatch.setattr(h5_child, "_read", report_handlers)
+    previous = signal.signal(signal.SIGFPE, lambda number, frame: None)
+    try:
+        findings = scan_path(make_h5(tmp_path / "m.h5", keras2_config([])))
+    finally:
+        signal.signal(signal.SIGFPE, previous)
+    assert "handlers (True, False)" in findings[0].message
