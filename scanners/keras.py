@@ -244,7 +244,7 @@ def _h5_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
 def _can_fork() -> bool:
     """`fork` where it is safe and available (Linux, this process has one thread: a scan
     worker, `hubwarden scan`): the child has h5py loaded already and starts in milliseconds.
-    Elsewhere `spawn`, a fresh interpreter (a second or so): forking a process with other
+    Elsewhere `spawn`, a fresh interpreter (about 0.6 s): forking a process with other
     threads can copy a lock one of them holds."""
     return sys.platform.startswith("linux") and threading.active_count() == 1
 
