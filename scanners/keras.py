@@ -22,6 +22,7 @@ import multiprocessing
 import re
 import sys
 import threading
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -228,7 +229,11 @@ def _h5_config(fh: BinaryIO, name: str, limits: KerasLimits) -> object:
         context = multiprocessing.get_context("spawn")
     receive, send = context.Pipe(duplex=False)
     child = context.Process(target=h5_child.read_model_config, args=(data, limits, send))
-    child.start()
+    with warnings.catch_warnings():
+        # Python 3.12+ counts OS threads: numpy's idle OpenBLAS threads are not ours to fear
+        # (OpenBLAS has fork handlers); the one thread that runs Python is checked above
+        warnings.filterwarnings("ignore", ".*fork", DeprecationWarning)
+        child.start()
     send.close()
     try:
         reply = receive.recv() if receive.poll(limits.h5_wall_s) else None
