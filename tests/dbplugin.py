@@ -2,8 +2,9 @@
 conftest).
 
 - `db_url`: parametrised over `sqlite` (a file in tmp_path) and `postgresql` (a fresh database per
-  test on the server HUBWARDEN_TEST_POSTGRES_URL names, dropped at teardown; without the variable
-  the case is skipped, saying so).
+  test on the server HUBWARDEN_TEST_POSTGRES_URL names, by default the project's
+  127.0.0.1:5432 with trust auth, dropped at teardown; a server that cannot be reached fails the
+  case with a message naming the variable: a skipped case would prove nothing).
 - `db_engine`: an engine on `db_url` whose schema was built by the migrations (never create_all).
 - `db_sessions`: a session maker on `db_engine`.
 """
@@ -21,6 +22,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -31,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 from proxy.store import db
 
 POSTGRES_URL_VARIABLE = "HUBWARDEN_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DATABASE_KINDS = ("sqlite", "postgresql")
 
 T = TypeVar("T")
@@ -48,10 +51,9 @@ async def _await(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def postgres_server_url() -> str:
-    """The test server's URL (on the asyncpg driver), or skip the test naming the variable."""
-    url = os.environ.get(POSTGRES_URL_VARIABLE, "")
-    if not url:
-        pytest.skip(f"{POSTGRES_URL_VARIABLE} is not set (e.g. postgresql://postgres@127.0.0.1/x)")
+    """The test server's URL (on the asyncpg driver): HUBWARDEN_TEST_POSTGRES_URL, else the
+    server every machine of this project runs."""
+    url = os.environ.get(POSTGRES_URL_VARIABLE) or DEFAULT_POSTGRES_URL
     parsed = make_url(url)
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
@@ -70,7 +72,15 @@ def fresh_postgres_url() -> Iterator[str]:
     """The URL of a new, empty PostgreSQL database, dropped (connections and all) afterwards."""
     server_url = postgres_server_url()
     name = f"hw_{secrets.token_hex(8)}"
-    run_isolated(lambda: _admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        run_isolated(lambda: _admin(server_url, f'CREATE DATABASE "{name}"'))
+    except (OSError, DBAPIError) as exc:
+        shown = make_url(server_url).render_as_string(hide_password=True)
+        pytest.fail(
+            f"no PostgreSQL server to test on at {shown} ({type(exc).__name__}: {exc}); "
+            f"run one there or point {POSTGRES_URL_VARIABLE} at a server where the tests may "
+            "CREATE DATABASE"
+        )
     try:
         yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
     finally:
