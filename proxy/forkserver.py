@@ -179,13 +179,11 @@ class ForkServer:
                     os.close(fd)
             async with asyncio.timeout(SPAWN_TIMEOUT_S):
                 pid = await asyncio.shield(spawned)
-        except (OSError, TimeoutError) as exc:
+        except BaseException as exc:  # failed or cancelled: nobody will read these pipes
             for fd in ours:
                 os.close(fd)
-            raise ForkFailed(f"the fork server did not start a {kind}: {exc}") from exc
-        except BaseException:  # cancelled: nobody will read these pipes
-            for fd in ours:
-                os.close(fd)
+            if isinstance(exc, OSError | TimeoutError):
+                raise ForkFailed(f"the fork server did not start a {kind}: {exc}") from exc
             raise
         finally:
             self._spawns.pop(ident, None)

@@ -356,14 +356,12 @@ def test_scan_h5_forks_only_when_this_process_has_one_thread() -> None:
 
     stop = threading.Event()
     other = threading.Thread(target=stop.wait)
-    single = keras._can_fork()
     other.start()
     try:
         assert keras._can_fork() is False  # another thread could hold a lock the fork copies
     finally:
         stop.set()
         other.join()
-    assert single is (sys.platform.startswith("linux") and threading.active_count() == 1)
 
 
 def test_h5_reader_memory_budget_counts_from_what_a_fork_has_mapped() -> None:
